@@ -1,0 +1,99 @@
+"""P(atypical) for a batch of pages: one forward pass for all pages and all TTA views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amf.errors import PredictionError
+from amf.model_dir import LoadedModel, load_model_dir
+from amf.network import AtypicalClassifier
+from amf.preprocess import normalize, prepare_pages
+
+POSITIVE_INDEX = 1  # CLASS_NAMES[1] == "atypical"
+
+
+def _views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """Dihedral views of an N×C×H×W batch: mitotic figures have no preferred orientation."""
+    if tta == "none":
+        return [x]
+    flips = [x, x.flip(3)]
+    if tta == "flip2":
+        return flips
+    rotated = [torch.rot90(v, 2, dims=(2, 3)) for v in flips]
+    if tta == "dihedral4":
+        return flips + rotated
+    if tta == "dihedral8":
+        quarter = [torch.rot90(v, k, dims=(2, 3)) for v in flips for k in (1, 3)]
+        return flips + rotated + quarter
+    raise ValueError(f"unknown TTA setting {tta!r}")
+
+
+def autocast_for(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """fp16 autocast on CUDA; on the CPU inference stays fp32, which is exact and fast enough."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: AtypicalClassifier,
+    pages: np.ndarray | torch.Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tta: str = "none",
+    batch_size: int = 256,
+    amp: bool = True,
+) -> np.ndarray:
+    """P(atypical) for prepared uint8 N×H×W×3 pages, averaged over the TTA views' probabilities."""
+    device = next(model.parameters()).device
+    batch = torch.as_tensor(pages)
+    out = []
+    for start in range(0, len(batch), batch_size):
+        x = normalize(batch[start : start + batch_size].to(device, non_blocking=True), mean, std)
+        views = _views(x, tta)
+        with autocast_for(device, amp):
+            logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
+        probs = torch.softmax(logits.float(), dim=1)[:, POSITIVE_INDEX]
+        out.append(probs.view(len(views), -1).mean(0).cpu())
+    if not out:
+        return np.zeros(0, np.float64)
+    return torch.cat(out).double().numpy()
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Predictor:
+    """A loaded model directory ready to score raw pages (any dtype, channels or size)."""
+
+    def __init__(self, loaded: LoadedModel, tta: str | None = None) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.card = loaded.card
+        self.tta = tta or loaded.card["tta"]
+        self.threshold = loaded.threshold
+        self.device = next(self.model.parameters()).device
+
+    @classmethod
+    def from_dir(cls, path: str | Path, device: str | None = None, tta: str | None = None) -> Predictor:
+        return cls(load_model_dir(path, pick_device(device)), tta=tta)
+
+    def prepare(self, pages: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        return prepare_pages(pages, self.loaded.input_size)
+
+    def predict_proba(self, pages: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        probs = predict_proba(
+            self.model, self.prepare(pages), mean=self.card["mean"], std=self.card["std"], tta=self.tta
+        )
+        if not np.all(np.isfinite(probs)):
+            raise PredictionError("the model produced a non-finite probability; refusing to write an output")
+        return probs

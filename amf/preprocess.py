@@ -1,0 +1,98 @@
+"""The one place that decides how a page becomes model input, for training and inference alike.
+
+Two steps, kept apart because training augments between them:
+
+1. :func:`prepare_pages` turns any page (gray, RGBA, 16-bit, float, any size) into an RGB uint8
+   patch of the model's input size. Pages larger than the input are centre-cropped and smaller
+   ones reflect-padded, never resized: MIDOG crops are centred on the figure and share one
+   pixel spacing, so resizing would change the apparent size of the nucleus.
+2. :func:`normalize` turns a uint8 NHWC batch into the float NCHW tensor the network eats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from amf.errors import InputError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def to_rgb_uint8(page: np.ndarray) -> np.ndarray:
+    """Any 2-D page (H×W, H×W×1, H×W×2, H×W×3, H×W×4; uint8/uint16/float) as H×W×3 uint8."""
+    a = np.asarray(page)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"a page must be a 2-D image, got an array of shape {a.shape}")
+    channels = a.shape[2]
+    if channels in (1, 2):  # gray, or gray + alpha
+        a = np.repeat(a[..., :1], 3, axis=2)
+    elif channels >= 3:  # RGB, RGBA: alpha carries no stain information
+        a = a[..., :3]
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == np.bool_:
+        return np.ascontiguousarray(a.astype(np.uint8) * 255)
+    if np.issubdtype(a.dtype, np.integer):
+        # 8-bit values in a wider container stay as they are; true 16-bit ranges are scaled down
+        top = 255 if a.max(initial=0) <= 255 else np.iinfo(a.dtype).max
+        return np.ascontiguousarray(np.clip(np.round(a.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8))
+    if np.issubdtype(a.dtype, np.floating):
+        f = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if f.max(initial=0.0) <= 1.0 else 1.0
+        return np.ascontiguousarray(np.clip(np.round(f * scale), 0, 255).astype(np.uint8))
+    raise InputError(f"unsupported pixel type {a.dtype}")
+
+
+def fit_to_size(page: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop or reflect-pad an H×W×3 page to size×size without resampling."""
+    h, w = page.shape[:2]
+    if h > size:
+        top = (h - size) // 2
+        page = page[top : top + size]
+    if w > size:
+        left = (w - size) // 2
+        page = page[:, left : left + size]
+    h, w = page.shape[:2]
+    if h < size or w < size:
+        pad_h, pad_w = size - h, size - w
+        pads = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+        # reflect needs a side longer than the pad; fall back to edge for tiny pages
+        mode = "reflect" if h > max(pads[0]) and w > max(pads[1]) else "edge"
+        page = np.pad(page, pads, mode=mode)
+    return np.ascontiguousarray(page)
+
+
+def prepare_page(page: np.ndarray, size: int) -> np.ndarray:
+    """One page of any kind as the size×size×3 uint8 patch the model sees."""
+    return fit_to_size(to_rgb_uint8(page), size)
+
+
+def prepare_pages(pages: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+    """Pages of any kind as one N×size×size×3 uint8 array."""
+    if len(pages) == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([prepare_page(p, size) for p in pages])
+
+
+def normalize(
+    batch: torch.Tensor,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """uint8 N×H×W×3 (or float in [0, 1] N×3×H×W) to a normalised float32 N×3×H×W tensor.
+
+    The result is channels_last in memory, which is what the convolutions here run fastest on.
+    """
+    if batch.dtype == torch.uint8:
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    else:
+        x = batch.float()
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
