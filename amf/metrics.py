@@ -2,8 +2,16 @@
 validation, local leaderboard evaluation and benchmarks.
 
 Balanced accuracy is primary; sensitivity, specificity, accuracy and ROC AUC are reported too,
-overall and per tumour domain. A metric that is undefined on the data at hand (sensitivity
-without positives, AUC with one class) is NaN, never a made-up 0 or 1.
+overall and per tumour domain. The edge cases follow the MIDOG 2025 Track 2 evaluation container
+(DeepMicroscopy/MIDOG25_T2_evaluation_docker, evaluate.py):
+
+* Overall, sensitivity and specificity are plain ratios of the pooled counts. Without atypical
+  (or without normal) cases the organizer's division by zero aborts the evaluation; here the value
+  is NaN and the reason is listed under ``organizer_errors``.
+* Per domain they come from scikit-learn's ``recall_score`` with its default ``zero_division``,
+  so a domain without atypical cases scores sensitivity 0.0 (not NaN), which also halves its
+  balanced accuracy. Balanced accuracy is always ``(sensitivity + specificity) / 2``.
+* ROC AUC with a single class is NaN (scikit-learn >= 1.6 warns and returns NaN).
 """
 
 from __future__ import annotations
@@ -16,80 +24,132 @@ import numpy as np
 
 METRIC_NAMES = ("balanced_accuracy", "sensitivity", "specificity", "accuracy", "roc_auc")
 
+ArrayLike = Sequence[float] | np.ndarray
 
-def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann-Whitney U statistic, ties counted half."""
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2.0)[inverse]
+
+
+def roc_auc(y_true: ArrayLike, scores: ArrayLike) -> float:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half); NaN with one class."""
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    # average ranks over ties
-    boundaries = np.flatnonzero(np.diff(sorted_s)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(s)]))
-    for a, b in zip(starts, ends, strict=True):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
+    ranks = _average_ranks(s)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False-positive rate, true-positive rate and thresholds, from (0, 0) to (1, 1)."""
+def roc_curve(y_true: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False-positive rate, true-positive rate and thresholds (``score >= t``), from (0, 0) to (1, 1).
+
+    The same points as scikit-learn's ``roc_curve(..., drop_intermediate=False)``. A rate whose
+    class is absent stays 0 instead of dividing by zero, so a one-class curve can still be drawn.
+    """
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
-    thresholds = np.concatenate(([np.inf], np.unique(s)[::-1]))
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    # the last index of each run of equal scores: the cut just below that score
+    last = np.flatnonzero(np.r_[np.diff(s_sorted) != 0, True]) if len(s) else np.zeros(0, int)
+    tps = np.cumsum(y_sorted)[last]
+    fps = np.cumsum(~y_sorted)[last]
     n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    tpr = np.array([np.sum(y & (s >= t)) / n_pos for t in thresholds])
-    fpr = np.array([np.sum(~y & (s >= t)) / n_neg for t in thresholds])
+    tpr = np.r_[0.0, tps / n_pos]
+    fpr = np.r_[0.0, fps / n_neg]
+    thresholds = np.r_[np.inf, s_sorted[last]]
     return fpr, tpr, thresholds
 
 
-def binary_metrics(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray,
-                   threshold: float = 0.5, y_pred: Sequence[int] | np.ndarray | None = None) -> dict[str, float]:
-    """The organizer's metrics for one set of cases. ``y_pred`` overrides thresholding ``y_score``."""
+def _ratio(num: int, den: int, zero_division: float) -> float:
+    return num / den if den else float(zero_division)
+
+
+def binary_metrics(y_true: ArrayLike, y_score: ArrayLike, threshold: float = 0.5,
+                   y_pred: ArrayLike | None = None, *, zero_division: float = 0.0) -> dict[str, float]:
+    """The organizer's metrics for one set of cases. ``y_pred`` overrides thresholding ``y_score``.
+
+    ``zero_division`` is the sensitivity (specificity) when there are no atypical (normal) cases:
+    0.0 as in the organizer's per-domain scores, NaN for its overall scores (where it aborts).
+    """
     y = np.asarray(y_true).astype(int)
     s = np.asarray(y_score, dtype=np.float64)
     pred = (s >= threshold).astype(int) if y_pred is None else np.asarray(y_pred).astype(int)
+    if len(pred) != len(y) or len(s) != len(y):
+        raise ValueError(f"{len(y)} labels but {len(s)} scores and {len(pred)} predictions")
     tp = int(np.sum((pred == 1) & (y == 1)))
     tn = int(np.sum((pred == 0) & (y == 0)))
     fp = int(np.sum((pred == 1) & (y == 0)))
     fn = int(np.sum((pred == 0) & (y == 1)))
-    sens = tp / (tp + fn) if tp + fn else math.nan
-    spec = tn / (tn + fp) if tn + fp else math.nan
-    defined = [v for v in (sens, spec) if not math.isnan(v)]
+    sens = _ratio(tp, tp + fn, zero_division)
+    spec = _ratio(tn, tn + fp, zero_division)
     return {
-        "balanced_accuracy": float(np.mean(defined)) if defined else math.nan,
+        "balanced_accuracy": (sens + spec) / 2.0,
         "sensitivity": sens,
         "specificity": spec,
-        "accuracy": (tp + tn) / len(y) if len(y) else math.nan,
+        "accuracy": _ratio(tp + tn, len(y), math.nan),
         "roc_auc": roc_auc(y, s),
-        "n": int(len(y)),
+        "n": len(y),
         "n_atypical": int(y.sum()),
         "tp": tp, "tn": tn, "fp": fp, "fn": fn,
     }
 
 
-def domain_metrics(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray,
-                   domains: Sequence[Any] | None = None, threshold: float = 0.5,
-                   y_pred: Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
-    """``{"overall": {...}, "per_domain": {domain: {...}}}``, domains in sorted order."""
+def organizer_errors(metrics: dict[str, Any]) -> list[str]:
+    """Why the organizer's evaluation would abort on these overall counts; empty when it would not."""
+    errors = []
+    if metrics["n"] == 0:
+        errors.append("no cases at all: the organizer's evaluation has nothing to aggregate and fails")
+    else:
+        if metrics["tp"] + metrics["fn"] == 0:
+            errors.append("no atypical cases: the organizer's overall sensitivity divides by zero and fails")
+        if metrics["tn"] + metrics["fp"] == 0:
+            errors.append("no normal cases: the organizer's overall specificity divides by zero and fails")
+    return errors
+
+
+def _domain_order(values: Sequence[Any]) -> list[Any]:
+    """Distinct domains in the organizer's order: numerically when they are numbers."""
+    distinct = list(dict.fromkeys(values))
+    try:
+        return sorted(distinct, key=float)
+    except (TypeError, ValueError):
+        return sorted(distinct, key=str)
+
+
+def domain_metrics(y_true: ArrayLike, y_score: ArrayLike, domains: Sequence[Any] | None = None,
+                   threshold: float = 0.5, y_pred: ArrayLike | None = None) -> dict[str, Any]:
+    """``{"threshold", "overall", "per_domain": {str(domain): {...}}, "organizer_errors"}``.
+
+    Overall undefined rates are NaN (the organizer aborts; see ``organizer_errors``); per-domain
+    ones are 0.0 as the organizer's scikit-learn calls give. Domains are in numeric order when
+    they are numbers, else in string order.
+    """
     y = np.asarray(y_true)
     s = np.asarray(y_score, dtype=np.float64)
     p = None if y_pred is None else np.asarray(y_pred)
-    result: dict[str, Any] = {"threshold": float(threshold), "overall": binary_metrics(y, s, threshold, p)}
+    overall = binary_metrics(y, s, threshold, p, zero_division=math.nan)
+    result: dict[str, Any] = {"threshold": float(threshold), "overall": overall,
+                              "organizer_errors": organizer_errors(overall)}
     if domains is not None:
-        d = np.asarray([str(v) for v in domains])
-        result["per_domain"] = {
-            name: binary_metrics(y[d == name], s[d == name], threshold, None if p is None else p[d == name])
-            for name in sorted(set(d.tolist()))
-        }
+        d = list(domains)
+        if len(d) != len(y):
+            raise ValueError(f"{len(y)} labels but {len(d)} domains")
+        keys = np.asarray([str(v) for v in d])
+        result["per_domain"] = {}
+        for value in _domain_order(d):
+            mask = keys == str(value)
+            result["per_domain"][str(value)] = binary_metrics(
+                y[mask], s[mask], threshold, None if p is None else p[mask], zero_division=0.0)
     return result
 
 
-def best_threshold(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
+def best_threshold(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """The threshold on P(atypical) that maximises balanced accuracy; the midpoint of ties.
 
     Used on validation data only. With one class present it falls back to 0.5.

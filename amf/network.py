@@ -122,7 +122,8 @@ class AtypicalClassifier(nn.Module):
         x = torch.randn(2, 3, 128, 128, device=next(self.parameters()).device)
         try:
             staged = self._staged_features(x, None, mix=False)
-            same = staged.shape == (ref := self.backbone.forward_features(x)).shape and torch.allclose(staged, ref, atol=1e-4)
+            ref = self.backbone.forward_features(x)
+            same = staged.shape == ref.shape and torch.allclose(staged, ref, atol=1e-4)
         except (RuntimeError, TypeError, AssertionError):
             same = False
         self.train(was_training)

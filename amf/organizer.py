@@ -2,7 +2,11 @@
 
 Input: ``inputs.json`` lists the interface ``stacked-histopathology-roi-cropouts``; its image
 lives under ``images/stacked-histopathology-roi-cropouts/``. Output: a list with one entry per
-page, in page order, ``{"class": "normal"|"atypical", "confidence": P(atypical)}``.
+page, in page order, ``{"class": "normal"|"atypical", "confidence": P(class)}``.
+
+The confidence is that of the predicted class: the organizer's evaluator (MIDOG25_T2_evaluation_docker,
+evaluate.py) ranks pages for ROC AUC by ``confidence`` if the class is atypical, else by
+``1 - confidence``. Writing P(atypical) for a "normal" page would rank it as a likely atypical one.
 """
 
 from __future__ import annotations
@@ -64,35 +68,75 @@ def find_stack(input_dir: str | Path) -> tuple[Path, str]:
 
 
 def to_entries(probabilities: Sequence[float], threshold: float) -> list[dict[str, Any]]:
-    """Organizer entries: the class from the threshold, the confidence always P(atypical)."""
-    return [
-        {"class": CLASS_NAMES[1] if float(p) >= threshold else CLASS_NAMES[0], "confidence": float(p)}
-        for p in probabilities
-    ]
+    """Organizer entries: the class from the threshold, the confidence that of the class.
+
+    :func:`score_of` turns an entry back into P(atypical), as the organizer does.
+    """
+    entries = []
+    for p in probabilities:
+        p = float(p)
+        atypical = p >= threshold
+        entries.append({"class": CLASS_NAMES[1] if atypical else CLASS_NAMES[0],
+                        "confidence": p if atypical else 1.0 - p})
+    return entries
 
 
-def validation_errors(predictions: Any, n_pages: int | None = None) -> list[str]:
-    """Every reason the organizer's evaluator would reject this output; empty when it is valid."""
+def score_of(entry: dict[str, Any]) -> float:
+    """The organizer's ranking score of a valid entry: P(atypical) recovered from P(class)."""
+    conf = float(entry["confidence"])
+    return conf if entry["class"] == CLASS_NAMES[1] else 1.0 - conf
+
+
+# The organizer's own wording, so a local rejection reads like the platform's.
+WRONG_ENTRY = "Output format is wrong. Needs list of dictionaries."
+WRONG_KEYS = 'Output format is wrong. Needs to be list of dictionaries with entries "class" and "confidence"'
+WRONG_CLASS = "Output format is wrong. Class needs to be either normal or atypical."
+WRONG_CONFIDENCE = "Output format is wrong. Confidence needs to be of type float."
+
+
+def _length_error(n_results: int, n_pages: int) -> str:
+    return f"Results length does not match GT length. (result lengths={n_results}, GT length={n_pages})"
+
+
+def _entry_errors(i: int, entry: Any, strict: bool) -> list[str]:
+    if not isinstance(entry, dict):
+        return [f"entry {i}: {WRONG_ENTRY} (got {type(entry).__name__})"]
+    if "class" not in entry or "confidence" not in entry:
+        return [f"entry {i}: {WRONG_KEYS} (has {sorted(map(str, entry))})"]
+    errors = []
+    if entry["class"] not in CLASS_NAMES:
+        errors.append(f"entry {i}: {WRONG_CLASS} (got {entry['class']!r})")
+    conf = entry["confidence"]
+    # isinstance, as the organizer checks: a JSON 1 or 0 is an int and is rejected, 1.0 is not
+    if not isinstance(conf, float):
+        errors.append(f"entry {i}: {WRONG_CONFIDENCE} (got {type(conf).__name__} {conf!r})")
+    elif not math.isfinite(conf):
+        # the organizer's type check passes NaN/inf, then scikit-learn's ROC AUC aborts on them
+        errors.append(f"entry {i}: confidence is {conf}; the organizer's ROC AUC (scikit-learn) fails on "
+                      "non-finite input")
+    elif strict and not 0.0 <= conf <= 1.0:
+        errors.append(f"entry {i}: confidence {conf} is not a probability in [0, 1] (the organizer does not "
+                      "check this, but its score 1 - confidence would then leave [0, 1])")
+    return errors
+
+
+def validation_errors(predictions: Any, n_pages: int | None = None, *, strict: bool = True) -> list[str]:
+    """Every reason the organizer's evaluator would reject this output; empty when it is valid.
+
+    The organizer checks, in this order: the length against the ground truth, then per entry
+    that it is a dict, has "class" and "confidence", the class is normal/atypical and the
+    confidence a float (an int is rejected). It stops at the first; this lists all of them.
+    Non-finite confidences pass its checks but abort its ROC AUC, so they are rejected too.
+    ``strict`` adds a check the organizer does not make: the confidence must lie in [0, 1].
+    """
     if not isinstance(predictions, list):
-        return [f"predictions must be a list, got {type(predictions).__name__}"]
+        # the organizer iterates whatever it got: a dict or string yields non-dict entries
+        return [f"{WRONG_ENTRY} (got a JSON {type(predictions).__name__}, not a list)"]
     errors = []
     if n_pages is not None and len(predictions) != n_pages:
-        errors.append(f"expected {n_pages} predictions (one per page), got {len(predictions)}")
+        errors.append(_length_error(len(predictions), n_pages))
     for i, entry in enumerate(predictions):
-        if not isinstance(entry, dict):
-            errors.append(f"entry {i} must be a dict, got {type(entry).__name__}")
-            continue
-        missing = [k for k in ("class", "confidence") if k not in entry]
-        if missing:
-            errors.append(f"entry {i} lacks {', '.join(missing)}")
-            continue
-        if entry["class"] not in CLASS_NAMES:
-            errors.append(f"entry {i} has class {entry['class']!r}; allowed: {', '.join(CLASS_NAMES)}")
-        conf = entry["confidence"]
-        if type(conf) is not float:
-            errors.append(f"entry {i} has confidence of type {type(conf).__name__}; it must be a float")
-        elif not math.isfinite(conf) or not 0.0 <= conf <= 1.0:
-            errors.append(f"entry {i} has confidence {conf}; it must be a probability in [0, 1]")
+        errors.extend(_entry_errors(i, entry, strict))
     return errors
 
 

@@ -89,10 +89,7 @@ def normalize(
 
     The result is channels_last in memory, which is what the convolutions here run fastest on.
     """
-    if batch.dtype == torch.uint8:
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-    else:
-        x = batch.float()
+    x = batch.permute(0, 3, 1, 2).float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,153 @@
+"""Write the container test job ``test/input`` and, with ``--expected``, its expected output.
+
+The 16-page stack is synthetic and deterministic: H&E-like 128×128 patches (pink stroma,
+purple nuclei) with a dark mitosis-like figure at the centre, as in the organizer's crops
+(metaphase plates, anaphase pairs, clumps, and atypical-looking tripolar and lagging shapes).
+It exercises the pipeline, not the model's accuracy. Saved like the organizer's sample stack:
+one multi-page, Deflate-compressed RGB TIFF with the resolution set.
+
+    python test/make_fixtures.py                 # (re)write test/input
+    python test/make_fixtures.py --expected      # also test/expected_output.json from model/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SLUG = "stacked-histopathology-roi-cropouts"
+STACK_NAME = "stack_test.tiff"
+SIZE = 128
+N_PAGES = 16
+PIXELS_PER_INCH = 101_600.0  # 0.25 µm per pixel, the MIDOG scanners' resolution
+
+STROMA = np.array([236, 178, 204], np.float64)
+NUCLEUS = np.array([128, 84, 162], np.float64)
+CHROMATIN = np.array([52, 26, 84], np.float64)
+
+
+def smooth_noise(rng: np.random.Generator, cells: int, amplitude: float) -> np.ndarray:
+    """Low-frequency texture: a coarse random grid, upsampled and box-blurred."""
+    coarse = rng.normal(0.0, amplitude, (cells, cells))
+    field = np.kron(coarse, np.ones((SIZE // cells, SIZE // cells)))
+    kernel = SIZE // cells
+    for axis in (0, 1):
+        field = np.apply_along_axis(lambda v: np.convolve(v, np.ones(kernel) / kernel, mode="same"), axis, field)
+    return field
+
+
+def ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float, angle: float) -> np.ndarray:
+    """Soft-edged ellipse mask in [0, 1]."""
+    c, s = np.cos(angle), np.sin(angle)
+    u = ((xx - cx) * c + (yy - cy) * s) / rx
+    v = (-(xx - cx) * s + (yy - cy) * c) / ry
+    return np.clip(1.5 - np.hypot(u, v) * 1.5, 0.0, 1.0) ** 0.5
+
+
+def figure_mask(kind: str, yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The dark centred figure; kinds loosely follow normal and atypical mitotic phases."""
+    c = SIZE / 2 + rng.uniform(-3, 3, 2)
+    angle = rng.uniform(0, np.pi)
+    parts: list[np.ndarray] = []
+    if kind == "metaphase":  # one dense plate
+        parts.append(ellipse(yy, xx, c[0], c[1], 4, 14, angle))
+    elif kind == "anaphase":  # two parallel plates
+        d = np.array([np.cos(angle + np.pi / 2), np.sin(angle + np.pi / 2)]) * 8
+        parts += [ellipse(yy, xx, c[0] + d[1], c[1] + d[0], 3, 12, angle),
+                  ellipse(yy, xx, c[0] - d[1], c[1] - d[0], 3, 12, angle)]
+    elif kind == "prophase":  # condensed clump
+        for _ in range(7):
+            o = rng.normal(0, 4, 2)
+            parts.append(ellipse(yy, xx, c[0] + o[0], c[1] + o[1], 3, 5, rng.uniform(0, np.pi)))
+    elif kind == "tripolar":  # three arms, an atypical pattern
+        for k in range(3):
+            a = angle + k * 2 * np.pi / 3
+            parts.append(ellipse(yy, xx, c[0] + 8 * np.sin(a), c[1] + 8 * np.cos(a), 3, 9, a))
+    else:  # lagging: a plate with stray chromosomes beside it
+        parts.append(ellipse(yy, xx, c[0], c[1], 4, 12, angle))
+        for _ in range(3):
+            o = rng.uniform(-16, 16, 2)
+            parts.append(ellipse(yy, xx, c[0] + o[0], c[1] + o[1], 2, 2, 0.0))
+    return np.clip(np.max(parts, axis=0), 0, 1)
+
+
+def make_page(index: int) -> np.ndarray:
+    rng = np.random.default_rng(2025 + index)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    image = np.broadcast_to(STROMA, (SIZE, SIZE, 3)).copy()
+    image += smooth_noise(rng, 8, 10.0)[..., None] * np.array([0.6, 1.0, 0.8])
+    nuclei = np.zeros((SIZE, SIZE))
+    for _ in range(rng.integers(4, 9)):
+        cy, cx = rng.uniform(0, SIZE, 2)
+        if np.hypot(cy - SIZE / 2, cx - SIZE / 2) < 24:  # keep the centre for the figure
+            continue
+        nuclei = np.maximum(nuclei, ellipse(yy, xx, cy, cx, *rng.uniform(6, 11, 2), rng.uniform(0, np.pi)))
+    image = image * (1 - nuclei[..., None]) + NUCLEUS * nuclei[..., None]
+    kinds = ("metaphase", "anaphase", "prophase", "tripolar", "lagging")
+    figure = figure_mask(kinds[index % len(kinds)], yy, xx, rng)
+    image = image * (1 - figure[..., None]) + CHROMATIN * figure[..., None]
+    # No per-pixel noise: it would triple the committed file size and adds nothing to a pipeline test.
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def make_stack() -> np.ndarray:
+    return np.stack([make_page(i) for i in range(N_PAGES)])
+
+
+def write_input(out: Path) -> Path:
+    import tifffile
+
+    folder = out / "images" / SLUG
+    folder.mkdir(parents=True, exist_ok=True)
+    stack = folder / STACK_NAME
+    tifffile.imwrite(stack, make_stack(), photometric="rgb", compression="zlib", metadata=None,
+                     resolution=(PIXELS_PER_INCH, PIXELS_PER_INCH), resolutionunit="INCH")
+    entry = {"file": None, "image": {"name": STACK_NAME}, "value": None,
+             "interface": {"slug": SLUG, "kind": "Image", "super_kind": "Image",
+                           "relative_path": f"images/{SLUG}", "example_value": None}}
+    (out / "inputs.json").write_text(json.dumps([entry], indent=4) + "\n")
+    return stack
+
+
+def write_expected(input_dir: Path, model: Path, expected: Path) -> list[dict]:
+    """Run process.py on the CPU with ``model`` and keep its output as the expected result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(REPO / "process.py"), "--input", str(input_dir), "--output", tmp,
+               "--model", str(model), "--device", "cpu"]
+        subprocess.run(cmd, check=True)
+        result = json.loads((Path(tmp) / "multiple-mitotic-figure-classification.json").read_text())
+    threshold = json.loads((model / "model.json").read_text())["threshold"]
+    close = [i for i, e in enumerate(result) if abs(e["confidence"] - threshold) < 0.01]
+    if close:  # a GPU (fp16) run could flip these classes
+        print(f"warning: pages {close} lie within 0.01 of the threshold {threshold}", file=sys.stderr)
+    expected.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "test" / "input", help="job folder to write")
+    parser.add_argument("--expected", action="store_true", help="also write the expected output")
+    parser.add_argument("--model", type=Path, default=REPO / "model", help="model for --expected")
+    parser.add_argument("--expected-path", type=Path, default=REPO / "test" / "expected_output.json")
+    args = parser.parse_args()
+    stack = write_input(args.out)
+    print(f"wrote {stack} ({stack.stat().st_size / 1024:.0f} KiB)")
+    if args.expected:
+        if not (args.model / "model.json").is_file():
+            print(f"error: no model directory at {args.model}; train or pass --model", file=sys.stderr)
+            return 1
+        write_expected(args.out, args.model, args.expected_path)
+        print(f"wrote {args.expected_path} with {args.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""process.py: model resolution, end-to-end runs as the platform does them, and clean failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import REPO, SAMPLE_DIR, make_model_dir, synthetic_pages, write_job
+
+import process
+from amf.errors import ModelDirError
+from amf.organizer import OUTPUT_FILENAME, validation_errors
+
+
+def run_process(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(REPO / "process.py"), *map(str, args)]
+    full_env = {**os.environ, "AMF_BAKED_MODEL": "/nonexistent", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=full_env, cwd=REPO)
+
+
+# -- model resolution -------------------------------------------------------------------------
+
+@pytest.fixture
+def places(tmp_path: Path, model_dir: Path) -> dict[str, Path]:
+    paths = {name: tmp_path / name for name in ("opt_ml", "baked", "local")}
+    for path in paths.values():
+        path.mkdir()
+    return paths
+
+
+def link_model(model_dir: Path, target: Path) -> Path:
+    shutil.copytree(model_dir, target, dirs_exist_ok=True)
+    return target
+
+
+def resolve(places: dict[str, Path], explicit: str | None = None) -> tuple[Path, str]:
+    return process.resolve_model(explicit, opt_ml=places["opt_ml"], baked=places["baked"], local=places["local"])
+
+
+def test_resolution_order(places: dict[str, Path], model_dir: Path) -> None:
+    with pytest.raises(ModelDirError, match="no model found"):
+        resolve(places)
+    link_model(model_dir, places["local"])
+    assert resolve(places)[0] == places["local"]
+    link_model(model_dir, places["baked"])
+    assert resolve(places)[0] == places["baked"]
+    link_model(model_dir, places["opt_ml"])
+    assert resolve(places) == (places["opt_ml"], f"uploaded model in {places['opt_ml']}")
+    assert resolve(places, str(model_dir)) == (model_dir, "given with --model")
+
+
+def test_opt_ml_model_one_level_down(places: dict[str, Path], model_dir: Path) -> None:
+    link_model(model_dir, places["baked"])
+    nested = link_model(model_dir, places["opt_ml"] / "model")
+    assert resolve(places)[0] == nested
+    link_model(model_dir, places["opt_ml"] / "second")  # two candidates: ambiguous, so not used
+    assert resolve(places)[0] == places["baked"]
+
+
+def test_junk_in_opt_ml_falls_back(places: dict[str, Path], model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    link_model(model_dir, places["baked"])
+    (places["opt_ml"] / "README").write_text("not a model")
+    assert resolve(places)[0] == places["baked"]
+    assert "ignoring it" in caplog.text
+
+
+def test_explicit_model_must_be_a_model_dir(places: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match="--model"):
+        resolve(places, str(tmp_path))
+
+
+def test_baked_model_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AMF_BAKED_MODEL", str(tmp_path / "baked"))
+    assert process.baked_model() == tmp_path / "baked"
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+def read_output(out: Path) -> list[dict]:
+    return json.loads((out / OUTPUT_FILENAME).read_text())
+
+
+def test_end_to_end(tmp_path: Path, model_dir: Path) -> None:
+    pages = synthetic_pages(6)
+    write_job(tmp_path / "in", pages)
+    result = run_process("--input", tmp_path / "in", "--output", tmp_path / "out", "--model", model_dir,
+                         "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    entries = read_output(tmp_path / "out")
+    assert validation_errors(entries, 6) == []
+    # one entry per page, in page order: equal to scoring each page alone
+    from amf.organizer import to_entries
+    from amf.predict import Predictor
+
+    predictor = Predictor.from_dir(model_dir, device="cpu")
+    singles = [to_entries(predictor.predict_proba(page[None]), predictor.threshold)[0] for page in pages]
+    assert [e["class"] for e in entries] == [e["class"] for e in singles]
+    np.testing.assert_allclose([e["confidence"] for e in entries], [e["confidence"] for e in singles], atol=1e-4)
+    for phase in ("startup", "read 6 pages", "model", "inference", "peak RSS"):
+        assert phase in result.stderr
+
+
+def test_model_from_opt_ml_style_env(tmp_path: Path, model_dir: Path) -> None:
+    """Without --model the baked model (AMF_BAKED_MODEL) is used, as inside the container."""
+    write_job(tmp_path / "in", synthetic_pages(2))
+    result = run_process("--input", tmp_path / "in", "--output", tmp_path / "out", "--tta", "dihedral4",
+                         env={"AMF_BAKED_MODEL": str(model_dir)})
+    assert result.returncode == 0, result.stderr
+    assert "baked into the image" in result.stderr and "TTA dihedral4" in result.stderr
+    assert len(read_output(tmp_path / "out")) == 2
+
+
+def bad_job(kind: str, root: Path) -> Path:
+    job = root / "in"
+    if kind == "corrupt file":
+        write_job(job).write_bytes(b"II*\x00" + b"\xff" * 64)
+    elif kind == "empty folder":
+        job.mkdir()
+    elif kind == "no stack in folder":
+        write_job(job)
+    elif kind == "wrong slug":
+        write_job(job, synthetic_pages(2), slug="some-other-interface")
+    elif kind == "no pages":
+        path = write_job(job)
+        tifffile.imwrite(path, synthetic_pages(1)[0], photometric="rgb", subfiletype=1)
+    elif kind == "missing input folder":
+        pass
+    return job
+
+
+@pytest.mark.parametrize("kind", ["corrupt file", "empty folder", "no stack in folder", "wrong slug", "no pages",
+                                  "missing input folder"])
+def test_bad_input_fails_cleanly(tmp_path: Path, model_dir: Path, kind: str) -> None:
+    job = bad_job(kind, tmp_path)
+    out = tmp_path / "out"
+    result = run_process("--input", job, "--output", out, "--model", model_dir, "--quiet")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert not (out / OUTPUT_FILENAME).exists()
+
+
+def test_error_is_last_line_without_traceback(tmp_path: Path) -> None:
+    write_job(tmp_path / "in", synthetic_pages(1))
+    result = run_process("--input", tmp_path / "in", "--output", tmp_path / "out", "--model", tmp_path)
+    assert result.returncode == 3
+    assert result.stderr.splitlines()[-1].startswith("error: --model")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_output_writes_nothing(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import amf.predict
+
+    monkeypatch.setattr(amf.predict, "predict_proba", lambda model, pages, **kw: np.full(len(pages), math.nan))
+    write_job(tmp_path / "in", synthetic_pages(3))
+    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                         "--model", str(model_dir), "--quiet"])
+    assert code == 4
+    assert capsys.readouterr().err.strip().startswith("error: the model produced a non-finite")
+    assert not (tmp_path / "out" / OUTPUT_FILENAME).exists()
+
+
+def test_unexpected_error_is_one_line(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom\nsecond line")
+
+    monkeypatch.setattr(process, "read_stack", boom)
+    write_job(tmp_path / "in", synthetic_pages(1))
+    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                         "--model", str(model_dir), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err == "error: unexpected RuntimeError: kaboom second line (rerun with --debug for a traceback)\n"
+    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                         "--model", str(model_dir), "--debug"])
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_shipped_test_job(tmp_path: Path, model_dir: Path) -> None:
+    """test/input (what test.sh feeds the container) runs and gives 16 entries."""
+    result = run_process("--input", REPO / "test" / "input", "--output", tmp_path, "--model", model_dir)
+    assert result.returncode == 0, result.stderr
+    assert validation_errors(read_output(tmp_path), 16) == []
+
+
+@pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="the organizer's sample job is not mounted")
+def test_organizer_sample(tmp_path: Path, model_dir: Path) -> None:
+    input_dir = SAMPLE_DIR / "input"
+    result = run_process("--input", input_dir, "--output", tmp_path, "--model", model_dir)
+    assert result.returncode == 0, result.stderr
+    with tifffile.TiffFile(next((input_dir / "images").rglob("*.tif*"))) as tif:
+        n_pages = len(tif.pages)
+    assert validation_errors(read_output(tmp_path), n_pages) == []

@@ -1,0 +1,1 @@
+"""Training-time code for the Mix, Align, Distil recipe. Imports ``amf``; ``amf`` never imports this."""

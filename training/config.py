@@ -1,0 +1,170 @@
+"""Every hyper-parameter of a run, in one registry of dataclasses, loaded from YAML with
+``section.key=value`` overrides from the command line. The resolved config is saved with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.augment import AugmentConfig
+
+WEAK_LABELS = ("Scanner", "Origin", "Species", "Tumor")
+
+
+@dataclass
+class DataConfig:
+    manifests: list[str] = field(default_factory=lambda: ["../shared/data/ami-br/manifest.csv"])
+    image_dirs: list[str] = field(default_factory=list)  # default: <manifest dir>/images for each
+    input_size: int = 128
+    weak_labels: list[str] = field(default_factory=lambda: list(WEAK_LABELS))
+    split: str = "holdout"  # holdout | kfold | lodo | none
+    val_fraction: float = 0.15
+    folds: int = 5
+    fold: int = 0
+    lodo_column: str = "Scanner"
+    lodo_value: str = ""
+    cache_dir: str = ".cache/patches"
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "tf_efficientnet_lite0"
+    attention: str = "cbam"  # cbam | attnpool | none
+    drop_rate: float = 0.2
+    drop_path_rate: float = 0.05
+    pretrained: str = "auto"  # auto | wheel | timm | none
+
+
+@dataclass
+class MixConfig:
+    enabled: bool = True
+    stages: list[str] = field(default_factory=lambda: ["blocks.1", "blocks.3"])  # early, mid
+    p: float = 0.5
+    alpha: float = 0.1
+    mode: str = "crossdomain"  # random | crossdomain
+
+
+@dataclass
+class AlignConfig:
+    enabled: bool = True
+    kind: str = "coral"  # coral | mmd | centroid
+    weight: float = 10.0
+    label_weights: dict[str, float] = field(
+        default_factory=lambda: {"Scanner": 1.0, "Origin": 1.0, "Species": 0.5, "Tumor": 1.0}
+    )
+
+
+@dataclass
+class DistilConfig:
+    enabled: bool = True
+    decay: float = 0.99
+    temperature: float = 2.0
+    weight: float = 1.0
+    rampup_epochs: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 0.5
+    sampler: str = "balanced"  # balanced | shuffle
+    loss: str = "ce"  # ce | weighted_ce | focal
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # fp16 autocast on CUDA
+    cpu_bf16: bool = False  # measured slower than fp32 for Lite0 on this CPU (benchmarks/)
+    compile: bool = False
+    threads: int = 0  # 0: torch's default
+    tta: str = "dihedral4"  # views used for the final evaluation and shipped in model.json
+    eval_domain_column: str = "Tumor"
+    resume: bool = True
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    distil: DistilConfig = field(default_factory=DistilConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A hash of what determines the weights (output folder and display flags left out)."""
+        d = self.to_dict()
+        for k in ("out", "resume", "progress"):
+            d["run"].pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _apply(section: Any, key: str, value: Any, where: str) -> None:
+    names = {f.name for f in dataclasses.fields(section)}
+    if key not in names:
+        raise ValueError(f"unknown setting {where}; {type(section).__name__} has: {', '.join(sorted(names))}")
+    current = getattr(section, key)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ValueError(f"{where} must be true or false, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(current, list) and isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    if current is not None and not isinstance(value, type(current)):
+        raise ValueError(f"{where} must be {type(current).__name__}, got {value!r}")
+    setattr(section, key, value)
+
+
+def _merge(cfg: Config, tree: dict[str, Any]) -> None:
+    for section_name, values in tree.items():
+        if not hasattr(cfg, section_name) or not isinstance(values, dict):
+            raise ValueError(f"unknown config section {section_name!r}")
+        section = getattr(cfg, section_name)
+        for key, value in values.items():
+            _apply(section, key, value, f"{section_name}.{key}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file, then ``section.key=value`` overrides (values parsed as YAML)."""
+    cfg = Config()
+    if path is not None:
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        _merge(cfg, tree)
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        dotted, raw = item.split("=", 1)
+        section_name, key = dotted.split(".", 1)
+        if "." in key:  # e.g. align.label_weights.Scanner=2
+            key, sub = key.split(".", 1)
+            _merge(cfg, {section_name: {key: {**getattr(getattr(cfg, section_name), key), sub: yaml.safe_load(raw)}}})
+        else:
+            _merge(cfg, {section_name: {key: yaml.safe_load(raw)}})
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from amf.atomic import write_atomic
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -1,0 +1,260 @@
+"""Manifests, the in-memory patch set, slide-grouped splits and the batch sampler.
+
+A manifest is a CSV in the MIDOG25 atypical-set columns (``image_id, filename, coordinateX,
+coordinateY, Tumor, Scanner, Origin, Species, expert1..3, majority``) or any subset that keeps
+``image_id`` and ``majority`` (e.g. OMG-Octo's ``image_id, filename, majority``). Several
+manifests combine into one set. An empty metadata cell means unknown, never a domain of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from amf.errors import InputError
+from amf.preprocess import prepare_page
+
+log = logging.getLogger(__name__)
+LABELS = {"NMF": 0, "NORMAL": 0, "AMF": 1, "ATYPICAL": 1}
+UNKNOWN = -1
+
+
+@dataclass
+class PatchSet:
+    """Patches as one uint8 N×H×W×3 array with labels, slide groups and weak labels."""
+
+    images: np.ndarray
+    labels: np.ndarray  # 0 normal, 1 atypical
+    slides: np.ndarray  # str; a slide id unique across manifests
+    meta: dict[str, np.ndarray]  # weak label -> str values, "" where unknown
+    image_ids: np.ndarray
+    sources: np.ndarray  # which manifest each row came from
+    codes: dict[str, np.ndarray] = field(init=False)  # weak label -> int code, -1 where unknown
+    vocab: dict[str, list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.codes, self.vocab = {}, {}
+        for name, values in self.meta.items():
+            names = sorted({v for v in values.tolist() if v})
+            index = {v: i for i, v in enumerate(names)}
+            self.codes[name] = np.array([index.get(v, UNKNOWN) for v in values.tolist()], np.int64)
+            self.vocab[name] = names
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> PatchSet:
+        return PatchSet(self.images[idx], self.labels[idx], self.slides[idx],
+                        {k: v[idx] for k, v in self.meta.items()}, self.image_ids[idx], self.sources[idx])
+
+    def site_codes(self) -> np.ndarray:
+        """One code per combination of known weak labels, -1 when none is known (for cross-domain mixing)."""
+        keys = ["|".join(f"{k}={v[i]}" for k, v in self.meta.items() if v[i]) for i in range(len(self))]
+        names = sorted({k for k in keys if k})
+        index = {k: i for i, k in enumerate(names)}
+        return np.array([index.get(k, UNKNOWN) for k in keys], np.int64)
+
+    def summary(self) -> dict:
+        return {
+            "patches": len(self),
+            "atypical": int(self.labels.sum()),
+            "normal": int(len(self) - self.labels.sum()),
+            "slides": len(set(self.slides.tolist())),
+            "domains": {k: {v or "unknown": int((self.meta[k] == v).sum()) for v in sorted(set(self.meta[k].tolist()))}
+                        for k in self.meta},
+        }
+
+
+def _read_rows(manifest: Path) -> list[dict[str, str]]:
+    if not manifest.is_file():
+        raise InputError(f"manifest {manifest} does not exist")
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"cannot read manifest {manifest}: {err}") from err
+    for needed in ("image_id", "majority"):
+        if needed not in columns:
+            raise InputError(f"manifest {manifest} has no {needed!r} column (columns: {', '.join(columns) or 'none'})")
+    if not rows:
+        raise InputError(f"manifest {manifest} lists no patches")
+    return rows
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return prepare_page(np.asarray(im), size)
+    except (OSError, UnidentifiedImageError) as err:
+        raise InputError(f"cannot decode image {path}: {err}") from err
+
+
+def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: list[str], size: int,
+                   cache_dir: str | None = None) -> PatchSet:
+    """Read and combine manifests; decode every image once (cached as .npy keyed by content)."""
+    if not manifests:
+        raise InputError("no manifest given")
+    if image_dirs and len(image_dirs) != len(manifests):
+        raise InputError(f"{len(manifests)} manifests but {len(image_dirs)} image folders; give one per manifest")
+    paths, labels, slides, ids, sources = [], [], [], [], []
+    meta: dict[str, list[str]] = {k: [] for k in weak_labels}
+    for m_i, manifest_str in enumerate(manifests):
+        manifest = Path(manifest_str)
+        folder = Path(image_dirs[m_i]) if image_dirs else manifest.parent / "images"
+        rows = _read_rows(manifest)
+        missing = []
+        for line, row in enumerate(rows, start=2):
+            raw = (row.get("majority") or "").strip().upper()
+            if raw not in LABELS:
+                raise InputError(f"{manifest}:{line}: label {row.get('majority')!r} is neither AMF nor NMF")
+            image_id = (row.get("image_id") or "").strip()
+            path = folder / image_id
+            if not image_id or not path.is_file():
+                missing.append(image_id or f"<empty image_id on line {line}>")
+                continue
+            paths.append(path)
+            labels.append(LABELS[raw])
+            # Without a slide column every patch is its own group (and the user is told).
+            slide = (row.get("filename") or "").strip() or f"patch:{image_id}"
+            slides.append(f"{manifest.stem}/{slide}")
+            ids.append(image_id)
+            sources.append(manifest.stem)
+            for k in weak_labels:
+                meta[k].append((row.get(k) or "").strip())
+        if missing:
+            raise InputError(f"{len(missing)} images of {manifest} are missing from {folder}, e.g. {missing[0]}")
+        if not any(row.get("filename") for row in rows):
+            log.warning("%s has no slide (filename) column: splits cannot be grouped by slide", manifest)
+    images = _load_images(paths, size, cache_dir)
+    return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()},
+                    np.array(ids), np.array(sources))
+
+
+def _load_images(paths: list[Path], size: int, cache_dir: str | None) -> np.ndarray:
+    key = hashlib.sha256(f"{size}".encode())
+    for p in paths:
+        st = p.stat()
+        key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    cache = Path(cache_dir) / f"patches-{key.hexdigest()[:20]}.npy" if cache_dir else None
+    if cache is not None and cache.is_file():
+        arr = np.load(cache, mmap_mode=None)
+        if arr.shape == (len(paths), size, size, 3):
+            return arr
+    from tqdm import tqdm
+
+    arr = np.stack([_decode(p, size) for p in tqdm(paths, desc="decoding patches", unit="img", leave=False)])
+    if cache is not None:
+        from amf.atomic import write_atomic
+
+        write_atomic(cache, lambda tmp: np.save(tmp, arr, allow_pickle=False))
+    return arr
+
+
+# -- splits ---------------------------------------------------------------------------------------
+def grouped_stratified_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index per row; every slide in one fold, atypical share balanced greedily across folds."""
+    rng = np.random.default_rng(seed)
+    uniq = np.array(sorted(set(groups.tolist())))
+    if len(uniq) < k:
+        raise InputError(f"only {len(uniq)} slides: cannot split into {k} slide-grouped folds")
+    rng.shuffle(uniq)
+    pos = {g: int(labels[groups == g].sum()) for g in uniq}
+    tot = {g: int((groups == g).sum()) for g in uniq}
+    order = sorted(uniq, key=lambda g: (-pos[g], -tot[g]))  # place the heavy slides first
+    fold_pos, fold_tot = np.zeros(k), np.zeros(k)
+    target_pos, target_tot = labels.sum() / k, len(labels) / k
+    assign: dict[str, int] = {}
+    for g in order:
+        # fill the fold that is furthest below its share, atypical first, then size
+        deficit = (fold_pos + pos[g]) / max(target_pos, 1) + (fold_tot + tot[g]) / max(target_tot, 1)
+        f = int(np.argmin(deficit))
+        assign[g] = f
+        fold_pos[f] += pos[g]
+        fold_tot[f] += tot[g]
+    return np.array([assign[g] for g in groups.tolist()])
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    description: str
+
+
+def make_split(data: PatchSet, mode: str, *, val_fraction: float = 0.15, folds: int = 5, fold: int = 0,
+               lodo_column: str = "", lodo_value: str = "", seed: int = 0) -> Split:
+    """Train/val/test indices; a slide never falls on two sides."""
+    all_idx = np.arange(len(data))
+    empty = np.array([], np.int64)
+    if mode == "none":
+        return Split(all_idx, empty, empty, "all patches for training, no validation")
+    if mode == "kfold":
+        if not 0 <= fold < folds:
+            raise InputError(f"fold {fold} is outside 0..{folds - 1}")
+        f = grouped_stratified_folds(data.labels, data.slides, folds, seed)
+        return Split(all_idx[f != fold], all_idx[f == fold], empty, f"slide-grouped fold {fold} of {folds}")
+    if mode == "lodo":
+        if lodo_column not in data.meta:
+            raise InputError(f"cannot hold out by {lodo_column!r}: known columns are {', '.join(data.meta)}")
+        values = data.meta[lodo_column]
+        held = values == "" if lodo_value == "unknown" else values == lodo_value
+        if not held.any():
+            seen = ", ".join(sorted({v or "unknown" for v in values.tolist()}))
+            raise InputError(f"no patch has {lodo_column} = {lodo_value!r}; values are: {seen}")
+        rest = all_idx[~held]
+        inner = _holdout(data.subset(rest), val_fraction, seed)
+        return Split(rest[inner[0]], rest[inner[1]], all_idx[held],
+                     f"leave-one-domain-out: test = {lodo_column} {lodo_value!r}; val = slide-grouped "
+                     f"{val_fraction:.0%} of the rest")
+    if mode == "holdout":
+        train, val = _holdout(data, val_fraction, seed)
+        return Split(train, val, empty, f"slide-grouped stratified holdout, {val_fraction:.0%} validation")
+    raise InputError(f"unknown split {mode!r}; choose holdout, kfold, lodo or none")
+
+
+def _holdout(data: PatchSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    k = max(2, round(1 / fraction))
+    f = grouped_stratified_folds(data.labels, data.slides, k, seed)
+    idx = np.arange(len(data))
+    return idx[f != 0], idx[f == 0]
+
+
+# -- sampling -------------------------------------------------------------------------------------
+class BatchSampler:
+    """Index batches for one epoch of ``len(labels)`` draws, identical on every DDP rank but sharded.
+
+    ``balanced`` draws each class with equal probability (with replacement), the cure for
+    1 atypical in 5 that measured best here; ``shuffle`` is a plain permutation.
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, mode: str = "balanced", seed: int = 0,
+                 rank: int = 0, world: int = 1) -> None:
+        if mode not in ("balanced", "shuffle"):
+            raise ValueError(f"unknown sampler {mode!r}; choose balanced or shuffle")
+        self.labels, self.batch_size, self.mode = labels, batch_size, mode
+        self.seed, self.rank, self.world = seed, rank, world
+        counts = np.bincount(labels, minlength=2).astype(np.float64)
+        w = 1.0 / np.maximum(counts[labels], 1)
+        self.weights = w / w.sum()
+
+    def __len__(self) -> int:
+        return len(self.labels) // (self.batch_size * self.world)
+
+    def epoch(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng((self.seed, epoch))
+        n = len(self) * self.batch_size * self.world
+        if self.mode == "balanced":
+            order = rng.choice(len(self.labels), size=n, replace=True, p=self.weights)
+        else:
+            order = rng.permutation(len(self.labels))[:n]
+        mine = order[self.rank :: self.world]
+        return [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]

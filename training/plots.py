@@ -1,0 +1,79 @@
+"""PNG plots of a run: training curves, ROC curves, balanced accuracy per domain."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from amf.metrics import roc_curve
+
+
+def training_curves(metrics_jsonl: Path, out: Path) -> Path:
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    epochs = [r for r in rows if r.get("kind") == "epoch"]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("train/supervised", "train/align", "train/distil", "train/loss"):
+        pts = [(r["epoch"], r[key]) for r in epochs if key in r]
+        if pts:
+            ax_loss.plot(*zip(*pts, strict=True), marker="o", label=key.split("/")[1])
+    ax_loss.set(xlabel="epoch", ylabel="mean loss", title="training losses")
+    ax_loss.legend()
+    for key, style in (("val/student/balanced_accuracy", "-"), ("val/student/roc_auc", "--"),
+                       ("val/teacher/balanced_accuracy", "-"), ("val/teacher/roc_auc", "--")):
+        pts = [(r["epoch"], r[key]) for r in epochs if key in r and not math.isnan(r[key])]
+        if pts:
+            ax_val.plot(*zip(*pts, strict=True), style, marker="o", label=key[4:])
+    ax_val.set(xlabel="epoch", ylabel="validation (threshold 0.5 for BA)", ylim=(0.4, 1.0), title="validation")
+    ax_val.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], out: Path, title: str) -> Path:
+    """curves: name -> (y_true, score, threshold)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (y, s, thr) in curves.items():
+        if len(set(np.asarray(y).tolist())) < 2:
+            continue
+        fpr, tpr, thresholds = roc_curve(y, s)
+        from amf.metrics import roc_auc
+
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(y, s):.3f})")
+        at = np.flatnonzero(thresholds <= thr)
+        if len(at):
+            ax.plot(fpr[at[0]], tpr[at[0]], "o", color=ax.lines[-1].get_color())
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def domain_bars(per_domain: dict[str, dict[str, dict[str, Any]]], out: Path, title: str) -> Path:
+    """per_domain: split name -> domain -> metrics."""
+    rows = [(f"{split}: {dom}", m["balanced_accuracy"], m.get("roc_auc", math.nan), m["n"])
+            for split, doms in per_domain.items() for dom, m in doms.items()]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    ys = np.arange(len(rows))
+    ax.barh(ys - 0.2, [r[1] for r in rows], 0.4, label="balanced accuracy")
+    ax.barh(ys + 0.2, [0 if math.isnan(r[2]) else r[2] for r in rows], 0.4, label="ROC AUC")
+    ax.set_yticks(ys, [f"{r[0]} (n={r[3]})" for r in rows], fontsize=8)
+    ax.axvline(0.8, ls=":", color="grey")
+    ax.set(xlim=(0, 1), title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

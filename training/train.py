@@ -1,0 +1,302 @@
+"""Train the Mix, Align, Distil recipe and write a self-describing model directory.
+
+    python -m training.train --config training/configs/default.yaml run.out=runs/my-run optim.epochs=8
+
+Multi-GPU (or multi-process CPU with gloo):
+
+    torchrun --nproc_per_node 2 -m training.train --config training/configs/default.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from amf import CLASS_NAMES
+from amf.atomic import write_atomic, write_json_atomic
+from amf.errors import AmfError
+from amf.metrics import best_threshold, domain_metrics
+from amf.model_dir import architecture_of, save_model_dir
+from amf.network import create_model
+from amf.predict import predict_proba
+from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from training import plots
+from training.config import Config, load_config, save_config
+from training.data import BatchSampler, PatchSet, Split, make_split, read_manifests
+from training.pretrained import load_pretrained
+from training.recipe import MixAlignDistil
+
+log = logging.getLogger("training")
+
+
+def _setup_logging(out: Path, rank: int) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(out / "train.log"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def _init_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name == "cuda" and world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device(device_name)
+    if world > 1:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # CPU runs are bit-for-bit repeatable; on CUDA a few kernels may still differ run to run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _batch(data: PatchSet, idx: np.ndarray, sites: np.ndarray) -> dict[str, Any]:
+    return {
+        "images": torch.from_numpy(data.images[idx]),
+        "labels": torch.from_numpy(data.labels[idx]),
+        "sites": torch.from_numpy(sites[idx]),
+        "domains": {k: torch.from_numpy(v[idx]) for k, v in data.codes.items()},
+    }
+
+
+def evaluate(model: torch.nn.Module, data: PatchSet, idx: np.ndarray, cfg: Config, tta: str,
+             threshold: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """P(atypical) and the organizer's metrics, overall, per tumour domain and per weak label."""
+    probs = predict_proba(model, data.images[idx], mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=tta,
+                          amp=cfg.run.amp)
+    y = data.labels[idx]
+    column = cfg.run.eval_domain_column
+    domains = data.meta[column][idx] if column in data.meta else None
+    result = domain_metrics(y, probs, domains, threshold)
+    result["by_label"] = {
+        k: domain_metrics(y, probs, np.where(v[idx] == "", "unknown", v[idx]), threshold)["per_domain"]
+        for k, v in data.meta.items()
+    }
+    return probs, result
+
+
+def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+    o = metrics["overall"]
+    return {f"{prefix}/{k}": float(o[k]) for k in ("balanced_accuracy", "roc_auc", "sensitivity", "specificity")}
+
+
+def _save_checkpoint(path: Path, algo: MixAlignDistil, epoch: int, cfg: Config) -> None:
+    state = {"algorithm": algo.state_dict(), "epoch": epoch, "config": cfg.to_dict(), "digest": cfg.digest(),
+             "torch_rng": torch.get_rng_state()}
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    out = Path(cfg.run.out)
+    rank, world, device = _init_distributed(cfg.run.device)
+    _setup_logging(out, rank)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    _seed_everything(cfg.run.seed)
+    if rank == 0:
+        save_config(cfg, out / "config.yaml")
+    log.info("run %s on %s (world %d), config %s", out, device, world, cfg.digest())
+
+    d = cfg.data
+    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir)
+    split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
+                       lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)
+    log.info("data: %s", json.dumps(data.summary()))
+    log.info("split: %s -> train %d, val %d, test %d", split.description, len(split.train), len(split.val),
+             len(split.test))
+    train_set = data.subset(split.train)
+    sites = train_set.site_codes()
+
+    model = create_model(cfg.model.backbone, attention=cfg.model.attention, drop_rate=cfg.model.drop_rate,
+                         drop_path_rate=cfg.model.drop_path_rate)
+    pretrained_source = load_pretrained(model, cfg.model.backbone, cfg.model.pretrained)
+    sampler = BatchSampler(train_set.labels, cfg.optim.batch_size, cfg.optim.sampler, cfg.run.seed, rank, world)
+    if len(sampler) == 0:
+        raise AmfError(f"{len(train_set)} training patches make no batch of {cfg.optim.batch_size} "
+                       f"on {world} process(es); lower optim.batch_size")
+    algo = MixAlignDistil(cfg, model, device, len(sampler), np.bincount(train_set.labels, minlength=2).tolist(),
+                          ddp=world > 1)
+    log.info("recipe: mix=%s align=%s distil=%s", list(model.style_mixers.values()) or "off",
+             algo.align or "off", f"EMA {cfg.distil.decay}, T={cfg.distil.temperature}" if algo.teacher else "off")
+
+    ckpt_path = out / "checkpoint.pt"
+    start_epoch = 0
+    if cfg.run.resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if state["digest"] != cfg.digest():
+            raise AmfError(f"{ckpt_path} belongs to another config ({state['digest']}); "
+                           "use another run.out or run.resume=false")
+        algo.load_state_dict(state["algorithm"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = state["epoch"] + 1
+        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+
+    metrics_path = out / "metrics.jsonl"
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        batches = sampler.epoch(epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
+                   disable=rank != 0 or not cfg.run.progress, leave=False)
+        for idx in bar:
+            losses = algo.update(_batch(train_set, idx, sites))
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{losses['loss']:.3f}")
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": algo.step, "seconds": round(seconds, 1),
+                               "images_per_s": round(len(batches) * cfg.optim.batch_size * world / seconds, 1)}
+        row.update({f"train/{k}": v / len(batches) for k, v in sums.items()})
+        if rank == 0:
+            if len(split.val):
+                row.update(_flat("val/student", evaluate(algo.student, data, split.val, cfg, "none", 0.5)[1]))
+                if algo.teacher is not None:
+                    row.update(_flat("val/teacher", evaluate(algo.teacher.module, data, split.val, cfg, "none",
+                                                             0.5)[1]))
+            with open(metrics_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            _save_checkpoint(ckpt_path, algo, epoch, cfg)
+            log.info("epoch %d: %s", epoch + 1, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                         for k, v in row.items() if k != "kind"))
+
+    summary: dict[str, Any] = {}
+    if rank == 0:
+        summary = _finish(cfg, data, split, algo, out, pretrained_source)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out: Path,
+            pretrained_source: str) -> dict[str, Any]:
+    """Pick the threshold on validation, score val and test, write the model directory and plots."""
+    tta = cfg.run.tta
+    models = {"student": algo.student}
+    if algo.teacher is not None:
+        models["teacher"] = algo.teacher.module
+    results: dict[str, Any] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    for name, model in models.items():
+        results[name] = {}
+        threshold = 0.5
+        if len(split.val):
+            val_probs, _ = evaluate(model, data, split.val, cfg, tta, 0.5)
+            threshold = best_threshold(data.labels[split.val], val_probs)
+            results[name]["val"] = domain_metrics(data.labels[split.val], val_probs,
+                                                  data.meta[cfg.run.eval_domain_column][split.val]
+                                                  if cfg.run.eval_domain_column in data.meta else None, threshold)
+            curves[f"val {name}"] = (data.labels[split.val], val_probs, threshold)
+        if len(split.test):
+            test_probs, test_metrics = evaluate(model, data, split.test, cfg, tta, threshold)
+            results[name]["test"] = test_metrics
+            curves[f"test {name}"] = (data.labels[split.test], test_probs, threshold)
+        results[name]["threshold"] = threshold
+    for name, r in results.items():
+        for part in ("val", "test"):
+            if part in r:
+                o = r[part]["overall"]
+                log.info("%s %s @%.3f: BA %.4f AUC %.4f sens %.4f spec %.4f (n=%d)", name, part, r["threshold"],
+                         o["balanced_accuracy"], o["roc_auc"], o["sensitivity"], o["specificity"], o["n"])
+
+    student = copy.deepcopy(algo.student).cpu()
+    student.detach_style_mixers()
+    card = {
+        "architecture": architecture_of(student, cfg.model.backbone, cfg.model.drop_rate),
+        "input_size": cfg.data.input_size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "threshold": results["student"]["threshold"],
+        "threshold_source": "maximises balanced accuracy on the validation split" if len(split.val) else "default",
+        "tta": tta,
+        "preprocessing": "RGB uint8; centre crop or reflect pad to input_size, no resampling; ImageNet normalisation",
+        "provenance": {
+            "data": {"manifests": cfg.data.manifests, "split": split.description, "train": data.subset(
+                split.train).summary()},
+            "recipe": {"mix": cfg.mix.enabled, "align": cfg.align.enabled and cfg.align.kind,
+                       "distil": cfg.distil.enabled},
+            "pretrained": pretrained_source,
+            "config_digest": cfg.digest(),
+            "git_commit": _git_commit(),
+            "torch": torch.__version__,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "metrics": {name: {k: v for k, v in r.items() if k != "threshold"} | {"threshold": r["threshold"]}
+                    for name, r in results.items()},
+    }
+    save_model_dir(out / "model", student, card)
+    if (out / "metrics.jsonl").is_file():
+        plots.training_curves(out / "metrics.jsonl", out / "training_curves.png")
+    if curves:
+        plots.roc_plot(curves, out / "roc.png", f"ROC ({tta} TTA); dot = threshold")
+        bars = {f"{part} {name}": r[part]["by_label"] if part == "test" else {"all": r[part]["overall"]}
+                for name, r in results.items() for part in ("val", "test") if part in r}
+        flat = {}
+        for key, doms in bars.items():
+            if "test" in key:
+                for label, per in doms.items():
+                    flat[f"{key} {label}"] = per
+            else:
+                flat[key] = doms
+        plots.domain_bars(flat, out / "domains.png", "per domain (threshold from validation)")
+    summary = {"out": str(out), "model_dir": str(out / "model"), "results": results}
+    write_json_atomic(out / "summary.json", summary)
+    log.info("model directory written to %s", out / "model")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "default.yaml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.epochs=4 mix.enabled=false")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        train(cfg)
+    except (AmfError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
