@@ -24,6 +24,8 @@ RUN python -m pip install --no-cache-dir -r requirements.txt \
 COPY amf/ amf/
 COPY process.py .
 COPY model/ model/
+# Files written by amf.atomic before it honoured the umask are 0600; the user must read them.
+RUN chmod -R a+rX,go-w /opt/algorithm
 
 USER user
 ENTRYPOINT ["python", "process.py"]

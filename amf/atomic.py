@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,6 +18,11 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes 0600 files; give the result the mode a plain open() would, so a model
+    # directory or an output stays readable by other users (e.g. the container's user).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
         with open(tmp, "rb") as fh:
@@ -28,6 +34,18 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    text = json.dumps(obj, indent=indent, allow_nan=False) + "\n"
+def nan_to_null(obj: Any) -> Any:
+    """A copy with every NaN or infinite float as None: strict JSON has no NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_null(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2, nan_as_null: bool = False) -> Path:
+    """Strict JSON (a NaN raises) unless ``nan_as_null``, for reports where a metric may be undefined."""
+    text = json.dumps(nan_to_null(obj) if nan_as_null else obj, indent=indent, allow_nan=False) + "\n"
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

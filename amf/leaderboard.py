@@ -34,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -59,8 +60,11 @@ OUTPUT_SLUG = "multiple-mitotic-figure-classification"
 # The organizer's sample stack (stack_5.tiff) stores integer dots per inch, X and Y apart:
 # 102351 and 101949 dpi, i.e. about 0.248 and 0.249 µm per pixel.
 SAMPLE_DPI = (102351, 101949)
+UNKNOWN = "unknown"  # the domain of cases with an empty domain cell, named as training names it
 LABELS = {"amf": 1, "atypical": 1, "1": 1, "nmf": 0, "normal": 0, "0": 0}
-DEFAULT_COMMAND = "{python} process.py --input {input} --output {output} --model {model}"
+REPO = Path(__file__).resolve().parents[1]
+# {repo}/process.py rather than process.py, so `run` works from any working directory
+DEFAULT_COMMAND = "{python} {repo}/process.py --input {input} --output {output} --model {model}"
 TAIL_LINES = 20
 BYTES_PER_JOB = 1.5 * 2**30  # a process.py job: Python, torch and one small CNN, with margin
 
@@ -114,11 +118,6 @@ def parse_where(items: Sequence[str]) -> dict[str, set[str]]:
     return where
 
 
-def unknown_domain(column: str) -> str:
-    """The domain of cases whose ``column`` cell is empty: named as training names it."""
-    return "unknown"
-
-
 def _read_manifest(path: Path) -> tuple[list[dict[str, str]], list[str]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -151,22 +150,27 @@ def load_cases(manifests: Sequence[Path], images: Path | None, label_column: str
     """Labelled cases of all manifests that pass the filters, in a stable order."""
     cases: list[Case] = []
     seen: dict[Path, str] = {}
+    values: dict[str, set[str]] = {col: set() for col in where}  # to say what the filters could match
     for manifest in manifests:
         rows, columns = _read_manifest(manifest)
         _check_columns(manifest, columns, ["image_id", label_column, domain_column, *where])
         folder = images if images is not None else manifest.parent / "images"
         for i, row in enumerate(rows, start=2):  # line 1 is the header
+            for col in where:
+                values[col].add((row[col] or "").strip())
             if not _matches(row, where):
                 continue
             path = folder / row["image_id"]
             if path in seen:
                 raise InputError(f"{path} is listed twice ({seen[path]} and {manifest} line {i})")
             seen[path] = f"{manifest} line {i}"
-            domain = (row[domain_column] or "").strip() or unknown_domain(domain_column)
+            domain = (row[domain_column] or "").strip() or UNKNOWN
             label = _label_of(row[label_column] or "", f"{manifest} line {i}")
             cases.append(Case(row["image_id"], path, label, domain, str(manifest)))
     if not cases:
-        raise InputError(f"no case passes the filters {dict(where) or ''} in {', '.join(map(str, manifests))}")
+        known = "; ".join(f"{col} has {', '.join(repr(v) for v in sorted(vals)[:12])}" for col, vals in values.items())
+        raise InputError(f"no case passes the filters {dict(where) or ''} in {', '.join(map(str, manifests))}"
+                         + (f" ({known})" if known else ""))
     missing = [c.path for c in cases if not c.path.is_file()]
     if missing:
         raise InputError(f"{len(missing)} patch files are missing, e.g. {missing[0]}")
@@ -202,7 +206,7 @@ def make_stacks(cases: list[Case], stack_size: int, rng: np.random.Generator) ->
     """Stacks of ``stack_size`` (the last of a domain may be shorter), one domain per stack as in the
     organizer's ground truth, both classes in every stack where the counts allow; pages shuffled."""
     stacks: list[Stack] = []
-    for domain in sorted({c.domain for c in cases}):
+    for domain in number_domains(cases):  # stacks in domain-number order
         ordered = _stratified_order([c for c in cases if c.domain == domain], rng)
         for start in range(0, len(ordered), stack_size):
             chunk = ordered[start : start + stack_size]
@@ -211,12 +215,11 @@ def make_stacks(cases: list[Case], stack_size: int, rng: np.random.Generator) ->
     return stacks
 
 
-def number_domains(cases: list[Case], column: str) -> dict[str, int]:
+def number_domains(cases: list[Case]) -> dict[str, int]:
     """Domain name -> number from 1, known names in sorted order, the unknown domain last."""
-    unknown = unknown_domain(column)
-    names = sorted({c.domain for c in cases} - {unknown})
-    if any(c.domain == unknown for c in cases):
-        names.append(unknown)
+    names = sorted({c.domain for c in cases} - {UNKNOWN})
+    if any(c.domain == UNKNOWN for c in cases):
+        names.append(UNKNOWN)
     return {name: i for i, name in enumerate(names, start=1)}
 
 
@@ -289,20 +292,19 @@ def pack(manifests: Sequence[Path], out: Path, *, images: Path | None = None, st
     rng = np.random.default_rng(seed)
     cases = subsample(load_cases(manifests, images, label_column, domain_column, parse_where(where)), limit, rng)
     stacks = make_stacks(cases, stack_size, rng)
-    numbers = number_domains(cases, domain_column)
+    numbers = number_domains(cases)
     _clear_pack(out, force)
-    unknown = unknown_domain(domain_column)
-    if unknown in numbers:
-        n_unknown = sum(c.domain == unknown for c in cases)
-        log(f"note: {n_unknown} cases have an empty {domain_column} cell; they form domain {numbers[unknown]} "
-            f"{unknown!r} (metadata missing, not a {domain_column} value)")
+    if UNKNOWN in numbers:
+        n_unknown = sum(c.domain == UNKNOWN for c in cases)
+        log(f"note: {n_unknown} cases have an empty {domain_column} cell; they form domain {numbers[UNKNOWN]} "
+            f"{UNKNOWN!r} (metadata missing, not a {domain_column} value)")
     for stack in stacks:
         job = out / "jobs" / stack.name / "input"
         write_stack(job / "images" / SLUG / stack.image, [_read_rgb(c.path) for c in stack.cases], dpi)
         write_json_atomic(job / "inputs.json", inputs_json(stack.image), indent=4)
     write_json_atomic(out / GROUND_TRUTH, ground_truth(stacks, numbers))
     write_json_atomic(out / DOMAINS, {"column": domain_column, "domains": {str(v): k for k, v in numbers.items()},
-                                      "unknown": numbers.get(unknown)})
+                                      "unknown": numbers.get(UNKNOWN)})
     summary = _pack_summary(cases, stacks, numbers)
     write_json_atomic(out / PACK, {
         "created": _now(), "manifests": [str(m) for m in manifests], "images": str(images) if images else None,
@@ -402,7 +404,7 @@ def default_jobs() -> int:
 
 
 def process_command(template: str, job: Job, model: Path) -> list[str]:
-    fields = {"python": sys.executable, "input": str(job.input), "output": str(job.output),
+    fields = {"python": sys.executable, "repo": str(REPO), "input": str(job.input), "output": str(job.output),
               "model": str(model), "job": job.name}
     try:
         return [token.format(**fields) for token in shlex.split(template)]
@@ -445,6 +447,34 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+class LiveJobs:
+    """The running job processes, so an interrupted ``run`` can stop them (they run in their own
+    sessions, which keeps a Ctrl-C from reaching them directly)."""
+
+    def __init__(self) -> None:
+        self._procs: dict[int, tuple[subprocess.Popen, Job, str | None]] = {}
+        self._lock = threading.Lock()
+        self.stopping = False
+
+    def add(self, proc: subprocess.Popen, job: Job, engine: str | None) -> None:
+        with self._lock:
+            self._procs[proc.pid] = (proc, job, engine)
+            late = self.stopping  # started while the run was being stopped
+        if late:
+            _kill(proc, job, engine)
+
+    def remove(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.pop(proc.pid, None)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            self.stopping = True
+            procs = list(self._procs.values())
+        for proc, job, engine in procs:
+            _kill(proc, job, engine)
+
+
 def _kill(proc: subprocess.Popen, job: Job, engine: str | None) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -468,7 +498,10 @@ def check_output(job: Job) -> tuple[str, list[str], list[str]]:
 
 
 def run_job(job: Job, command: list[str], env: dict[str, str], timeout: float | None, logs: Path,
-            engine: str | None = None) -> JobResult:
+            engine: str | None = None, live: LiveJobs | None = None) -> JobResult:
+    live = live or LiveJobs()
+    if live.stopping:
+        return JobResult(job.name, job.image, "failed", None, 0.0, ["not started: the run was interrupted"])
     shutil.rmtree(job.output, ignore_errors=True)
     job.output.mkdir(parents=True)
     if engine:
@@ -480,6 +513,7 @@ def run_job(job: Job, command: list[str], env: dict[str, str], timeout: float | 
             proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, start_new_session=True)
         except OSError as e:
             return JobResult(job.name, job.image, "failed", None, 0.0, [f"cannot start {command[0]}: {e}"])
+        live.add(proc, job, engine)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -487,6 +521,8 @@ def run_job(job: Job, command: list[str], env: dict[str, str], timeout: float | 
             wall = time.perf_counter() - start
             return JobResult(job.name, job.image, "timeout", None, wall, [f"killed after {timeout:g} s"],
                              stderr_tail=_tail(logs / "stderr.txt"))
+        finally:
+            live.remove(proc)
     wall = time.perf_counter() - start
     if rc != 0:
         return JobResult(job.name, job.image, "failed", rc, wall, [f"exit code {rc}"],
@@ -533,21 +569,29 @@ def run(pack_dir: Path, *, out: Path | None = None, command: str = DEFAULT_COMMA
     threads = max(1, usable_cpus() // n_parallel)
     env = thread_env(threads)
     engine_name = container_engine(engine) if container else None
+    if not container and "{model}" in command and not model.is_dir():
+        raise InputError(f"model directory {model} does not exist; pass --model DIR (a training run's <out>/model)")
+    live = LiveJobs()
 
     def launch(job: Job) -> JobResult:
         cmd = (container_command(engine_name, container, job, threads, container_args) if container and engine_name
                else process_command(command, job, model.resolve()))
-        return run_job(job, cmd, env, timeout, out / "jobs" / job.name / "log", engine_name)
+        return run_job(job, cmd, env, timeout, out / "jobs" / job.name / "log", engine_name, live)
 
     started, t0 = _now(), time.perf_counter()
     results: list[JobResult] = []
     bar = tqdm(total=len(todo), unit="job", desc="run", file=sys.stderr, disable=True if progress is False else None)
     with ThreadPoolExecutor(n_parallel) as pool, bar:
         futures = [pool.submit(launch, job) for job in todo]
-        for future in as_completed(futures):
-            results.append(future.result())
-            bar.update(1)
-            bar.set_postfix(failed=sum(r.status != "ok" for r in results))
+        try:
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update(1)
+                bar.set_postfix(failed=sum(r.status != "ok" for r in results))
+        except BaseException:  # Ctrl-C: stop what runs, start nothing new
+            live.kill_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     results.sort(key=lambda r: _natural_key(r.job))
     report = _run_report(pack_dir, out, results, started, time.perf_counter() - t0, n_parallel, threads,
                          container or command, model)
@@ -918,7 +962,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="where outputs and run.json go (default: the pack folder)")
     r.add_argument("--model", type=Path, default=Path("model"), help="model directory for {model} (default: model)")
     r.add_argument("--command", default=DEFAULT_COMMAND,
-                   help="job command template; placeholders {python} {input} {output} {model} {job} "
+                   help="job command template, split like a shell line; placeholders {python} {repo} {input} {output} "
+                        "{model} {job} "
                         f"(default: {DEFAULT_COMMAND!r})")
     r.add_argument("--container", metavar="IMAGE", help="run this container image per job instead "
                    "(--network none, /input read-only, /output writable)")
@@ -970,6 +1015,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AmfError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; running jobs were stopped", file=sys.stderr)
+        return 130
     return 0
 
 

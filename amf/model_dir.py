@@ -87,7 +87,7 @@ def save_model_dir(path: str | Path, model: AtypicalClassifier, card: dict[str, 
     weights = write_atomic(path / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     card["parameters"] = int(sum(v.numel() for v in state.values() if v.is_floating_point()))
     card["weights"] = {"file": WEIGHTS_NAME, "sha256": _sha256(weights)}
-    write_json_atomic(path / CARD_NAME, card)
+    write_json_atomic(path / CARD_NAME, card, nan_as_null=True)  # an undefined metric is null
     return path
 
 

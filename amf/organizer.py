@@ -68,23 +68,23 @@ def find_stack(input_dir: str | Path) -> tuple[Path, str]:
 
 
 def to_entries(probabilities: Sequence[float], threshold: float) -> list[dict[str, Any]]:
-    """Organizer entries: the class from the threshold, the confidence that of the class.
+    """Organizer entries: the class from the threshold, the confidence always P(atypical).
 
-    :func:`score_of` turns an entry back into P(atypical), as the organizer does.
+    This follows the challenge's output contract and the example in the organizer's evaluation
+    README (normal pages with confidences such as 0.03 and 0.47). One published version of the
+    evaluator (DeepMicroscopy/MIDOG25_T2_evaluation_docker, evaluate.py at 0b35ad16) instead reads
+    a normal page's confidence as P(normal) and ranks it by 1 - confidence; see README,
+    "Confidence semantics", before changing this.
     """
-    entries = []
-    for p in probabilities:
-        p = float(p)
-        atypical = p >= threshold
-        entries.append({"class": CLASS_NAMES[1] if atypical else CLASS_NAMES[0],
-                        "confidence": p if atypical else 1.0 - p})
-    return entries
+    return [
+        {"class": CLASS_NAMES[1] if float(p) >= threshold else CLASS_NAMES[0], "confidence": float(p)}
+        for p in probabilities
+    ]
 
 
 def score_of(entry: dict[str, Any]) -> float:
-    """The organizer's ranking score of a valid entry: P(atypical) recovered from P(class)."""
-    conf = float(entry["confidence"])
-    return conf if entry["class"] == CLASS_NAMES[1] else 1.0 - conf
+    """The ranking score (P(atypical)) of a valid entry, whichever class it names."""
+    return float(entry["confidence"])
 
 
 # The organizer's own wording, so a local rejection reads like the platform's.
@@ -116,7 +116,7 @@ def _entry_errors(i: int, entry: Any, strict: bool) -> list[str]:
                       "non-finite input")
     elif strict and not 0.0 <= conf <= 1.0:
         errors.append(f"entry {i}: confidence {conf} is not a probability in [0, 1] (the organizer does not "
-                      "check this, but its score 1 - confidence would then leave [0, 1])")
+                      "check this, but it is meant to be P(atypical))")
     return errors
 
 

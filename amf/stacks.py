@@ -34,7 +34,7 @@ class _Collect(logging.Handler):
 
 @contextlib.contextmanager
 def _reader_warnings() -> Iterator[list[str]]:
-    """Hold back tifffile's log warnings: they join the error line, or are logged once on success."""
+    """Hold back reader warnings: they join the error line, or are logged once on success."""
     logger = logging.getLogger("tifffile")
     handler, propagate = _Collect(), logger.propagate
     logger.addHandler(handler)
@@ -46,10 +46,35 @@ def _reader_warnings() -> Iterator[list[str]]:
         logger.propagate = propagate
 
 
+@contextlib.contextmanager
+def _native_output(into: list[str]) -> Iterator[None]:
+    """Catch what C++ readers (ITK's MetaIO) print straight to fd 1 and 2, which logging never sees."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryFile() as sink:
+        saved = [os.dup(1), os.dup(2)]
+        for fd in (1, 2):
+            os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            into.extend(ln.strip() for ln in sink.read().decode(errors="replace").splitlines() if ln.strip())
+
+
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return line or type(err).__name__
+    """The informative line of a (possibly multi-line) reader error."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # SimpleITK opens with "Exception thrown in ...: file.cxx:99:" and says what went wrong after "ERROR:"
+    for ln in lines:
+        if "ERROR:" in ln:
+            return ln.split("ERROR:", 1)[1].strip()
+    lines = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]
+    return lines[0] if lines else type(err).__name__
 
 
 def _tiff_page(page) -> np.ndarray:
@@ -79,10 +104,11 @@ def _read_tiff(path: Path) -> list[np.ndarray]:
         return [_tiff_page(p) for p in pages]
 
 
-def _read_meta(path: Path) -> list[np.ndarray]:
+def _read_meta(path: Path, messages: list[str]) -> list[np.ndarray]:
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(str(path))
+    with _native_output(messages):
+        image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image)  # z, y, x[, components]
     if image.GetDimension() == 2:
         return [array]
@@ -94,15 +120,15 @@ def _read_meta(path: Path) -> list[np.ndarray]:
 def _kind(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
-        return "tiff"
+        return "TIFF"
     if suffix in META_SUFFIXES:
-        return "meta"
+        return "MetaImage"
     with open(path, "rb") as fh:
         head = fh.read(64)
     if head[:4] in _TIFF_MAGIC:
-        return "tiff"
+        return "TIFF"
     if head.lstrip().startswith((b"ObjectType", b"NDims")):
-        return "meta"
+        return "MetaImage"
     raise InputError(f"{path.name}: unknown stack format; expected .tif, .tiff, .mha or .mhd")
 
 
@@ -116,7 +142,7 @@ def read_stack(path: str | Path) -> list[np.ndarray]:
     kind = _kind(path)
     with _reader_warnings() as warnings:
         try:
-            raw = _read_tiff(path) if kind == "tiff" else _read_meta(path)
+            raw = _read_tiff(path) if kind == "TIFF" else _read_meta(path, warnings)
             pages = [to_rgb_uint8(p) for p in raw]
             error = None if pages else f"stack {path.name} holds no pages"
         except InputError as err:
@@ -124,9 +150,9 @@ def read_stack(path: str | Path) -> list[np.ndarray]:
         except MemoryError:
             error = f"{path.name} does not fit in memory"
         except Exception as err:  # tifffile, imagecodecs and SimpleITK raise many types for a bad file
-            error = f"cannot read {path.name} as a {kind.upper()} stack: {_first_line(err)}"
+            error = f"cannot read {path.name} as a {kind} stack: {_first_line(err)}"
     if error:
-        raise InputError(error + (f" (tifffile: {warnings[0]})" if warnings else ""))
+        raise InputError(error + (f" ({warnings[0]})" if warnings else ""))
     for message in warnings:
         log.warning("%s: %s", path.name, message)
     return pages

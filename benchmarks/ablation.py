@@ -20,14 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe
+from training.config import ABLATION_ARMS as ARMS
 
-ARMS = {
-    "ERM": ["mix.enabled=false", "align.enabled=false", "distil.enabled=false"],
-    "ERM+Mix": ["mix.enabled=true", "align.enabled=false", "distil.enabled=false"],
-    "ERM+Align": ["mix.enabled=false", "align.enabled=true", "distil.enabled=false"],
-    "ERM+Distil": ["mix.enabled=false", "align.enabled=false", "distil.enabled=true"],
-    "Full": ["mix.enabled=true", "align.enabled=true", "distil.enabled=true"],
-}
 # TUPAC16 has no scanner in the metadata, so it is held out by its origin.
 DOMAINS = {"Hamamatsu XR": ("Scanner", "Hamamatsu XR"), "Hamamatsu S360": ("Scanner", "Hamamatsu S360"),
            "TUPAC16": ("Origin", "TUPAC16")}

@@ -8,6 +8,7 @@ one multi-page, Deflate-compressed RGB TIFF with the resolution set.
 
     python test/make_fixtures.py                 # (re)write test/input
     python test/make_fixtures.py --expected      # also test/expected_output.json from model/
+    python test/make_fixtures.py --expected --random-model /tmp/m --expected-path /tmp/e.json
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 SLUG = "stacked-histopathology-roi-cropouts"
 STACK_NAME = "stack_test.tiff"
 SIZE = 128
@@ -123,8 +125,10 @@ def write_expected(input_dir: Path, model: Path, expected: Path) -> list[dict]:
                "--model", str(model), "--device", "cpu"]
         subprocess.run(cmd, check=True)
         result = json.loads((Path(tmp) / "multiple-mitotic-figure-classification.json").read_text())
+    from amf.organizer import score_of
+
     threshold = json.loads((model / "model.json").read_text())["threshold"]
-    close = [i for i, e in enumerate(result) if abs(e["confidence"] - threshold) < 0.01]
+    close = [i for i, e in enumerate(result) if abs(score_of(e) - threshold) < 0.01]
     if close:  # a GPU (fp16) run could flip these classes
         print(f"warning: pages {close} lie within 0.01 of the threshold {threshold}", file=sys.stderr)
     expected.write_text(json.dumps(result, indent=2) + "\n")
@@ -137,9 +141,19 @@ def main() -> int:
     parser.add_argument("--expected", action="store_true", help="also write the expected output")
     parser.add_argument("--model", type=Path, default=REPO / "model", help="model for --expected")
     parser.add_argument("--expected-path", type=Path, default=REPO / "test" / "expected_output.json")
+    parser.add_argument("--random-model", type=Path, metavar="DIR",
+                        help="first write a seeded random-weight model to DIR and use it as --model "
+                             "(CI's stand-in while model/ is not committed)")
+    parser.add_argument("--keep-input", action="store_true", help="use the job folder as it is, do not rewrite it")
     args = parser.parse_args()
-    stack = write_input(args.out)
-    print(f"wrote {stack} ({stack.stat().st_size / 1024:.0f} KiB)")
+    if not args.keep_input:
+        stack = write_input(args.out)
+        print(f"wrote {stack} ({stack.stat().st_size / 1024:.0f} KiB)")
+    if args.random_model:
+        from conftest import make_model_dir
+
+        args.model = make_model_dir(args.random_model)
+        print(f"wrote a random-weight model to {args.model}")
     if args.expected:
         if not (args.model / "model.json").is_file():
             print(f"error: no model directory at {args.model}; train or pass --model", file=sys.stderr)

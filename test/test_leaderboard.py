@@ -367,12 +367,69 @@ def test_cli_round_trip_in_a_subprocess(dataset: Path, algorithm: str, tmp_path:
     assert done.returncode == 0 and "pack" in done.stdout and "evaluate" in done.stdout
 
 
+def random_weight_model(path: Path) -> Path:
+    """A loadable model directory of the default architecture, built with amf's own API."""
+    from amf.model_dir import architecture_of, save_model_dir
+    from amf.network import create_model
+    from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    model = create_model("tf_efficientnet_lite0")
+    return save_model_dir(path, model, {
+        "architecture": architecture_of(model, "tf_efficientnet_lite0", 0.2), "input_size": 128,
+        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "class_names": ["normal", "atypical"],
+        "threshold": 0.5, "tta": "none"})
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not ((REPO / "process.py").is_file() and (REPO / "model" / "model.json").is_file()),
-                    reason="needs process.py and a trained model/ in the repository")
-def test_real_algorithm_end_to_end(dataset: Path, tmp_path: Path) -> None:
-    out = packed(dataset, tmp_path / "lb", limit=16)
-    os.chdir(REPO)  # the default command runs process.py from the repository root
-    run(out, model=REPO / "model", jobs=1, progress=False, log=quiet)
-    report = evaluate(out, plots=False, log=quiet)
-    assert report["n_pages"] == 16
+@pytest.mark.skipif(not (REPO / "process.py").is_file(), reason="needs process.py")
+def test_real_process_py_end_to_end(dataset: Path, tmp_path: Path) -> None:
+    """The default command: the repository's process.py, with model/ if trained, else random weights."""
+    trained = REPO / "model"
+    model = trained if (trained / "model.json").is_file() else random_weight_model(tmp_path / "model")
+    out = packed(dataset, tmp_path / "lb", limit=8, where=["Scanner=A"])
+    report = run(out, model=model, jobs=1, progress=False, log=quiet)
+    assert report["n_failed"] == 0
+    assert evaluate(out, plots=False, log=quiet)["n_pages"] == 8
+
+
+# Stands in for `docker`: checks the isolation flags the platform uses, maps the mounts and runs the
+# fake algorithm on them.
+FAKE_ENGINE = """#!{python}
+import subprocess, sys
+args = sys.argv[1:]
+assert args[:2] == ["run", "--rm"], args
+assert args[args.index("--network") + 1] == "none", args
+mounts = dict(reversed(args[i + 1].rsplit(":", 2)[:2]) for i, a in enumerate(args) if a == "-v")
+assert any(args[i + 1].endswith(":/input:ro") for i, a in enumerate(args) if a == "-v"), args
+job = args[args.index("--name") + 1].rsplit("-", 1)[1]
+sys.exit(subprocess.call([sys.executable, "{script}", mounts["/input"], mounts["/output"], job]))
+"""
+
+
+def test_run_in_a_container_per_job(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "fake_algorithm.py"
+    script.write_text(FAKE_ALGORITHM)
+    engine = tmp_path / "bin" / "docker"
+    engine.parent.mkdir()
+    engine.write_text(FAKE_ENGINE.format(python=sys.executable, script=script))
+    engine.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{engine.parent}{os.pathsep}{os.environ['PATH']}")
+    out = packed(dataset, tmp_path / "lb")
+    report = run(out, container="algorithm:latest", engine="docker", jobs=2, progress=False, log=quiet)
+    assert report["n_failed"] == 0 and report["command"] == "algorithm:latest"
+    assert evaluate(out, plots=False, log=quiet)["n_pages"] == 64
+
+
+def test_a_hanging_job_is_killed_at_the_timeout(dataset: Path, tmp_path: Path) -> None:
+    out = packed(dataset, tmp_path / "lb", limit=8, where=["Scanner=A"])
+    with pytest.raises(JobsFailed, match="1 of 1 jobs failed"):
+        run(out, command="{python} -c 'import time; time.sleep(60)'", timeout=1, progress=False, log=quiet)
+    job = read_json(out / RUN)["jobs"][0]
+    assert job["status"] == "timeout" and job["wall_s"] < 30
+
+
+def test_run_refuses_a_missing_model_before_starting_jobs(dataset: Path, tmp_path: Path) -> None:
+    out = packed(dataset, tmp_path / "lb", limit=8, where=["Scanner=A"])
+    with pytest.raises(InputError, match=r"model directory .* does not exist"):
+        run(out, model=tmp_path / "nowhere", progress=False, log=quiet)
+    assert not (out / RUN).exists()

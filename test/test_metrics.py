@@ -102,13 +102,13 @@ def test_best_threshold_separates_and_falls_back() -> None:
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.3, 0.8])
-def test_entries_carry_class_confidence_and_round_trip(threshold: float) -> None:
+def test_entries_carry_p_atypical_whichever_class_wins(threshold: float) -> None:
     p = np.random.default_rng(0).random(50)
     entries = to_entries(p, threshold)
     assert validation_errors(entries, len(p)) == []
     for q, e in zip(p, entries, strict=True):
         assert e["class"] == ("atypical" if q >= threshold else "normal")
-        assert e["confidence"] == pytest.approx(q if q >= threshold else 1 - q)
+        assert e["confidence"] == q and type(e["confidence"]) is float
         assert score_of(e) == pytest.approx(q, abs=1e-12)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import REPO, SAMPLE_DIR, make_model_dir, synthetic_pages, write_job
+from conftest import REPO, SAMPLE_DIR, synthetic_pages, write_job
 
 import process
 from amf.errors import ModelDirError
@@ -171,7 +171,7 @@ def test_nan_output_writes_nothing(tmp_path: Path, model_dir: Path, monkeypatch:
 
 
 def test_unexpected_error_is_one_line(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                      capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaboom\nsecond line")
 
@@ -180,10 +180,11 @@ def test_unexpected_error_is_one_line(tmp_path: Path, model_dir: Path, monkeypat
     code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                          "--model", str(model_dir), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 1 and err == "error: unexpected RuntimeError: kaboom second line (rerun with --debug for a traceback)\n"
+    assert code == 1
+    assert err == "error: unexpected RuntimeError: kaboom second line (rerun with --debug for a traceback)\n"
     code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                          "--model", str(model_dir), "--debug"])
-    assert "Traceback" in capsys.readouterr().err
+    assert code == 1 and "Traceback" in capsys.readouterr().err + caplog.text  # pytest holds the log handler
 
 
 def test_shipped_test_job(tmp_path: Path, model_dir: Path) -> None:

@@ -105,7 +105,7 @@ def test_missing_and_empty(tmp_path: Path) -> None:
     assert "empty" in one_line(err)
 
 
-@pytest.mark.parametrize("content", [b"II*\x00garbage-garbage", b"not an image at all", b"ObjectType = Image\nNDims = 3\n"])
+@pytest.mark.parametrize("content", [b"II*\x00garbage-garbage", b"not an image", b"ObjectType = Image\nNDims = 3\n"])
 @pytest.mark.parametrize("suffix", [".tif", ".mha"])
 def test_corrupt_files(tmp_path: Path, content: bytes, suffix: str) -> None:
     path = tmp_path / f"bad{suffix}"
@@ -137,3 +137,13 @@ def test_no_pages(tmp_path: Path) -> None:
     tifffile.imwrite(path, synthetic_pages(1)[0], photometric="rgb", subfiletype=1)  # reduced page only
     with pytest.raises(InputError, match="holds no pages"):
         read_stack(path)
+
+
+def test_reader_noise_stays_out_of_the_log(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """ITK prints parse errors straight to stderr; they belong in the one error line instead."""
+    path = tmp_path / "bad.mha"
+    path.write_bytes(b"ObjectType = Image\nNDims = 3\n")
+    with pytest.raises(InputError, match="DimSize"):
+        read_stack(path)
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""

@@ -16,6 +16,15 @@ from training.augment import AugmentConfig
 
 WEAK_LABELS = ("Scanner", "Origin", "Species", "Tumor")
 
+# The recipe's parts switched on one at a time, for ablations: name -> overrides.
+ABLATION_ARMS: dict[str, list[str]] = {
+    "ERM": ["mix.enabled=false", "align.enabled=false", "distil.enabled=false"],
+    "ERM+Mix": ["mix.enabled=true", "align.enabled=false", "distil.enabled=false"],
+    "ERM+Align": ["mix.enabled=false", "align.enabled=true", "distil.enabled=false"],
+    "ERM+Distil": ["mix.enabled=false", "align.enabled=false", "distil.enabled=true"],
+    "Full": ["mix.enabled=true", "align.enabled=true", "distil.enabled=true"],
+}
+
 
 @dataclass
 class DataConfig:

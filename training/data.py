@@ -133,7 +133,7 @@ def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: lis
             raise InputError(f"{len(missing)} images of {manifest} are missing from {folder}, e.g. {missing[0]}")
         if not any(row.get("filename") for row in rows):
             log.warning("%s has no slide (filename) column: splits cannot be grouped by slide", manifest)
-    images = _load_images(paths, size, cache_dir)
+    images = _load_images(paths, size, cache_dir or None)
     return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()},
                     np.array(ids), np.array(sources))
 

@@ -21,14 +21,14 @@ def training_curves(metrics_jsonl: Path, out: Path) -> Path:
     epochs = [r for r in rows if r.get("kind") == "epoch"]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     for key in ("train/supervised", "train/align", "train/distil", "train/loss"):
-        pts = [(r["epoch"], r[key]) for r in epochs if key in r]
+        pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
         if pts:
             ax_loss.plot(*zip(*pts, strict=True), marker="o", label=key.split("/")[1])
     ax_loss.set(xlabel="epoch", ylabel="mean loss", title="training losses")
     ax_loss.legend()
     for key, style in (("val/student/balanced_accuracy", "-"), ("val/student/roc_auc", "--"),
                        ("val/teacher/balanced_accuracy", "-"), ("val/teacher/roc_auc", "--")):
-        pts = [(r["epoch"], r[key]) for r in epochs if key in r and not math.isnan(r[key])]
+        pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None and not math.isnan(r[key])]
         if pts:
             ax_val.plot(*zip(*pts, strict=True), style, marker="o", label=key[4:])
     ax_val.set(xlabel="epoch", ylabel="validation (threshold 0.5 for BA)", ylim=(0.4, 1.0), title="validation")

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from amf import CLASS_NAMES
-from amf.atomic import write_atomic, write_json_atomic
+from amf.atomic import nan_to_null, write_atomic, write_json_atomic
 from amf.errors import AmfError
 from amf.metrics import best_threshold, domain_metrics
 from amf.model_dir import architecture_of, save_model_dir
@@ -188,7 +188,7 @@ def train(cfg: Config) -> dict[str, Any]:
                     row.update(_flat("val/teacher", evaluate(algo.teacher.module, data, split.val, cfg, "none",
                                                              0.5)[1]))
             with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+                fh.write(json.dumps(nan_to_null(row)) + "\n")
             _save_checkpoint(ckpt_path, algo, epoch, cfg)
             log.info("epoch %d: %s", epoch + 1, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                          for k, v in row.items() if k != "kind"))
@@ -276,7 +276,7 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
                 flat[key] = doms
         plots.domain_bars(flat, out / "domains.png", "per domain (threshold from validation)")
     summary = {"out": str(out), "model_dir": str(out / "model"), "results": results}
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary, nan_as_null=True)
     log.info("model directory written to %s", out / "model")
     return summary
 

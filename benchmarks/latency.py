@@ -1,0 +1,209 @@
+"""Latency and memory per stack: this project's container entry point against a reference-style baseline.
+
+    python benchmarks/latency.py [--model DIR] [--cold-runs 3] [--warm-runs 30] [--out benchmarks/results/latency.md]
+
+* cold: process start to JSON written (a subprocess on test/input, 16 pages), median of runs,
+  with the child's peak RSS;
+* warm: a loaded model scoring the 16 pages (preparation + forward pass), median of runs, for
+  TTA none and dihedral4; the baseline loops over the pages with batch size 1 at 224 px.
+
+The baseline (benchmarks/baseline_reference.py) copies the design of the organizer's reference
+container; both use random or trained weights as stated in the results, which does not change speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "test"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from amf.predict import Predictor  # noqa: E402
+from amf.stacks import read_stack  # noqa: E402
+
+JOB = REPO / "test" / "input"
+OUTPUT = "multiple-mitotic-figure-classification.json"
+
+
+def cold_run(cmd: list[str]) -> tuple[float, float]:
+    """Seconds from process start to the JSON being written, and the child's peak RSS in MiB."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark run failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def cold(cmd_for: Callable[[Path], list[str]], runs: int) -> dict[str, float]:
+    times, rss = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as out:
+            t, m = cold_run(cmd_for(Path(out)))
+            if not (Path(out) / OUTPUT).is_file():
+                raise SystemExit("benchmark run wrote no output")
+        times.append(t)
+        rss.append(m)
+    return {"median_s": statistics.median(times), "min_s": min(times), "runs": runs, "peak_rss_mib": max(rss)}
+
+
+def warm(fn: Callable[[], object], runs: int, warmup: int = 3, sync: Callable[[], None] = lambda: None) -> dict:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return {"median_ms": 1e3 * statistics.median(times), "p90_ms": 1e3 * float(np.percentile(times, 90)), "runs": runs}
+
+
+def baseline_warm(weights: Path, pages: list[np.ndarray], device: str, runs: int) -> dict:
+    import baseline_reference as ref
+
+    model = ref.build()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.eval().to(device)
+    mean, std = ref.MEAN.to(device), ref.STD.to(device)
+
+    @torch.no_grad()
+    def loop() -> None:
+        for page in pages:
+            x = torch.from_numpy(page).permute(2, 0, 1)[None].float().div(255.0)
+            x = torch.nn.functional.interpolate(x, size=(ref.SIZE, ref.SIZE), mode="bilinear", align_corners=False)
+            torch.softmax(model((x.to(device) - mean) / std), dim=1)[0, 1].item()
+
+    return warm(loop, runs, warmup=1)
+
+
+def image_size() -> str:
+    for engine in ("docker", "podman"):
+        if shutil.which(engine) is None:
+            continue
+        name = os.environ.get("AMF_IMAGE", "amf-midog25-t2:test")
+        result = subprocess.run([engine, "image", "inspect", "--format", "{{.Size}}", name],
+                                capture_output=True, text=True)
+        if result.returncode == 0:
+            return f"{int(result.stdout.strip()) / 1e9:.2f} GB ({engine} image {name}, uncompressed)"
+    return "not measured: no image built on this machine"
+
+
+def machine() -> str:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
+    return (f"{model}, {os.cpu_count()} CPUs (nproc), torch {torch.__version__} with {torch.get_num_threads()} "
+            f"threads, Python {platform.python_version()}, load average at start {os.getloadavg()[0]:.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=REPO / "model")
+    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--warm-runs", type=int, default=30)
+    parser.add_argument("--baseline-warm-runs", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "latency.md")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="amf-bench-"))
+    try:
+        model_dir, which = args.model, f"the trained model in {args.model.name}/"
+        if not (model_dir / "model.json").is_file():
+            from conftest import make_model_dir
+
+            model_dir = make_model_dir(tmp / "model")
+            which = "a random-weight model of the default architecture (model/ is not there yet)"
+        weights = tmp / "baseline.pt"
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "baseline_reference.py"), "--make-weights",
+                        str(weights)], check=True)
+        pages = read_stack(next((JOB / "images").rglob("*.tif*")))
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        rows: dict[str, dict[str, str]] = {}
+        raw: dict[str, dict] = {}
+        for device in devices:
+            ours_cmd = lambda out, d=device: [sys.executable, str(REPO / "process.py"), "--input", str(JOB),  # noqa: E731
+                                              "--output", str(out), "--model", str(model_dir), "--device", d]
+            base_cmd = lambda out, d=device: [sys.executable, str(REPO / "benchmarks" / "baseline_reference.py"),  # noqa: E731
+                                              "--input", str(JOB), "--output", str(out), "--weights", str(weights),
+                                              "--device", d]
+            predictor = Predictor.from_dir(model_dir, device=device)
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            r = {"ours_cold": cold(ours_cmd, args.cold_runs), "baseline_cold": cold(base_cmd, args.cold_runs)}
+            predictor.tta = "none"
+            r["ours_warm"] = warm(lambda p=predictor: p.predict_proba(pages), args.warm_runs, sync=sync)
+            predictor.tta = "dihedral4"
+            r["ours_warm_d4"] = warm(lambda p=predictor: p.predict_proba(pages), args.warm_runs, sync=sync)
+            r["baseline_warm"] = baseline_warm(weights, pages, device, args.baseline_warm_runs)
+            raw[device] = r
+            rows[device] = {
+                "cold": f"{r['ours_cold']['median_s']:.2f} s vs {r['baseline_cold']['median_s']:.2f} s "
+                        f"({r['baseline_cold']['median_s'] / r['ours_cold']['median_s']:.1f}× faster)",
+                "warm": f"{r['ours_warm']['median_ms']:.1f} ms (p90 {r['ours_warm']['p90_ms']:.1f})",
+                "warm_d4": f"{r['ours_warm_d4']['median_ms']:.1f} ms (p90 {r['ours_warm_d4']['p90_ms']:.1f})",
+                "baseline_warm": f"{r['baseline_warm']['median_ms']:.0f} ms (p90 {r['baseline_warm']['p90_ms']:.0f})",
+                "rss": f"{r['ours_cold']['peak_rss_mib']:.0f} MiB vs {r['baseline_cold']['peak_rss_mib']:.0f} MiB",
+            }
+        write_report(args, rows, raw, which, len(pages))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def write_report(args: argparse.Namespace, rows: dict, raw: dict, which: str, n_pages: int) -> None:
+    devices = list(rows)
+    cpu = raw["cpu"]
+    speedup = cpu["baseline_cold"]["median_s"] / cpu["ours_cold"]["median_s"]
+    header = "| | " + " | ".join(d.upper() for d in devices) + " |\n|---|" + "---|" * len(devices) + "\n"
+    line = lambda label, key: f"| {label} | " + " | ".join(rows[d][key] for d in devices) + " |\n"  # noqa: E731
+    text = (
+        f"# Latency per stack ({n_pages} pages)\n\n"
+        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `python benchmarks/latency.py` on: "
+        f"{machine()} (end {os.getloadavg()[0]:.2f}).\n\n"
+        f"Ours: `process.py` with {which}, tf_efficientnet_lite0 + CBAM at 128 px, all pages and TTA views in one "
+        "batch. Baseline: `benchmarks/baseline_reference.py`, the organizer's reference design: timm "
+        "efficientnetv2_m at 224 px (crops resized from 128), batch size 1 in a per-page loop, random weights "
+        "loaded from a checkpoint.\n\n"
+        + header
+        + line("cold: process start to JSON written, ours vs baseline "
+               f"(median of {args.cold_runs})", "cold")
+        + line(f"warm: 16 pages, no TTA (median of {args.warm_runs})", "warm")
+        + line(f"warm: 16 pages, dihedral4 TTA, 64 views (median of {args.warm_runs})", "warm_d4")
+        + line(f"warm: baseline, 16 pages one by one (median of {args.baseline_warm_runs})", "baseline_warm")
+        + line("peak RSS of the cold process, ours vs baseline", "rss")
+        + f"\nImage size: {image_size()}.\n\n"
+        "Targets: cold CPU job ≥3× faster than the baseline: "
+        f"{'met' if speedup >= 3 else 'NOT met'} ({speedup:.1f}×); warm 16-page forward ≤50 ms on this CPU: "
+        f"{'met' if cpu['ours_warm']['median_ms'] <= 50 else 'NOT met'} ({cpu['ours_warm']['median_ms']:.1f} ms).\n"
+        + ("GPU: no CUDA device on this machine, so no GPU column.\n" if "cuda" not in rows else "")
+        + "\nWarm times include turning the uint8 pages into the normalised batch. Cold times include Python "
+        "start-up and importing torch, which dominate on this machine.\n\n"
+        "<details><summary>raw numbers</summary>\n\n```json\n" + json.dumps(raw, indent=1) + "\n```\n</details>\n"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

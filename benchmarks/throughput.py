@@ -1,0 +1,90 @@
+"""Training throughput (images/s) of one recipe step, each part switched on alone and all together.
+
+    python -m benchmarks.throughput                      # CPU here; CUDA too where there is one
+    python -m benchmarks.throughput --steps 30 --batch-size 256 --device cuda
+
+A step is exactly what training runs: batch augmentation (both views), the student's forward
+and backward, the alignment loss, the EMA teacher's forward and update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from amf.network import create_model
+from benchmarks.machine import describe
+from training.config import ABLATION_ARMS as ARMS
+from training.config import load_config
+from training.recipe import MixAlignDistil
+
+
+def _batch(n: int, size: int, device: torch.device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    sites = torch.arange(n) % 3 - 1  # two known sites and unknowns, as in AMi-Br
+    return {
+        "images": torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g),
+        "labels": torch.arange(n) % 2,
+        "sites": sites,
+        "domains": {"Scanner": sites, "Origin": (torch.arange(n) % 2), "Species": torch.zeros(n, dtype=torch.long),
+                    "Tumor": torch.zeros(n, dtype=torch.long)},
+    }
+
+
+def measure(arm: str, extra: list[str], device: torch.device, batch_size: int, steps: int, warmup: int) -> float:
+    cfg = load_config(Path("training/configs/default.yaml"), [*ARMS[arm], *extra, f"optim.batch_size={batch_size}"])
+    torch.manual_seed(0)
+    algo = MixAlignDistil(cfg, create_model(cfg.model.backbone, attention=cfg.model.attention), device,
+                          steps_per_epoch=1000, class_counts=[4, 1])
+    batch = _batch(batch_size, cfg.data.input_size, device)
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        algo.update(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return batch_size / statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast on the CPU")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    precisions = {"fp32": []} if device.type == "cpu" else {"fp16 AMP": ["run.amp=true"]}
+    if args.bf16 and device.type == "cpu":
+        precisions["bf16 autocast"] = ["run.cpu_bf16=true"]
+    lines = [f"## {device.type.upper()}: {describe()}", "",
+             f"Batch {args.batch_size} at 128 px, EfficientNet-Lite0 + CBAM, channels_last; median of {args.steps} "
+             f"steps after {args.warmup} warm-up steps.", "",
+             "| arm | " + " | ".join(f"{p} images/s | {p} step vs ERM" for p in precisions) + " |",
+             "|---|" + "---|---|" * len(precisions)]
+    results = {p: {arm: measure(arm, extra, device, args.batch_size, args.steps, args.warmup) for arm in ARMS}
+               for p, extra in precisions.items()}
+    for arm in ARMS:
+        cells = [f"{results[p][arm]:.1f} | {results[p]['ERM'] / results[p][arm]:.2f}×" for p in precisions]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The three parts of the recipe, each on its own: Mix, Align, Distil."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from training.align import DomainAlignment, coral, mmd
+from training.distil import EmaTeacher, distillation_loss, sigmoid_rampup
+from training.mixstyle import MixStyle
+
+
+# -- Mix -------------------------------------------------------------------------------------------
+def test_mixstyle_is_identity_in_eval_mode() -> None:
+    op = MixStyle(p=1.0, alpha=0.1).eval()
+    x = torch.randn(8, 16, 10, 10)
+    assert torch.equal(op(x), x)
+    assert torch.equal(op(x, torch.arange(8)), x)
+
+
+def test_mixstyle_mixes_channel_statistics_in_train_mode() -> None:
+    torch.manual_seed(0)
+    op = MixStyle(p=1.0, alpha=0.3).train()
+    # each sample gets its own style: a distinct per-channel mean and std
+    x = torch.randn(8, 4, 12, 12) * torch.arange(1, 9).view(8, 1, 1, 1) + torch.arange(8).view(8, 1, 1, 1) * 5
+    y = op(x)
+    mu_x, mu_y = x.mean((2, 3)), y.mean((2, 3))
+    assert not torch.allclose(mu_x, mu_y, atol=1e-3)
+    # the content, the instance-normalised map, is untouched
+    norm = lambda t: (t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True)  # noqa: E731
+    assert torch.allclose(norm(x), norm(y), atol=1e-3)
+    # mixed statistics lie between the sample's own and some other sample's
+    assert bool(((mu_y >= mu_x.min(0).values - 1e-4) & (mu_y <= mu_x.max(0).values + 1e-4)).all())
+
+
+def test_mixstyle_crossdomain_picks_partners_from_other_domains() -> None:
+    op = MixStyle(p=1.0, alpha=0.1, mix="crossdomain")
+    domains = torch.tensor([0, 0, 0, 1, 1, 2, -1, -1])
+    for _ in range(20):
+        partners = op._partners(8, domains, torch.device("cpu"))
+        for i in range(6):
+            assert int(domains[partners[i]]) != int(domains[i])
+            assert int(domains[partners[i]]) >= 0
+
+
+def test_mixstyle_repr_shows_p_and_alpha() -> None:
+    assert repr(MixStyle(p=0.3, alpha=0.2)) == "MixStyle(p=0.3, alpha=0.2, mix=random)"
+    with pytest.raises(ValueError):
+        MixStyle(mix="sideways")
+
+
+# -- Align -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["coral", "mmd", "centroid"])
+def test_alignment_is_zero_for_identical_domains_and_positive_otherwise(kind: str) -> None:
+    torch.manual_seed(0)
+    emb = torch.randn(12, 6)
+    y = torch.tensor([0, 1] * 6)
+    align = DomainAlignment(kind, {"Scanner": 1.0})
+    same = torch.cat([emb, emb])
+    codes = torch.tensor([0] * 12 + [1] * 12)
+    zero, _ = align(same, torch.cat([y, y]), {"Scanner": codes})
+    assert float(zero) == pytest.approx(0.0, abs=1e-5)
+    shifted = torch.cat([emb, emb * 2 + 1])
+    positive, parts = align(shifted, torch.cat([y, y]), {"Scanner": codes})
+    assert float(positive) > 1e-3
+    assert parts["Scanner"] == pytest.approx(float(positive))
+
+
+def test_alignment_skips_unknown_labels_and_weights_each_label() -> None:
+    torch.manual_seed(0)
+    emb = torch.randn(16, 4)
+    y = torch.tensor([0, 1] * 8)
+    codes_known = torch.tensor([0] * 8 + [1] * 8)
+    codes_unknown = torch.tensor([0] * 8 + [-1] * 8)  # one known domain only: nothing to align
+    align = DomainAlignment("coral", {"Scanner": 2.0, "Origin": 1.0})
+    total, parts = align(emb, y, {"Scanner": codes_known, "Origin": codes_unknown})
+    assert parts["Origin"] == 0.0
+    assert float(total) == pytest.approx(2.0 * parts["Scanner"], rel=1e-5)
+    assert float(coral(emb[:8], emb[8:])) == pytest.approx(parts["Scanner"], rel=1e-5)
+    assert float(mmd(emb[:8], emb[:8])) == pytest.approx(0.0, abs=1e-6)
+
+
+# -- Distil ----------------------------------------------------------------------------------------
+def test_ema_update_math_includes_bn_buffers() -> None:
+    student = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    teacher = EmaTeacher(student, decay=0.9)
+    before = copy.deepcopy(teacher.module.state_dict())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+        student[1].running_mean.add_(2.0)
+        student[1].num_batches_tracked.add_(5)
+    d = teacher.update(student)
+    assert d == pytest.approx(min(0.9, 1 / 10))  # warm-up: (1 + 0) / (10 + 0)
+    after = teacher.module.state_dict()
+    s = student.state_dict()
+    for k in ("0.weight", "0.bias", "1.weight", "1.running_mean", "1.running_var"):
+        assert torch.allclose(after[k], d * before[k] + (1 - d) * s[k])
+    assert int(after["1.num_batches_tracked"]) == int(s["1.num_batches_tracked"])
+    assert teacher.current_decay() == pytest.approx(2 / 11)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert not teacher.train().module.training
+
+
+def test_kl_at_temperature() -> None:
+    s = torch.tensor([[2.0, -1.0], [0.5, 0.0]])
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    temp = 3.0
+    ps, pt = torch.softmax(s / temp, 1), torch.softmax(t / temp, 1)
+    expected = (pt * (pt.log() - ps.log())).sum(1).mean() * temp**2
+    assert float(distillation_loss(s, t, temp)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(distillation_loss(t, t, temp)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_rampup_goes_from_small_to_one() -> None:
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(100, 100) == 1.0
+    assert sigmoid_rampup(5, 0) == 1.0

