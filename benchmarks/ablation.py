@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amf.atomic import write_atomic
 from benchmarks.machine import describe
 from training.config import ABLATION_ARMS as ARMS
 
@@ -45,9 +47,27 @@ def run_dir(root: Path, arm: str, dom: str, seed: int) -> Path:
     return root / f"{_slug(arm)}-{_slug(dom)}-s{seed}"
 
 
-def run_one(root: Path, arm: str, dom: str, seed: int, epochs: int, extra: list[str]) -> None:
+def _claim(out: Path) -> bool:
+    """Take a run for this process, so several workers can share one plan; stale claims are retaken."""
+    out.mkdir(parents=True, exist_ok=True)
+    claim = out / ".claimed"
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(claim.read_text() or 0), 0)
+            return False  # a live worker has it
+        except (ProcessLookupError, ValueError):
+            claim.write_text(str(os.getpid()))
+            return True
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    return True
+
+
+def run_one(root: Path, arm: str, dom: str, seed: int, epochs: int, extra: list[str], out: Path | None = None) -> None:
     column, value = DOMAINS[dom]
-    out = run_dir(root, arm, dom, seed)
+    out = out or run_dir(root, arm, dom, seed)
     cmd = [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml",
            f"run.out={out}", f"run.seed={seed}", f"optim.epochs={epochs}", "run.tta=none", "run.progress=false",
            "data.split=lodo", f"data.lodo_column={column}", f"data.lodo_value={value}", *ARMS[arm], *extra]
@@ -112,23 +132,38 @@ def table(root: Path, epochs: int, note: str) -> str:
     ])
 
 
+def _write_table(args: argparse.Namespace) -> None:
+    text = table(args.root, args.epochs, args.note) + "\n"
+    write_atomic(args.out, lambda tmp: tmp.write_text(text))  # workers rewrite it side by side
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--root", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--seeds-all", type=int, default=1, help="seeds for the Mix/Align/Distil arms (GPU: 2)")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="training processes side by side (threads split)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation.md"))
     parser.add_argument("--note", default="")
     parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=1")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
+    if not args.table_only and args.workers > 1:
+        # one plan, several workers: each claims the next free run; threads are split between them
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        cmd = [sys.executable, "-m", "benchmarks.ablation", "--epochs", str(args.epochs), "--root", str(args.root),
+               "--seeds-all", str(args.seeds_all), "--out", str(args.out), "--note", args.note, *args.extra,
+               f"run.threads={threads}"]
+        for proc in [subprocess.Popen(cmd) for _ in range(args.workers)]:
+            proc.wait()
+    elif not args.table_only:
         for arm, dom, seed in plan(args.seeds_all):
-            if not (run_dir(args.root, arm, dom, seed) / "summary.json").is_file():
+            out = run_dir(args.root, arm, dom, seed)
+            if not (out / "summary.json").is_file() and _claim(out):
                 run_one(args.root, arm, dom, seed, args.epochs, args.extra)
-            args.out.write_text(table(args.root, args.epochs, args.note) + "\n")
-    args.out.write_text(table(args.root, args.epochs, args.note) + "\n")
+            _write_table(args)
+    _write_table(args)
     print(args.out.read_text())
     return 0
 
