@@ -2,11 +2,8 @@
 
 Input: ``inputs.json`` lists the interface ``stacked-histopathology-roi-cropouts``; its image
 lives under ``images/stacked-histopathology-roi-cropouts/``. Output: a list with one entry per
-page, in page order, ``{"class": "normal"|"atypical", "confidence": P(class)}``.
-
-The confidence is that of the predicted class: the organizer's evaluator (MIDOG25_T2_evaluation_docker,
-evaluate.py) ranks pages for ROC AUC by ``confidence`` if the class is atypical, else by
-``1 - confidence``. Writing P(atypical) for a "normal" page would rank it as a likely atypical one.
+page, in page order, ``{"class": "normal"|"atypical", "confidence": P(atypical)}``, the
+confidence being P(atypical) whichever class wins (see :func:`to_entries`).
 """
 
 from __future__ import annotations

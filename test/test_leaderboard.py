@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path("/work/shared/data/midog25-t2-sample/input/images") / SLUG / "stack_5.tiff"
 SCANNERS = {"A": (30, 8), "B": (20, 5), "": (14, 4)}  # scanner -> (cases, atypical); "" = metadata missing
 
-# Reads its stack like a real job and writes P(class) from the mean brightness. FAIL_JOB makes one job
+# Reads its stack like a real job and writes P(atypical) from the mean brightness. FAIL_JOB makes one job
 # crash and BAD_JOB makes one write integer confidences, so failures can be provoked per job.
 FAKE_ALGORITHM = """
 import json, os, sys, pathlib, tifffile
@@ -50,7 +50,7 @@ if os.environ.get("FAIL_JOB") == job:
 stack = next((inp / "images" / "stacked-histopathology-roi-cropouts").glob("*.tif*"))
 with tifffile.TiffFile(stack) as tif:
     p = [float(page.asarray().mean() / 255.0) for page in tif.pages]
-entries = [{"class": "atypical" if q >= 0.5 else "normal", "confidence": q if q >= 0.5 else 1.0 - q} for q in p]
+entries = [{"class": "atypical" if q >= 0.5 else "normal", "confidence": q} for q in p]
 if os.environ.get("BAD_JOB") == job:
     entries = [{"class": e["class"], "confidence": 1} for e in entries]
 (out / "multiple-mitotic-figure-classification.json").write_text(json.dumps(entries))
@@ -184,7 +184,7 @@ def test_limit_keeps_proportions(dataset: Path, tmp_path: Path) -> None:
 
 def organizer_reference(truth: list[dict], outputs: dict[str, list[dict]]) -> dict[str, float]:
     """The organizer's arithmetic, restated here with scikit-learn: pooled counts overall, recall_score
-    per domain, AUC on confidence (atypical) or 1 - confidence (normal)."""
+    per domain, AUC on the confidence, which the output contract defines as P(atypical)."""
     ids = {"normal": 0, "atypical": 1}
     gt, pred, score, dom = [], [], [], []
     for t in truth:
@@ -192,7 +192,7 @@ def organizer_reference(truth: list[dict], outputs: dict[str, list[dict]]) -> di
         gt += [ids[v] for v in t["labels"]]
         dom += t["tumordomains"]
         pred += [ids[e["class"]] for e in out]
-        score += [e["confidence"] if e["class"] == "atypical" else 1 - e["confidence"] for e in out]
+        score += [e["confidence"] for e in out]
     gt, pred, score, dom = map(np.array, (gt, pred, score, dom))
     tp, fn = np.sum((pred == 1) & (gt == 1)), np.sum((pred == 0) & (gt == 1))
     tn, fp = np.sum((pred == 0) & (gt == 0)), np.sum((pred == 1) & (gt == 0))
