@@ -129,7 +129,8 @@ def train(cfg: Config) -> dict[str, Any]:
     _seed_everything(cfg.run.seed)
     if rank == 0:
         save_config(cfg, out / "config.yaml")
-    log.info("run %s on %s (world %d), config %s", out, device, world, cfg.digest())
+    commit = _git_commit()  # at the start: the code that trains, not whatever HEAD is at the end
+    log.info("run %s on %s (world %d), config %s, code %s", out, device, world, cfg.digest(), commit)
 
     d = cfg.data
     data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir)
@@ -195,7 +196,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
     summary: dict[str, Any] = {}
     if rank == 0:
-        summary = _finish(cfg, data, split, algo, out, pretrained_source)
+        summary = _finish(cfg, data, split, algo, out, pretrained_source, commit)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -203,7 +204,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out: Path,
-            pretrained_source: str) -> dict[str, Any]:
+            pretrained_source: str, commit: str) -> dict[str, Any]:
     """Pick the threshold on validation, score val and test, write the model directory and plots."""
     tta = cfg.run.tta
     models = {"student": algo.student}
@@ -253,7 +254,7 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
                        "distil": cfg.distil.enabled},
             "pretrained": pretrained_source,
             "config_digest": cfg.digest(),
-            "git_commit": _git_commit(),
+            "git_commit": commit,
             "torch": torch.__version__,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
