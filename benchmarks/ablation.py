@@ -111,8 +111,9 @@ def table(root: Path, epochs: int, note: str) -> str:
         mean_ba = np.nanmean(ba_all) if not all(math.isnan(x) for x in ba_all) else math.nan
         mean_auc = np.nanmean(auc_all) if not all(math.isnan(x) for x in auc_all) else math.nan
         t_auc = f"{np.mean(teacher):.3f}" if teacher else "–"
-        rows.append(f"| {arm} | {len(seeds_seen)} | " + " | ".join(cells)
-                    + f" | {mean_ba:.3f} / {mean_auc:.3f} | {t_auc} |")
+        mean = "–" if math.isnan(mean_ba) else f"{mean_ba:.3f} / {mean_auc:.3f}"
+        complete = "" if all(not math.isnan(x) for x in ba_all) else " (partial)"
+        rows.append(f"| {arm} | {len(seeds_seen)} | " + " | ".join(cells) + f" | {mean}{complete} | {t_auc} |")
     head = ("| arm | seeds | " + " | ".join(f"{d}: BA / AUC" for d in DOMAINS)
             + " | mean over domains: BA / AUC | teacher AUC (mean) |")
     sep = "|" + "---|" * (len(DOMAINS) + 4)
