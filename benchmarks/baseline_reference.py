@@ -54,8 +54,7 @@ def main() -> int:
             x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
             x = ((x - MEAN) / STD).to(args.device)
             p = torch.softmax(model(x), dim=1)[0, 1].item()
-            results.append({"class": "atypical" if p >= 0.5 else "normal",
-                            "confidence": p if p >= 0.5 else 1.0 - p})
+            results.append({"class": "atypical" if p >= 0.5 else "normal", "confidence": p})
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "multiple-mitotic-figure-classification.json").write_text(json.dumps(results))
     return 0
