@@ -150,22 +150,20 @@ def domain_metrics(y_true: ArrayLike, y_score: ArrayLike, domains: Sequence[Any]
 
 
 def best_threshold(y_true: ArrayLike, y_score: ArrayLike) -> float:
-    """The threshold on P(atypical) that maximises balanced accuracy; the midpoint of ties.
+    """The threshold on P(atypical) that maximises balanced accuracy.
 
-    Used on validation data only. With one class present it falls back to 0.5.
+    Each candidate cut lies half-way between two neighbouring validation scores, so it is not
+    glued to one case; among equally good cuts the one nearest 0.5 wins (a median of tied cuts
+    could fall between them, where balanced accuracy is worse). Used on validation data only.
+    With one class present it falls back to 0.5.
     """
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(y_score, dtype=np.float64)
     if y.all() or not y.any():
         return 0.5
     fpr, tpr, thresholds = roc_curve(y, s)
-    bacc = (tpr + 1.0 - fpr) / 2.0
+    bacc = ((tpr + 1.0 - fpr) / 2.0)[1:]  # drop the "nothing is atypical" point at +inf
+    scores = thresholds[1:]  # unique scores, descending
+    cuts = np.concatenate(((scores[:-1] + scores[1:]) / 2.0, scores[-1:]))
     best = np.flatnonzero(np.isclose(bacc, bacc.max()))
-    candidates = thresholds[best]
-    candidates = candidates[np.isfinite(candidates)]
-    if len(candidates) == 0:
-        return 0.5
-    # Place the cut half-way to the next lower score, so it is not glued to one validation case.
-    t = float(np.median(candidates))
-    lower = s[s < t]
-    return float((t + lower.max()) / 2.0) if len(lower) else t
+    return float(cuts[best[np.argmin(np.abs(cuts[best] - 0.5))]])

@@ -54,13 +54,20 @@ def predict_proba(
     device = next(model.parameters()).device
     batch = torch.as_tensor(pages)
     out = []
-    for start in range(0, len(batch), batch_size):
-        x = normalize(batch[start : start + batch_size].to(device, non_blocking=True), mean, std)
-        views = _views(x, tta)
-        with autocast_for(device, amp):
-            logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
-        probs = torch.softmax(logits.float(), dim=1)[:, POSITIVE_INDEX]
-        out.append(probs.view(len(views), -1).mean(0).cpu())
+    # Always eval mode (BN running statistics, no dropout, no style mixing), whatever the caller's
+    # mode: training validates its student mid-run, and a train-mode score is not the shipped one.
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(batch), batch_size):
+            x = normalize(batch[start : start + batch_size].to(device, non_blocking=True), mean, std)
+            views = _views(x, tta)
+            with autocast_for(device, amp):
+                logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
+            probs = torch.softmax(logits.float(), dim=1)[:, POSITIVE_INDEX]
+            out.append(probs.view(len(views), -1).mean(0).cpu())
+    finally:
+        model.train(was_training)
     if not out:
         return np.zeros(0, np.float64)
     return torch.cat(out).double().numpy()

@@ -157,3 +157,14 @@ def test_all_reasons_are_listed_not_just_the_first() -> None:
     out = [{"class": "x", "confidence": 1}, 3, {"class": "normal", "confidence": 0.5}]
     reasons = validation_errors(out, 2, strict=False)
     assert len(reasons) == 4  # length, class, type, not-a-dict
+
+
+def test_best_threshold_is_optimal_when_ties_are_apart() -> None:
+    # two separate cuts reach the best balanced accuracy (0.75); a cut between them is worse
+    y = np.array([1, 0, 1, 0])
+    s = np.array([0.9, 0.7, 0.5, 0.1])
+    t = best_threshold(y, s)
+    from sklearn.metrics import balanced_accuracy_score
+
+    assert balanced_accuracy_score(y, s >= t) == pytest.approx(0.75)
+    assert t == pytest.approx(0.3)  # of the tied cuts 0.8 and 0.3, the one nearer 0.5

@@ -120,3 +120,22 @@ def test_rampup_goes_from_small_to_one() -> None:
     assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
     assert sigmoid_rampup(100, 100) == 1.0
     assert sigmoid_rampup(5, 0) == 1.0
+
+
+def test_predictions_ignore_the_callers_train_mode_and_restore_it() -> None:
+    """Validation mid-training must score the student as it ships: eval mode, no style mixing."""
+    import numpy as np
+
+    from amf.network import create_model
+    from amf.predict import predict_proba
+    from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2_050", drop_rate=0.5)
+    model.attach_style_mixers({"blocks.1": MixStyle(p=1.0, alpha=0.1)})
+    pages = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    kwargs = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "tta": "flip2"}
+    reference = predict_proba(model.eval(), pages, **kwargs)
+    model.train()
+    assert np.allclose(predict_proba(model, pages, **kwargs), reference, atol=1e-6)
+    assert model.training

@@ -93,20 +93,27 @@ def _batch(data: PatchSet, idx: np.ndarray, sites: np.ndarray) -> dict[str, Any]
     }
 
 
-def evaluate(model: torch.nn.Module, data: PatchSet, idx: np.ndarray, cfg: Config, tta: str,
-             threshold: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """P(atypical) and the organizer's metrics, overall, per tumour domain and per weak label."""
-    probs = predict_proba(model, data.images[idx], mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=tta,
-                          amp=cfg.run.amp)
+def _scores(model: torch.nn.Module, data: PatchSet, idx: np.ndarray, cfg: Config, tta: str) -> np.ndarray:
+    return predict_proba(model, data.images[idx], mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=tta, amp=cfg.run.amp)
+
+
+def _metrics(data: PatchSet, idx: np.ndarray, probs: np.ndarray, threshold: float, cfg: Config) -> dict[str, Any]:
+    """The organizer's metrics overall and per tumour domain, plus a breakdown by every weak label."""
     y = data.labels[idx]
     column = cfg.run.eval_domain_column
-    domains = data.meta[column][idx] if column in data.meta else None
-    result = domain_metrics(y, probs, domains, threshold)
+    result = domain_metrics(y, probs, data.meta[column][idx] if column in data.meta else None, threshold)
     result["by_label"] = {
         k: domain_metrics(y, probs, np.where(v[idx] == "", "unknown", v[idx]), threshold)["per_domain"]
         for k, v in data.meta.items()
     }
-    return probs, result
+    return result
+
+
+def evaluate(model: torch.nn.Module, data: PatchSet, idx: np.ndarray, cfg: Config, tta: str,
+             threshold: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """P(atypical) and :func:`_metrics` at ``threshold``."""
+    probs = _scores(model, data, idx, cfg, tta)
+    return probs, _metrics(data, idx, probs, threshold, cfg)
 
 
 def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -216,11 +223,9 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
         results[name] = {}
         threshold = 0.5
         if len(split.val):
-            val_probs, _ = evaluate(model, data, split.val, cfg, tta, 0.5)
+            val_probs = _scores(model, data, split.val, cfg, tta)
             threshold = best_threshold(data.labels[split.val], val_probs)
-            results[name]["val"] = domain_metrics(data.labels[split.val], val_probs,
-                                                  data.meta[cfg.run.eval_domain_column][split.val]
-                                                  if cfg.run.eval_domain_column in data.meta else None, threshold)
+            results[name]["val"] = _metrics(data, split.val, val_probs, threshold, cfg)
             curves[f"val {name}"] = (data.labels[split.val], val_probs, threshold)
         if len(split.test):
             test_probs, test_metrics = evaluate(model, data, split.test, cfg, tta, threshold)
@@ -266,16 +271,15 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
         plots.training_curves(out / "metrics.jsonl", out / "training_curves.png")
     if curves:
         plots.roc_plot(curves, out / "roc.png", f"ROC ({tta} TTA); dot = threshold")
-        bars = {f"{part} {name}": r[part]["by_label"] if part == "test" else {"all": r[part]["overall"]}
-                for name, r in results.items() for part in ("val", "test") if part in r}
-        flat = {}
-        for key, doms in bars.items():
-            if "test" in key:
-                for label, per in doms.items():
-                    flat[f"{key} {label}"] = per
-            else:
-                flat[key] = doms
-        plots.domain_bars(flat, out / "domains.png", "per domain (threshold from validation)")
+        bars: dict[str, dict[str, Any]] = {}
+        for name, r in results.items():
+            for part in ("val", "test"):
+                if part in r:
+                    bars[f"{part} {name}"] = {"all": r[part]["overall"]}
+                    # a label that takes one value on this split would only repeat "all"
+                    bars.update({f"{part} {name} {label}": per for label, per in r[part]["by_label"].items()
+                                 if len(per) > 1})
+        plots.domain_bars(bars, out / "domains.png", "per domain (threshold from validation)")
     summary = {"out": str(out), "model_dir": str(out / "model"), "results": results}
     write_json_atomic(out / "summary.json", summary, nan_as_null=True)
     log.info("model directory written to %s", out / "model")
