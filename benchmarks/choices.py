@@ -25,7 +25,6 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "shuffle + focal loss (γ=2)": ("ERM", ["optim.sampler=shuffle", "optim.loss=focal"], "imbalance"),
     "CBAM channel+spatial (default)": ("ERM", [], "attention"),
     "gated attention pooling": ("ERM", ["model.attention=attnpool"], "attention"),
-    "plain average pooling": ("ERM", ["model.attention=none"], "attention"),
     "CORAL (default)": ("ERM+Align", [], "alignment"),
     "class-conditional MMD": ("ERM+Align", ["align.kind=mmd"], "alignment"),
 }
