@@ -8,7 +8,6 @@ manifests combine into one set. An empty metadata cell means unknown, never a do
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from amf.errors import InputError
+from amf.manifest import read_manifest
 from amf.preprocess import prepare_page
 
 log = logging.getLogger(__name__)
@@ -74,13 +74,7 @@ class PatchSet:
 def _read_rows(manifest: Path) -> list[dict[str, str]]:
     if not manifest.is_file():
         raise InputError(f"manifest {manifest} does not exist")
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            columns = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"cannot read manifest {manifest}: {err}") from err
+    rows, columns = read_manifest(manifest)
     for needed in ("image_id", "majority"):
         if needed not in columns:
             raise InputError(f"manifest {manifest} has no {needed!r} column (columns: {', '.join(columns) or 'none'})")

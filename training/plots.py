@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from amf.metrics import roc_curve
+from amf.metrics import roc_auc, roc_curve
 
 
 def training_curves(metrics_jsonl: Path, out: Path) -> Path:
@@ -46,8 +46,6 @@ def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], out: Path,
         if len(set(np.asarray(y).tolist())) < 2:
             continue
         fpr, tpr, thresholds = roc_curve(y, s)
-        from amf.metrics import roc_auc
-
         ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(y, s):.3f})")
         at = np.flatnonzero(thresholds <= thr)
         if len(at):

@@ -3,7 +3,6 @@ stack, plus the organizer's ground truth."""
 
 from __future__ import annotations
 
-import csv
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from amf import CLASS_NAMES
 from amf.atomic import write_atomic, write_json_atomic
 from amf.errors import InputError
 from amf.leaderboard.layout import DOMAINS, GROUND_TRUTH, METRICS, PACK, RUN, inputs_json, now
+from amf.manifest import read_manifest
 from amf.organizer import SLUG
 
 # The organizer's sample stack (stack_5.tiff) stores integer dots per inch, X and Y apart:
@@ -55,16 +55,6 @@ def parse_where(items: Sequence[str]) -> dict[str, set[str]]:
     return where
 
 
-def _read_manifest(path: Path) -> tuple[list[dict[str, str]], list[str]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            return rows, list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"cannot read manifest {path}: {err}") from err
-
-
 def _check_columns(path: Path, columns: list[str], needed: Iterable[str]) -> None:
     missing = [c for c in needed if c not in columns]
     if missing:
@@ -89,7 +79,7 @@ def load_cases(manifests: Sequence[Path], images: Path | None, label_column: str
     seen: dict[Path, str] = {}
     values: dict[str, set[str]] = {col: set() for col in where}  # to say what the filters could match
     for manifest in manifests:
-        rows, columns = _read_manifest(manifest)
+        rows, columns = read_manifest(manifest)
         _check_columns(manifest, columns, ["image_id", label_column, domain_column, *where])
         folder = images if images is not None else manifest.parent / "images"
         for i, row in enumerate(rows, start=2):  # line 1 is the header
