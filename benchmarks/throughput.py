@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from amf.network import create_model
+from benchmarks.ablation import ARMS
 from benchmarks.machine import describe
-from training.config import ABLATION_ARMS as ARMS
 from training.config import load_config
 from training.recipe import MixAlignDistil
 
@@ -31,7 +31,7 @@ def _batch(n: int, size: int, device: torch.device) -> dict:
         "images": torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g),
         "labels": torch.arange(n) % 2,
         "sites": sites,
-        "domains": {"Scanner": sites, "Origin": (torch.arange(n) % 2), "Species": torch.zeros(n, dtype=torch.long),
+        "weak_labels": {"Scanner": sites, "Origin": (torch.arange(n) % 2), "Species": torch.zeros(n, dtype=torch.long),
                     "Tumor": torch.zeros(n, dtype=torch.long)},
     }
 

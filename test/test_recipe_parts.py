@@ -19,7 +19,8 @@ def test_mixstyle_is_identity_in_eval_mode() -> None:
     op = MixStyle(p=1.0, alpha=0.1).eval()
     x = torch.randn(8, 16, 10, 10)
     assert torch.equal(op(x), x)
-    assert torch.equal(op(x, torch.arange(8)), x)
+    op.sites = torch.arange(8)
+    assert torch.equal(op(x), x)
 
 
 def test_mixstyle_mixes_channel_statistics_in_train_mode() -> None:
@@ -80,8 +81,25 @@ def test_alignment_skips_unknown_labels_and_weights_each_label() -> None:
     total, parts = align(emb, y, {"Scanner": codes_known, "Origin": codes_unknown})
     assert parts["Origin"] == 0.0
     assert float(total) == pytest.approx(2.0 * parts["Scanner"], rel=1e-5)
-    assert float(coral(emb[:8], emb[8:])) == pytest.approx(parts["Scanner"], rel=1e-5)
+    z = (emb - emb.mean(0)) / (emb.std(0) + 1e-5)  # standardised over the whole batch, by hand
+    assert float(coral(z[:8], z[8:])) == pytest.approx(parts["Scanner"], rel=1e-5)
+    raw = DomainAlignment("coral", {"Scanner": 1.0}, normalize="none")
+    assert float(coral(emb[:8], emb[8:])) == pytest.approx(raw(emb, y, {"Scanner": codes_known})[1]["Scanner"],
+                                                           rel=1e-5)
     assert float(mmd(emb[:8], emb[:8])) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_standardised_alignment_does_not_depend_on_the_embedding_scale() -> None:
+    torch.manual_seed(0)
+    emb = torch.randn(16, 8)
+    emb[8:] = emb[8:] * 1.5 + 0.5
+    y = torch.tensor([0, 1] * 8)
+    codes = {"Scanner": torch.tensor([0] * 8 + [1] * 8)}
+    align = DomainAlignment("coral", {"Scanner": 1.0})
+    small, big = float(align(emb * 0.1, y, codes)[0]), float(align(emb * 1e3, y, codes)[0])
+    assert small == pytest.approx(big, rel=1e-3) and small > 1e-2
+    raw = DomainAlignment("coral", {"Scanner": 1.0}, normalize="none")
+    assert float(raw(emb * 1e-3, y, codes)[0]) < 1e-5 < float(raw(emb * 1e3, y, codes)[0])
 
 
 # -- Distil ----------------------------------------------------------------------------------------
@@ -129,10 +147,11 @@ def test_predictions_ignore_the_callers_train_mode_and_restore_it() -> None:
     from amf.network import create_model
     from amf.predict import predict_proba
     from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from training.mixstyle import attach_style_mixers
 
     torch.manual_seed(0)
     model = create_model("mobilenetv2_050", drop_rate=0.5)
-    model.attach_style_mixers({"blocks.1": MixStyle(p=1.0, alpha=0.1)})
+    attach_style_mixers(model, ["blocks.1"], p=1.0, alpha=0.1)
     pages = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
     kwargs = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "tta": "flip2"}
     reference = predict_proba(model.eval(), pages, **kwargs)

@@ -278,17 +278,24 @@ def test_short_training_writes_a_loadable_model_dir_and_resumes(tmp_path: Path) 
     card = read_card(out / "model")
     assert card["class_names"] == ["normal", "atypical"] and card["input_size"] == 64
     assert 0.0 <= card["threshold"] <= 1.0 and card["tta"] == "flip2"
-    assert card["provenance"]["recipe"] == {"mix": True, "align": "coral", "distil": True}
+    recipe = card["provenance"]["recipe"]
+    assert recipe["mix"] == ["blocks.1", "blocks.3"] and recipe["distil"] is True
+    assert recipe["align"]["labels"] == ["Scanner", "Origin"]  # Species and Tumor take one value here
+    assert recipe["align"]["labels_sitting_out"] == ["Species", "Tumor"]
     assert "teacher" in card["metrics"] and "val" in card["metrics"]["student"]
     for name in ("config.yaml", "metrics.jsonl", "train.log", "training_curves.png", "roc.png", "checkpoint.pt"):
         assert (out / name).is_file(), name
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, len(steps) + 1))  # every step, each term logged
+    assert all({"supervised", "align", "distil", "loss"} <= r.keys() for r in steps)
+    assert "grad_share/align" in steps[0] and "grad_share/distil" in steps[0]  # probed on step 0
     probs = Predictor.from_dir(out / "model", device="cpu").predict_proba(np.zeros((3, 64, 64, 3), np.uint8))
     assert probs.shape == (3,) and np.isfinite(probs).all()
     # same config again: resumes at the end, trains nothing more
     assert main(_train_args(manifest, out)) == 0
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(rows)
     assert "resumed" in (out / "train.log").read_text()
 
 
@@ -332,3 +339,47 @@ def test_ddp_on_cpu_with_gloo_and_two_processes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "model" / "model.safetensors").is_file()
     assert "(world 2)" in (out / "train.log").read_text()
+
+
+def test_patch_cache_survives_a_second_run_and_rebuilds_when_damaged(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Two runs on the same data share one cache file; a damaged cache is rebuilt, never a crash."""
+    from training.train import main
+
+    manifest = make_dataset(tmp_path / "data", n=32)
+    cache = tmp_path / "cache"
+    args = [a for a in _train_args(manifest, tmp_path / "a", "optim.epochs=1") if not a.startswith("data.cache_dir")]
+    assert main([*args, f"data.cache_dir={cache}"]) == 0
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npy"  # no orphan ".tmp.npy" beside it
+    first = np.load(files[0])
+    assert first.shape == (32, 64, 64, 3) and first.dtype == np.uint8
+    args_b = [a.replace(str(tmp_path / "a"), str(tmp_path / "b")) for a in args]
+    assert main([*args_b, f"data.cache_dir={cache}"]) == 0  # the second run used to die in np.load
+    files[0].write_bytes(files[0].read_bytes()[:100])  # cut short
+    import logging
+
+    logging.getLogger("training.data").addHandler(caplog.handler)  # training's logging setup replaced root's
+    data = read_manifests([str(manifest)], [], WEAK, 64, str(cache))
+    assert np.array_equal(data.images, first)
+    assert "rebuilding" in caplog.text
+    assert np.array_equal(np.load(files[0]), first) and len(list(cache.iterdir())) == 1
+
+
+def test_resume_accepts_another_device_or_thread_count() -> None:
+    base = load_config(None, [])
+    for change in (["run.device=cuda"], ["run.threads=7"], ["run.compile=true"], ["run.tta=none"],
+                   ["data.cache_dir=elsewhere"], ["run.grad_probe_every=0"]):
+        assert load_config(None, change).digest() == base.digest(), change
+    for change in (["optim.lr=0.01"], ["run.seed=1"], ["align.weight=2"], ["mix.enabled=false"]):
+        assert load_config(None, change).digest() != base.digest(), change
+
+
+def test_settings_that_name_or_do_nothing_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a weak label"):
+        load_config(None, ["align.label_weights.Scaner=1"])
+    with pytest.raises(ValueError, match="label_smoothing does nothing"):
+        load_config(None, ["optim.loss=focal", "optim.label_smoothing=0.1"])
+    with pytest.raises(ValueError, match="focal_gamma does nothing"):
+        load_config(None, ["optim.focal_gamma=3"])
+    assert load_config(None, ["optim.loss=focal", "optim.focal_gamma=3"]).optim.focal_gamma == 3

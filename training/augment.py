@@ -9,31 +9,16 @@ noise) perturbs only the student's view.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from training.config import AugmentConfig
 
 # Ruifrok & Johnston's stain vectors, as in scikit-image's rgb2hed.
 _RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
 _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 _LOG_ADJUST = math.log(1e-6)
-
-
-@dataclass
-class AugmentConfig:
-    dihedral: bool = True
-    affine_p: float = 0.5
-    rotate_deg: float = 15.0
-    scale: float = 0.1
-    translate_px: float = 4.0
-    hed_p: float = 0.8
-    hed_sigma: float = 0.05  # multiplicative jitter per stain channel
-    hed_bias: float = 0.02  # additive jitter per stain channel
-    blur_p: float = 0.2
-    blur_sigma_max: float = 1.0
-    noise_p: float = 0.2
-    noise_std_max: float = 0.03
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator, device: torch.device) -> torch.Tensor:

@@ -1,29 +1,22 @@
 """Every hyper-parameter of a run, in one registry of dataclasses, loaded from YAML with
-``section.key=value`` overrides from the command line. The resolved config is saved with the run."""
+``section.key=value`` overrides from the command line. The resolved config is saved with the run.
+
+The dataclass defaults are the shipped recipe; a YAML file holds only what differs from them."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from training.augment import AugmentConfig
-
+log = logging.getLogger(__name__)
 WEAK_LABELS = ("Scanner", "Origin", "Species", "Tumor")
-
-# The recipe's parts switched on one at a time, for ablations: name -> overrides.
-ABLATION_ARMS: dict[str, list[str]] = {
-    "ERM": ["mix.enabled=false", "align.enabled=false", "distil.enabled=false"],
-    "ERM+Mix": ["mix.enabled=true", "align.enabled=false", "distil.enabled=false"],
-    "ERM+Align": ["mix.enabled=false", "align.enabled=true", "distil.enabled=false"],
-    "ERM+Distil": ["mix.enabled=false", "align.enabled=false", "distil.enabled=true"],
-    "Full": ["mix.enabled=true", "align.enabled=true", "distil.enabled=true"],
-}
 
 
 @dataclass
@@ -33,12 +26,28 @@ class DataConfig:
     input_size: int = 128
     weak_labels: list[str] = field(default_factory=lambda: list(WEAK_LABELS))
     split: str = "holdout"  # holdout | kfold | lodo | none
-    val_fraction: float = 0.15
+    val_fraction: float = 0.15  # one of round(1/f) slide-grouped folds; the log states the real share
     folds: int = 5
     fold: int = 0
     lodo_column: str = "Scanner"
     lodo_value: str = ""
     cache_dir: str = ".cache/patches"
+
+
+@dataclass
+class AugmentConfig:
+    dihedral: bool = True
+    affine_p: float = 0.5
+    rotate_deg: float = 15.0
+    scale: float = 0.1
+    translate_px: float = 4.0
+    hed_p: float = 0.8
+    hed_sigma: float = 0.05  # multiplicative jitter per stain channel
+    hed_bias: float = 0.02  # additive jitter per stain channel
+    blur_p: float = 0.2
+    blur_sigma_max: float = 1.0
+    noise_p: float = 0.2
+    noise_std_max: float = 0.03
 
 
 @dataclass
@@ -63,7 +72,10 @@ class MixConfig:
 class AlignConfig:
     enabled: bool = True
     kind: str = "coral"  # coral | mmd | centroid
-    weight: float = 10.0
+    # standardize: each embedding dimension z-scored over the batch before aligning, so the loss is
+    # in units of the batch's own spread and its weight does not depend on the embedding's scale.
+    normalize: str = "standardize"  # standardize | none
+    weight: float = 0.3  # standardized CORAL: a gradient at the last stage of ~0.5–1.5× the supervised one early on
     label_weights: dict[str, float] = field(
         default_factory=lambda: {"Scanner": 1.0, "Origin": 1.0, "Species": 0.5, "Tumor": 1.0}
     )
@@ -80,7 +92,7 @@ class DistilConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 6
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-2
@@ -103,7 +115,15 @@ class RunConfig:
     tta: str = "dihedral4"  # views used for the final evaluation and shipped in model.json
     eval_domain_column: str = "Tumor"
     resume: bool = True
-    progress: bool = True
+    progress: bool = True  # bars on a terminal only; a redirected log gets one line per epoch
+    grad_probe_every: int = 20  # steps between measurements of each loss term's gradient share; 0: off
+
+
+# What does not change the weights: where they go, how they are shown or scored, and where and how
+# fast they are computed. A resume on another device or thread count accepts the checkpoint.
+_NOT_IN_DIGEST = {"run": ("out", "resume", "progress", "device", "threads", "compile", "tta", "eval_domain_column",
+                          "grad_probe_every"),
+                  "data": ("cache_dir",)}
 
 
 @dataclass
@@ -121,11 +141,26 @@ class Config:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """A hash of what determines the weights (output folder and display flags left out)."""
+        """A hash of what determines the weights (see ``_NOT_IN_DIGEST`` for what is left out)."""
         d = self.to_dict()
-        for k in ("out", "resume", "progress"):
-            d["run"].pop(k)
+        for section, keys in _NOT_IN_DIGEST.items():
+            for k in keys:
+                d[section].pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def check(self, given: set[str]) -> None:
+        """Refuse settings that name nothing or do nothing; ``given`` holds the keys the user set."""
+        unknown = sorted(set(self.align.label_weights) - set(self.data.weak_labels))
+        if unknown:
+            raise ValueError(f"align.label_weights names {', '.join(unknown)}, which is not a weak label "
+                             f"(data.weak_labels: {', '.join(self.data.weak_labels)})")
+        if self.align.normalize not in ("standardize", "none"):
+            raise ValueError(f"align.normalize must be standardize or none, got {self.align.normalize!r}")
+        if self.optim.loss == "focal" and self.optim.label_smoothing:
+            raise ValueError("optim.label_smoothing does nothing with optim.loss=focal; drop one of them")
+        if "optim.focal_gamma" in given and self.optim.loss != "focal":
+            raise ValueError(f"optim.focal_gamma does nothing with optim.loss={self.optim.loss}; "
+                             "set optim.loss=focal or drop it")
 
 
 def _apply(section: Any, key: str, value: Any, where: str) -> None:
@@ -144,21 +179,23 @@ def _apply(section: Any, key: str, value: Any, where: str) -> None:
     setattr(section, key, value)
 
 
-def _merge(cfg: Config, tree: dict[str, Any]) -> None:
+def _merge(cfg: Config, tree: dict[str, Any], given: set[str]) -> None:
     for section_name, values in tree.items():
         if not hasattr(cfg, section_name) or not isinstance(values, dict):
             raise ValueError(f"unknown config section {section_name!r}")
         section = getattr(cfg, section_name)
         for key, value in values.items():
             _apply(section, key, value, f"{section_name}.{key}")
+            given.add(f"{section_name}.{key}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file, then ``section.key=value`` overrides (values parsed as YAML)."""
     cfg = Config()
+    given: set[str] = set()
     if path is not None:
         tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        _merge(cfg, tree)
+        _merge(cfg, tree, given)
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
@@ -166,9 +203,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         section_name, key = dotted.split(".", 1)
         if "." in key:  # e.g. align.label_weights.Scanner=2
             key, sub = key.split(".", 1)
-            _merge(cfg, {section_name: {key: {**getattr(getattr(cfg, section_name), key), sub: yaml.safe_load(raw)}}})
+            _merge(cfg, {section_name: {key: {**getattr(getattr(cfg, section_name), key), sub: yaml.safe_load(raw)}}},
+                   given)
         else:
-            _merge(cfg, {section_name: {key: yaml.safe_load(raw)}})
+            _merge(cfg, {section_name: {key: yaml.safe_load(raw)}}, given)
+    cfg.check(given)
     return cfg
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,17 +139,37 @@ def _load_images(paths: list[Path], size: int, cache_dir: str | None) -> np.ndar
         st = p.stat()
         key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     cache = Path(cache_dir) / f"patches-{key.hexdigest()[:20]}.npy" if cache_dir else None
+    expected = (len(paths), size, size, 3)
     if cache is not None and cache.is_file():
-        arr = np.load(cache, mmap_mode=None)
-        if arr.shape == (len(paths), size, size, 3):
-            return arr
+        cached = _read_cache(cache, expected)
+        if cached is not None:
+            return cached
     from tqdm import tqdm
 
-    arr = np.stack([_decode(p, size) for p in tqdm(paths, desc="decoding patches", unit="img", leave=False)])
+    arr = np.stack([_decode(p, size) for p in tqdm(paths, desc="decoding patches", unit="img", leave=False,
+                                                   disable=not sys.stderr.isatty())])
     if cache is not None:
         from amf.atomic import write_atomic
 
-        write_atomic(cache, lambda tmp: np.save(tmp, arr, allow_pickle=False))
+        def save(tmp: Path) -> None:
+            # Through a file object: given a name, np.save appends ".npy" and writes elsewhere.
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+
+        write_atomic(cache, save)
+    return arr
+
+
+def _read_cache(cache: Path, expected: tuple[int, ...]) -> np.ndarray | None:
+    """The cached patches, or None (with a warning) when the file is damaged or of another shape."""
+    try:
+        arr = np.load(cache, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        log.warning("patch cache %s is unreadable (%s); rebuilding it", cache, err)
+        return None
+    if arr.shape != expected or arr.dtype != np.uint8:
+        log.warning("patch cache %s holds %s %s, not %s uint8; rebuilding it", cache, arr.shape, arr.dtype, expected)
+        return None
     return arr
 
 
@@ -206,13 +227,21 @@ def make_split(data: PatchSet, mode: str, *, val_fraction: float = 0.15, folds: 
             raise InputError(f"no patch has {lodo_column} = {lodo_value!r}; values are: {seen}")
         rest = all_idx[~held]
         inner = _holdout(data.subset(rest), val_fraction, seed)
-        return Split(rest[inner[0]], rest[inner[1]], all_idx[held],
-                     f"leave-one-domain-out: test = {lodo_column} {lodo_value!r}; val = slide-grouped "
-                     f"{val_fraction:.0%} of the rest")
+        train, val = rest[inner[0]], rest[inner[1]]
+        return Split(train, val, all_idx[held],
+                     f"leave-one-domain-out: test = {lodo_column} {lodo_value!r}; val = {_share(data, val, rest)} "
+                     "of the rest, slide-grouped")
     if mode == "holdout":
         train, val = _holdout(data, val_fraction, seed)
-        return Split(train, val, empty, f"slide-grouped stratified holdout, {val_fraction:.0%} validation")
+        return Split(train, val, empty, f"slide-grouped stratified holdout, validation = {_share(data, val, all_idx)}")
     raise InputError(f"unknown split {mode!r}; choose holdout, kfold, lodo or none")
+
+
+def _share(data: PatchSet, part: np.ndarray, whole: np.ndarray) -> str:
+    """What a split really holds: slide-grouped folds do not cut at the requested fraction."""
+    slides = len(set(data.slides[part].tolist()))
+    return (f"{len(part)} of {len(whole)} patches ({len(part) / max(len(whole), 1):.1%}), "
+            f"{slides} of {len(set(data.slides[whole].tolist()))} slides")
 
 
 def _holdout(data: PatchSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,8 +255,8 @@ def _holdout(data: PatchSet, fraction: float, seed: int) -> tuple[np.ndarray, np
 class BatchSampler:
     """Index batches for one epoch of ``len(labels)`` draws, identical on every DDP rank but sharded.
 
-    ``balanced`` draws each class with equal probability (with replacement), the cure for
-    1 atypical in 5 that measured best here; ``shuffle`` is a plain permutation.
+    ``balanced`` draws each class with equal probability (with replacement), the answer to the
+    class imbalance that measured best here; ``shuffle`` is a plain permutation.
     """
 
     def __init__(self, labels: np.ndarray, batch_size: int, mode: str = "balanced", seed: int = 0,

@@ -19,9 +19,7 @@ class EmaTeacher(nn.Module):
 
     def __init__(self, student: nn.Module, decay: float = 0.999) -> None:
         super().__init__()
-        self.module = copy.deepcopy(student)
-        if hasattr(self.module, "detach_style_mixers"):
-            self.module.detach_style_mixers()  # the teacher sees clean views only
+        self.module = copy.deepcopy(student)  # copied before training hooks attach: it sees clean views
         self.module.eval().requires_grad_(False)
         self.decay = decay
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))

@@ -2,13 +2,18 @@
 
 Instance mean and std of a feature map carry much of a slide's "style" (scanner, stain), so
 swapping them between samples synthesises new sites while keeping the content. The op is
-the identity in eval mode and holds no parameters, so nothing of it ships with the model.
+the identity in eval mode and holds no parameters. It attaches to a network from outside, as
+forward hooks on named backbone stages (:func:`attach_style_mixers`), so the shipped network
+never carries it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 MIX_MODES = ("random", "crossdomain")
 
@@ -20,11 +25,12 @@ class MixStyle(nn.Module):
             raise ValueError(f"unknown MixStyle mode {mix!r}; choose one of {MIX_MODES}")
         self.p, self.alpha, self.mix, self.eps = p, alpha, mix, eps
         self._beta = torch.distributions.Beta(alpha, alpha)
+        self.sites: torch.Tensor | None = None  # joint site code per sample of the current batch, -1 unknown
 
     def __repr__(self) -> str:
         return f"MixStyle(p={self.p}, alpha={self.alpha}, mix={self.mix})"
 
-    def forward(self, x: torch.Tensor, domains: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p <= 0 or x.shape[0] < 2 or torch.rand(()) > self.p:
             return x
         b = x.shape[0]
@@ -36,18 +42,18 @@ class MixStyle(nn.Module):
         mu, sig = mu.detach(), sig.detach()
         normed = (xf - mu) / sig
         lam = self._beta.sample((b, 1, 1, 1)).to(x.device)
-        perm = self._partners(b, domains, x.device)
+        perm = self._partners(b, self.sites, x.device)
         mu_mix = lam * mu + (1 - lam) * mu[perm]
         sig_mix = lam * sig + (1 - lam) * sig[perm]
         return (normed * sig_mix + mu_mix).to(x.dtype)
 
-    def _partners(self, b: int, domains: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-        """Random partners; in cross-domain mode, each partner from another domain where one exists."""
+    def _partners(self, b: int, sites: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """Random partners; in cross-domain mode, each partner from another site where one exists."""
         perm = torch.randperm(b, device=device)
-        if self.mix != "crossdomain" or domains is None:
+        if self.mix != "crossdomain" or sites is None or len(sites) != b:
             return perm
-        d = domains.to(device)
-        other = (d.view(-1, 1) != d.view(1, -1)) & (d.view(1, -1) >= 0)  # b×b: a known, different domain
+        d = sites.to(device)
+        other = (d.view(-1, 1) != d.view(1, -1)) & (d.view(1, -1) >= 0)  # b×b: a known, different site
         has_other = other.any(dim=1)
         if not bool(has_other.any()):
             return perm
@@ -55,3 +61,51 @@ class MixStyle(nn.Module):
         scores = torch.rand(b, b, device=device).masked_fill(~other, -1.0)
         cross = scores.argmax(dim=1)
         return torch.where(has_other, cross, perm)
+
+
+class StyleMixers(nn.Module):
+    """MixStyle ops run after named stages of a backbone, as forward hooks (like timm's FeatureHooks).
+
+    The hooks live on the backbone's stages; the mixers live here, outside the network, so the
+    network's state dict, forward signature and saved weights are untouched. Call
+    :meth:`set_sites` before each training forward, and :meth:`remove` before shipping.
+    """
+
+    def __init__(self, backbone: nn.Module, stages: Iterable[str], make: type[MixStyle] | None = None,
+                 **kwargs: float | str) -> None:
+        super().__init__()
+        modules = dict(backbone.named_modules())
+        stages = list(stages)
+        for stage in stages:
+            if not stage or stage not in modules:
+                known = ", ".join(n for n in modules if n.count(".") <= 1 and n)
+                raise ValueError(f"no backbone stage {stage!r}; stages are: {known}")
+        self.mixers = nn.ModuleDict({s.replace(".", "/"): (make or MixStyle)(**kwargs) for s in stages})
+        self._handles: list[RemovableHandle] = [
+            modules[s].register_forward_hook(self._hook(s.replace(".", "/"))) for s in stages]
+
+    def _hook(self, key: str) -> Callable[..., torch.Tensor | None]:
+        def run(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+            # The mixers sit outside the network, so they follow the mode of the stage they hook:
+            # model.eval() (validation, the EMA teacher) switches mixing off.
+            if not module.training:
+                return None
+            return self.mixers[key](output)
+        return run
+
+    def __repr__(self) -> str:
+        return "StyleMixers(" + ", ".join(f"{k.replace('/', '.')}: {m!r}" for k, m in self.mixers.items()) + ")"
+
+    def set_sites(self, sites: torch.Tensor | None) -> None:
+        for mixer in self.mixers.values():
+            mixer.sites = sites
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def attach_style_mixers(model: nn.Module, stages: Iterable[str], **kwargs: float | str) -> StyleMixers:
+    """Hook MixStyle after each named stage of ``model.backbone`` (e.g. ``blocks.1``)."""
+    return StyleMixers(model.backbone, stages, **kwargs)

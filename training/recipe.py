@@ -1,4 +1,4 @@
-"""Mix, Align, Distil as one DomainBed-style algorithm: ``update(batch) -> losses``, ``predict(x)``.
+"""Mix, Align, Distil as one DomainBed-style algorithm: ``update(batch) -> losses``.
 
 Each part switches off on its own, so ERM is this class with all three off.
 """
@@ -18,7 +18,7 @@ from training.align import DomainAlignment
 from training.augment import BatchAugment
 from training.config import Config
 from training.distil import EmaTeacher, distillation_loss, sigmoid_rampup
-from training.mixstyle import MixStyle
+from training.mixstyle import StyleMixers, attach_style_mixers
 
 
 class _StudentStep(nn.Module):
@@ -28,8 +28,8 @@ class _StudentStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, domains: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.model.forward_head(self.model.forward_features(x, domains), pre_logits=True)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         return self.model.classify_embedding(embedding), embedding
 
 
@@ -43,16 +43,30 @@ def supervised_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, class_weig
     return F.cross_entropy(logits, y, weight=weight, label_smoothing=smoothing)
 
 
+def last_stage_parameters(model: AtypicalClassifier) -> list[nn.Parameter]:
+    """The backbone's last feature stage (timm's ``feature_info``), where the loss terms' gradients are compared."""
+    info = getattr(model.backbone, "feature_info", None)
+    name = info[-1]["module"] if info else None
+    stage = model.backbone.get_submodule(name) if name else model.backbone
+    return [p for p in stage.parameters() if p.requires_grad]
+
+
 class MixAlignDistil:
     def __init__(self, cfg: Config, model: AtypicalClassifier, device: torch.device, steps_per_epoch: int,
-                 class_counts: list[int], ddp: bool = False) -> None:
-        self.cfg, self.device = cfg, device
+                 class_counts: list[int], ddp: bool = False, align_labels: list[str] | None = None) -> None:
+        """``align_labels``: the weak labels that vary in the training data (default: every weighted one)."""
+        self.cfg, self.device, self.ddp = cfg, device, ddp
         self.student = model.to(device).to(memory_format=torch.channels_last)
-        if cfg.mix.enabled:
-            model.attach_style_mixers(
-                {s: MixStyle(cfg.mix.p, cfg.mix.alpha, cfg.mix.mode) for s in cfg.mix.stages})
-        self.align = DomainAlignment(cfg.align.kind, cfg.align.label_weights) if cfg.align.enabled else None
+        # The teacher is copied before any style mixer hooks the student: it sees clean views only.
         self.teacher = EmaTeacher(model, cfg.distil.decay).to(device) if cfg.distil.enabled else None
+        self.mixers: StyleMixers | None = None
+        if cfg.mix.enabled:
+            self.mixers = attach_style_mixers(model, cfg.mix.stages, p=cfg.mix.p, alpha=cfg.mix.alpha,
+                                              mix=cfg.mix.mode)
+        self.align: DomainAlignment | None = None
+        if cfg.align.enabled:
+            weights = {k: w for k, w in cfg.align.label_weights.items() if align_labels is None or k in align_labels}
+            self.align = DomainAlignment(cfg.align.kind, weights, normalize=cfg.align.normalize)
         self.augment = BatchAugment(cfg.augment, seed=cfg.run.seed, device=device)
         step_module: nn.Module = _StudentStep(model)
         if ddp:
@@ -75,6 +89,7 @@ class MixAlignDistil:
         self.step = 0
         self.use_cuda_amp = device.type == "cuda" and cfg.run.amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_cuda_amp)
+        self._probe_params = last_stage_parameters(model)
 
     def _lr_factor(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -87,28 +102,54 @@ class MixAlignDistil:
             return torch.autocast("cuda", dtype=torch.float16)
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.device.type == "cpu" and self.cfg.run.cpu_bf16)
 
-    def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Student (perturbed) and teacher (clean) views of one uint8 NHWC batch."""
+    def student_teacher_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student (geometric + photometric) and teacher (geometric only) views of one uint8 NHWC batch."""
         x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         clean = self.augment.geometric(x)
         perturbed = self.augment.photometric(clean)
         return normalize(perturbed), normalize(clean)
 
+    def _probe_due(self) -> bool:
+        every = self.cfg.run.grad_probe_every
+        return every > 0 and not self.ddp and self.step % every == 0
+
+    def _gradient_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Each weighted loss term's gradient norm at the backbone's last stage, and its share of the supervised one.
+
+        Autograd on the retained graph, down to the last stage only: a few percent of a step when
+        run every ``run.grad_probe_every`` steps.
+        """
+        scale = self.scaler.get_scale() if self.use_cuda_amp else 1.0  # fp16 gradients underflow unscaled
+        norms: dict[str, float] = {}
+        for name, term in terms.items():
+            if not term.requires_grad:
+                continue
+            grads = torch.autograd.grad(term * scale, self._probe_params, retain_graph=True, allow_unused=True)
+            squares = [g.float().pow(2).sum() for g in grads if g is not None]
+            norms[name] = float(torch.stack(squares).sum().sqrt()) / scale if squares else 0.0
+        out = {f"grad_norm/{k}": v for k, v in norms.items()}
+        sup = norms.get("supervised", 0.0)
+        out.update({f"grad_share/{k}": v / sup for k, v in norms.items() if k != "supervised" and sup > 0})
+        return out
+
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimisation step; returns each loss term (unweighted), the weights in force and the lr."""
         cfg = self.cfg
         self.student.train()
         y = batch["labels"].to(self.device)
-        student_x, clean_x = self._views(batch["images"])
-        site = batch["sites"].to(self.device)
+        student_x, clean_x = self.student_teacher_views(batch["images"])
+        if self.mixers is not None:
+            self.mixers.set_sites(batch["sites"].to(self.device))
         with self._autocast():
-            logits, embedding = self.step_module(student_x, site)
-        loss = supervised_loss(logits, y, cfg.optim.loss, self.class_weights, cfg.optim.focal_gamma,
-                               cfg.optim.label_smoothing)
-        losses = {"supervised": float(loss.detach())}
+            logits, embedding = self.step_module(student_x)
+        sup = supervised_loss(logits, y, cfg.optim.loss, self.class_weights, cfg.optim.focal_gamma,
+                              cfg.optim.label_smoothing)
+        weighted = {"supervised": sup}  # each term as it enters the loss
+        losses = {"supervised": float(sup.detach())}
         if self.align is not None:
-            codes = {k: v.to(self.device) for k, v in batch["domains"].items()}
+            codes = {k: v.to(self.device) for k, v in batch["weak_labels"].items()}
             align_loss, parts = self.align(embedding, y, codes)
-            loss = loss + cfg.align.weight * align_loss
+            weighted["align"] = cfg.align.weight * align_loss
             losses["align"] = float(align_loss.detach())
             losses.update({f"align/{k}": v for k, v in parts.items()})
         if self.teacher is not None:
@@ -116,11 +157,14 @@ class MixAlignDistil:
                 teacher_logits = self.teacher(clean_x)
             ramp = sigmoid_rampup(self.step, self.rampup_steps)
             kd = distillation_loss(logits, teacher_logits, cfg.distil.temperature)
-            loss = loss + cfg.distil.weight * ramp * kd
+            weighted["distil"] = cfg.distil.weight * ramp * kd
             losses["distil"] = float(kd.detach())
             losses["distil_ramp"] = ramp
+        loss = torch.stack(list(weighted.values())).sum()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; lower optim.lr")
+        if self._probe_due() and len(weighted) > 1:
+            losses.update(self._gradient_norms(weighted))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -133,10 +177,12 @@ class MixAlignDistil:
         losses["lr"] = self.optimizer.param_groups[0]["lr"]
         return losses
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        self.student.eval()
-        return self.student(x)
+    def shipped_student(self) -> AtypicalClassifier:
+        """The student as it ships: a CPU copy with no training hook attached."""
+        if self.mixers is not None:
+            self.mixers.remove()
+            self.mixers = None
+        return self.student
 
     def state_dict(self) -> dict[str, Any]:
         return {

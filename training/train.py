@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,14 +25,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from amf import CLASS_NAMES
 from amf.atomic import nan_to_null, write_atomic, write_json_atomic
 from amf.errors import AmfError
 from amf.metrics import best_threshold, domain_metrics
-from amf.model_dir import architecture_of, save_model_dir
+from amf.model_dir import make_card, save_model_dir
 from amf.network import create_model
 from amf.predict import predict_proba
 from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from amf.provenance import git_state
 from training import plots
 from training.config import Config, load_config, save_config
 from training.data import BatchSampler, PatchSet, Split, make_split, read_manifests
@@ -76,20 +75,12 @@ def _seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _batch(data: PatchSet, idx: np.ndarray, sites: np.ndarray) -> dict[str, Any]:
     return {
         "images": torch.from_numpy(data.images[idx]),
         "labels": torch.from_numpy(data.labels[idx]),
         "sites": torch.from_numpy(sites[idx]),
-        "domains": {k: torch.from_numpy(v[idx]) for k, v in data.codes.items()},
+        "weak_labels": {k: torch.from_numpy(v[idx]) for k, v in data.codes.items()},
     }
 
 
@@ -121,6 +112,39 @@ def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
     return {f"{prefix}/{k}": float(o[k]) for k in ("balanced_accuracy", "roc_auc", "sensitivity", "specificity")}
 
 
+def varying_labels(data: PatchSet) -> list[str]:
+    """Weak labels with at least two known values: a label with one value cannot be aligned across."""
+    return [k for k, codes in data.codes.items() if len(set(codes[codes >= 0].tolist())) >= 2]
+
+
+def _train_epoch(cfg: Config, algo: MixAlignDistil, train_set: PatchSet, sampler: BatchSampler, sites: np.ndarray,
+                 epoch: int, world: int, metrics_path: Path | None) -> dict[str, Any]:
+    """One epoch; every step's loss terms go to ``metrics.jsonl``, and the epoch's means come back."""
+    t0 = time.perf_counter()
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    batches = sampler.epoch(epoch)
+    # Bars on a terminal only: a redirected log gets the one line per epoch that train() writes.
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch", leave=False,
+               disable=metrics_path is None or not cfg.run.progress or not sys.stderr.isatty())
+    steps = []
+    for idx in bar:
+        losses = algo.update(_batch(train_set, idx, sites))
+        steps.append({"kind": "step", "epoch": epoch + 1, "step": algo.step, **losses})
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1  # gradient probes run on some steps only
+        bar.set_postfix(loss=f"{losses['loss']:.3f}")
+    if metrics_path is not None:
+        with open(metrics_path, "a") as fh:
+            fh.writelines(json.dumps(nan_to_null(r)) + "\n" for r in steps)
+    seconds = time.perf_counter() - t0
+    row: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": algo.step, "seconds": round(seconds, 1),
+                           "images_per_s": round(len(batches) * cfg.optim.batch_size * world / seconds, 1)}
+    row.update({f"train/{k}": v / counts[k] for k, v in sums.items()})
+    return row
+
+
 def _save_checkpoint(path: Path, algo: MixAlignDistil, epoch: int, cfg: Config) -> None:
     state = {"algorithm": algo.state_dict(), "epoch": epoch, "config": cfg.to_dict(), "digest": cfg.digest(),
              "torch_rng": torch.get_rng_state()}
@@ -136,8 +160,9 @@ def train(cfg: Config) -> dict[str, Any]:
     _seed_everything(cfg.run.seed)
     if rank == 0:
         save_config(cfg, out / "config.yaml")
-    commit = _git_commit()  # at the start: the code that trains, not whatever HEAD is at the end
-    log.info("run %s on %s (world %d), config %s, code %s", out, device, world, cfg.digest(), commit)
+    code = git_state()  # at the start: the code that trains, not whatever HEAD is at the end
+    log.info("run %s on %s (world %d), config %s, code %s%s", out, device, world, cfg.digest(), code["commit"],
+             " (dirty tree)" if code["dirty"] else "")
 
     d = cfg.data
     data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir)
@@ -156,9 +181,14 @@ def train(cfg: Config) -> dict[str, Any]:
     if len(sampler) == 0:
         raise AmfError(f"{len(train_set)} training patches make no batch of {cfg.optim.batch_size} "
                        f"on {world} process(es); lower optim.batch_size")
+    align_labels = varying_labels(train_set)
     algo = MixAlignDistil(cfg, model, device, len(sampler), np.bincount(train_set.labels, minlength=2).tolist(),
-                          ddp=world > 1)
-    log.info("recipe: mix=%s align=%s distil=%s", list(model.style_mixers.values()) or "off",
+                          ddp=world > 1, align_labels=align_labels)
+    if cfg.align.enabled:
+        idle = sorted(set(cfg.align.label_weights) - set(algo.align.weights)) if algo.align else []
+        log.info("align acts on %s; %s sit out (one known value in the training data)",
+                 ", ".join(algo.align.weights) or "no label", ", ".join(idle) or "none")
+    log.info("recipe: mix=%s align=%s distil=%s", algo.mixers or "off",
              algo.align or "off", f"EMA {cfg.distil.decay}, T={cfg.distil.temperature}" if algo.teacher else "off")
 
     ckpt_path = out / "checkpoint.pt"
@@ -175,20 +205,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
     metrics_path = out / "metrics.jsonl"
     for epoch in range(start_epoch, cfg.optim.epochs):
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        batches = sampler.epoch(epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
-                   disable=rank != 0 or not cfg.run.progress, leave=False)
-        for idx in bar:
-            losses = algo.update(_batch(train_set, idx, sites))
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{losses['loss']:.3f}")
-        seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": algo.step, "seconds": round(seconds, 1),
-                               "images_per_s": round(len(batches) * cfg.optim.batch_size * world / seconds, 1)}
-        row.update({f"train/{k}": v / len(batches) for k, v in sums.items()})
+        row = _train_epoch(cfg, algo, train_set, sampler, sites, epoch, world, metrics_path if rank == 0 else None)
         if rank == 0:
             if len(split.val):
                 row.update(_flat("val/student", evaluate(algo.student, data, split.val, cfg, "none", 0.5)[1]))
@@ -203,7 +220,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
     summary: dict[str, Any] = {}
     if rank == 0:
-        summary = _finish(cfg, data, split, algo, out, pretrained_source, commit)
+        summary = _finish(cfg, data, split, algo, out, pretrained_source, code, align_labels)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -211,79 +228,86 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out: Path,
-            pretrained_source: str, commit: str) -> dict[str, Any]:
-    """Pick the threshold on validation, score val and test, write the model directory and plots."""
-    tta = cfg.run.tta
+            pretrained_source: str, code: dict[str, Any], align_labels: list[str]) -> dict[str, Any]:
+    """Pick thresholds on validation, score val and test, write the model directory, plots and summary."""
     models = {"student": algo.student}
     if algo.teacher is not None:
         models["teacher"] = algo.teacher.module
+    results, curves = _score_final(cfg, data, split, models)
+    student = copy.deepcopy(algo.shipped_student()).cpu()
+    provenance = {
+        "data": {"manifests": cfg.data.manifests, "split": split.description,
+                 "train": data.subset(split.train).summary()},
+        "recipe": {"mix": cfg.mix.enabled and cfg.mix.stages,
+                   "align": cfg.align.enabled and {"kind": cfg.align.kind, "normalize": cfg.align.normalize,
+                                                   "weight": cfg.align.weight, "labels": list(algo.align.weights)
+                                                   if algo.align else [],
+                                                   "labels_sitting_out": sorted(set(cfg.align.label_weights)
+                                                                                - set(align_labels))},
+                   "distil": cfg.distil.enabled},
+        "pretrained": pretrained_source,
+        "config_digest": cfg.digest(),
+        "git_commit": code["commit"],
+        "git_dirty": code["dirty"],
+        "torch": torch.__version__,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    card = make_card(student, backbone=cfg.model.backbone, drop_rate=cfg.model.drop_rate,
+                     input_size=cfg.data.input_size, threshold=results["student"]["threshold"],
+                     threshold_source="maximises balanced accuracy on the validation split" if len(split.val)
+                     else "default", tta=cfg.run.tta, provenance=provenance,
+                     metrics={name: {k: v for k, v in r.items() if k != "threshold"} | {"threshold": r["threshold"]}
+                              for name, r in results.items()})
+    save_model_dir(out / "model", student, card)
+    _plot_run(out, results, curves, cfg.run.tta)
+    summary = {"out": str(out), "model_dir": str(out / "model"), "results": results}
+    write_json_atomic(out / "summary.json", summary, nan_as_null=True)
+    log.info("model directory written to %s", out / "model")
+    return summary
+
+
+def _score_final(cfg: Config, data: PatchSet, split: Split, models: dict[str, torch.nn.Module]
+                 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray, float]]]:
+    """Each model's validation threshold and its metrics on val and test, with the TTA that ships."""
     results: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
     for name, model in models.items():
         results[name] = {}
         threshold = 0.5
         if len(split.val):
-            val_probs = _scores(model, data, split.val, cfg, tta)
+            val_probs = _scores(model, data, split.val, cfg, cfg.run.tta)
             threshold = best_threshold(data.labels[split.val], val_probs)
             results[name]["val"] = _metrics(data, split.val, val_probs, threshold, cfg)
             curves[f"val {name}"] = (data.labels[split.val], val_probs, threshold)
         if len(split.test):
-            test_probs, test_metrics = evaluate(model, data, split.test, cfg, tta, threshold)
+            test_probs, test_metrics = evaluate(model, data, split.test, cfg, cfg.run.tta, threshold)
             results[name]["test"] = test_metrics
             curves[f"test {name}"] = (data.labels[split.test], test_probs, threshold)
         results[name]["threshold"] = threshold
+        for part in ("val", "test"):
+            if part in results[name]:
+                o = results[name][part]["overall"]
+                log.info("%s %s @%.3f: BA %.4f AUC %.4f sens %.4f spec %.4f (n=%d)", name, part, threshold,
+                         o["balanced_accuracy"], o["roc_auc"], o["sensitivity"], o["specificity"], o["n"])
+    return results, curves
+
+
+def _plot_run(out: Path, results: dict[str, Any], curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+              tta: str) -> None:
+    if (out / "metrics.jsonl").is_file():
+        plots.training_curves(out / "metrics.jsonl", out / "training_curves.png")
+    if not curves:
+        return
+    plots.roc_plot(curves, out / "roc.png", f"ROC ({tta} TTA); dot = threshold")
+    bars: dict[str, dict[str, Any]] = {}
     for name, r in results.items():
         for part in ("val", "test"):
             if part in r:
-                o = r[part]["overall"]
-                log.info("%s %s @%.3f: BA %.4f AUC %.4f sens %.4f spec %.4f (n=%d)", name, part, r["threshold"],
-                         o["balanced_accuracy"], o["roc_auc"], o["sensitivity"], o["specificity"], o["n"])
-
-    student = copy.deepcopy(algo.student).cpu()
-    student.detach_style_mixers()
-    card = {
-        "architecture": architecture_of(student, cfg.model.backbone, cfg.model.drop_rate),
-        "input_size": cfg.data.input_size,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "class_names": list(CLASS_NAMES),
-        "positive_class": CLASS_NAMES[1],
-        "threshold": results["student"]["threshold"],
-        "threshold_source": "maximises balanced accuracy on the validation split" if len(split.val) else "default",
-        "tta": tta,
-        "preprocessing": "RGB uint8; centre crop or reflect pad to input_size, no resampling; ImageNet normalisation",
-        "provenance": {
-            "data": {"manifests": cfg.data.manifests, "split": split.description, "train": data.subset(
-                split.train).summary()},
-            "recipe": {"mix": cfg.mix.enabled, "align": cfg.align.enabled and cfg.align.kind,
-                       "distil": cfg.distil.enabled},
-            "pretrained": pretrained_source,
-            "config_digest": cfg.digest(),
-            "git_commit": commit,
-            "torch": torch.__version__,
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-        "metrics": {name: {k: v for k, v in r.items() if k != "threshold"} | {"threshold": r["threshold"]}
-                    for name, r in results.items()},
-    }
-    save_model_dir(out / "model", student, card)
-    if (out / "metrics.jsonl").is_file():
-        plots.training_curves(out / "metrics.jsonl", out / "training_curves.png")
-    if curves:
-        plots.roc_plot(curves, out / "roc.png", f"ROC ({tta} TTA); dot = threshold")
-        bars: dict[str, dict[str, Any]] = {}
-        for name, r in results.items():
-            for part in ("val", "test"):
-                if part in r:
-                    bars[f"{part} {name}"] = {"all": r[part]["overall"]}
-                    # a label that takes one value on this split would only repeat "all"
-                    bars.update({f"{part} {name} {label}": per for label, per in r[part]["by_label"].items()
-                                 if len(per) > 1})
-        plots.domain_bars(bars, out / "domains.png", "per domain (threshold from validation)")
-    summary = {"out": str(out), "model_dir": str(out / "model"), "results": results}
-    write_json_atomic(out / "summary.json", summary, nan_as_null=True)
-    log.info("model directory written to %s", out / "model")
-    return summary
+                bars[f"{part} {name}"] = {"all": r[part]["overall"]}
+                # a label that takes one value on this split would only repeat "all"
+                bars.update({f"{part} {name} {label}": per for label, per in r[part]["by_label"].items()
+                             if len(per) > 1})
+    plots.domain_bars(bars, out / "domains.png", "per domain (threshold from validation)")
 
 
 def main(argv: list[str] | None = None) -> int:
