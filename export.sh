@@ -7,7 +7,8 @@
 #   <out>/model.tar.gz   the contents of model/ at the archive root, for "Models": Grand Challenge
 #                        extracts it into /opt/ml/model, where process.py looks first
 #
-# Env: CONTAINER_ENGINE (docker|podman), AMF_IMAGE (default amf-midog25-t2:test, what test.sh builds).
+# Env: CONTAINER_ENGINE (docker|podman; default docker when its daemon answers, else podman),
+#      AMF_IMAGE (default amf-midog25-t2:test, what test.sh builds).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,18 +21,13 @@ while [[ $# -gt 0 ]]; do
     --name) NAME="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --model) MODEL="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "usage: $0 [--build] [--image NAME] [--name BASENAME] [--out DIR] [--model DIR]" >&2; exit 2 ;;
   esac
 done
 
-if [[ -n "${CONTAINER_ENGINE:-}" ]]; then
-  ENGINE="$CONTAINER_ENGINE"
-elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-  ENGINE=docker
-else
-  ENGINE=podman
-fi
+source "$REPO/scripts/container_engine.sh"
+ENGINE="$(container_engine)" || exit 1
 
 [[ -f "$MODEL/model.json" && -f "$MODEL/model.safetensors" ]] \
   || { echo "error: $MODEL is not a model directory (model.json + model.safetensors)" >&2; exit 1; }

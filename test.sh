@@ -32,15 +32,8 @@ done
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-if [[ -n "${CONTAINER_ENGINE:-}" ]]; then
-  ENGINE="$CONTAINER_ENGINE"
-elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-  ENGINE=docker
-elif command -v podman >/dev/null; then
-  ENGINE=podman
-else
-  fail "neither a running docker daemon nor podman found"
-fi
+source "$REPO/scripts/container_engine.sh"
+ENGINE="$(container_engine)" || fail "no container engine"
 
 GPU_ARGS=()
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from amf.atomic import write_atomic
+from amf.provenance import describe_machine
 from benchmarks.ablation import DOMAINS, _claim, run_dir, run_one
-from benchmarks.machine import describe
 
 # name -> (ablation arm it modifies, extra overrides, the question it answers)
 VARIANTS: dict[str, tuple[str, list[str], str]] = {
@@ -60,7 +60,7 @@ def main() -> int:
             rows.append(f"| {question} | {name} | not run | | | | |")
     text = "\n".join([
         f"# Design choices, measured on held-out {args.domain} (AMi-Br)", "",
-        f"Machine: {describe()}.", "",
+        f"Machine: {describe_machine()}.", "",
         f"One seed, {args.epochs} epochs each, the rest as in the ablation (`benchmarks/ablation.py`). "
         "Test = the held-out "
         "domain at the validation-picked threshold; val AUC = the in-domain validation split.", "",

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,11 +31,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from amf.errors import InputError  # noqa: E402
 from amf.predict import Predictor  # noqa: E402
+from amf.provenance import describe_machine  # noqa: E402
 from amf.stacks import read_stack  # noqa: E402
+from leaderboard.engine import container_engine  # noqa: E402
 
 JOB = REPO / "test" / "input"
 OUTPUT = "multiple-mitotic-figure-classification.json"
@@ -103,26 +104,25 @@ def baseline_warm(weights: Path, pages: list[np.ndarray], device: str, runs: int
 
 
 def image_size() -> str:
-    for engine in ("docker", "podman"):
-        if shutil.which(engine) is None:
-            continue
-        name = os.environ.get("AMF_IMAGE", "amf-midog25-t2:test")
-        result = subprocess.run([engine, "image", "inspect", "--format", "{{.Size}}", name],
-                                capture_output=True, text=True)
-        if result.returncode == 0:
-            return f"{int(result.stdout.strip()) / 1e9:.2f} GB ({engine} image {name}, uncompressed)"
-    return "not measured: no image built on this machine"
+    try:
+        engine = container_engine()
+    except InputError:
+        return "not measured: no container engine on this machine"
+    name = os.environ.get("AMF_IMAGE", "amf-midog25-t2:test")
+    result = subprocess.run([engine, "image", "inspect", "--format", "{{.Size}}", name],
+                            capture_output=True, text=True)
+    if result.returncode == 0:
+        return f"{int(result.stdout.strip()) / 1e9:.2f} GB ({engine} image {name}, uncompressed)"
+    return f"not measured: no {engine} image {name} built on this machine"
 
 
 LOAD_AT_START = os.getloadavg()[0]
 
 
 def machine() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
-    return (f"{model}, {os.cpu_count()} CPUs (nproc), torch {torch.__version__} with {torch.get_num_threads()} "
-            f"threads, Python {platform.python_version()}; 1-minute load average {LOAD_AT_START:.2f} at the start "
-            f"and {os.getloadavg()[0]:.2f} at the end")
+    """The machine, with what else ran on it: torch's thread count and the load averages."""
+    return (f"{describe_machine()}; torch with {torch.get_num_threads()} threads; 1-minute load average "
+            f"{LOAD_AT_START:.2f} at the start and {os.getloadavg()[0]:.2f} at the end")
 
 
 def main() -> int:
@@ -133,15 +133,12 @@ def main() -> int:
     parser.add_argument("--baseline-warm-runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "latency.md")
     args = parser.parse_args()
+    if not (args.model / "model.json").is_file():
+        parser.error(f"--model {args.model} is not a model directory")
 
     tmp = Path(tempfile.mkdtemp(prefix="amf-bench-"))
     try:
         model_dir, which = args.model, f"the trained model in {args.model.name}/"
-        if not (model_dir / "model.json").is_file():
-            from conftest import make_model_dir
-
-            model_dir = make_model_dir(tmp / "model")
-            which = "a random-weight model of the default architecture (model/ is not there yet)"
         weights = tmp / "baseline.pt"
         subprocess.run([sys.executable, str(REPO / "benchmarks" / "baseline_reference.py"), "--make-weights",
                         str(weights)], check=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from amf.network import create_model
+from amf.provenance import describe_machine
 from benchmarks.ablation import ARMS
-from benchmarks.machine import describe
 from training.config import load_config
 from training.recipe import MixAlignDistil
 
@@ -68,7 +68,7 @@ def main() -> int:
     precisions = {"fp32": []} if device.type == "cpu" else {"fp16 AMP": ["run.amp=true"]}
     if args.bf16 and device.type == "cpu":
         precisions["bf16 autocast"] = ["run.cpu_bf16=true"]
-    lines = [f"## {device.type.upper()}: {describe()}", "",
+    lines = [f"## {device.type.upper()}: {describe_machine()}", "",
              f"Batch {args.batch_size} at 128 px, EfficientNet-Lite0 + CBAM, channels_last; median of {args.steps} "
              f"steps after {args.warmup} warm-up steps.", "",
              "| arm | " + " | ".join(f"{p} images/s | {p} step vs ERM" for p in precisions) + " |",

@@ -17,25 +17,18 @@ SAMPLE_DIR = REPO.parent / "shared/data/midog25-t2-sample"  # the organizer's sa
 
 
 def make_model_dir(path: str | Path, **overrides: Any) -> Path:
-    """A loadable model directory with random (seeded) weights; ``overrides`` replace card keys."""
+    """A loadable model directory of the default architecture with random (seeded) weights, the only
+    such maker in the repository; ``overrides`` replace card keys (``seed``, ``backbone`` pick the net)."""
     import torch
 
-    from amf.model_dir import architecture_of, save_model_dir
+    from amf.model_dir import make_card, save_model_dir
     from amf.network import create_model
-    from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(int(overrides.pop("seed", 0)))
     backbone = overrides.pop("backbone", "tf_efficientnet_lite0")
     model = create_model(backbone)
-    card = {
-        "architecture": architecture_of(model, backbone, 0.2),
-        "input_size": 128,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "class_names": ["normal", "atypical"],
-        "threshold": 0.5,
-        "tta": "none",
-    }
+    card = make_card(model, backbone=backbone, drop_rate=0.2, input_size=128, threshold=0.5,
+                     threshold_source="fixed at 0.5: random weights, for tests", tta="none")
     card.update(overrides)
     return save_model_dir(path, model, card)
 
@@ -55,12 +48,11 @@ def write_job(input_dir: Path, pages: np.ndarray | None = None, name: str = "sta
 
     import tifffile
 
+    from leaderboard.layout import inputs_json
+
     folder = input_dir / "images" / slug
     folder.mkdir(parents=True, exist_ok=True)
-    entry = {"file": None, "image": {"name": name}, "value": None,
-             "interface": {"slug": slug, "kind": "Image", "super_kind": "Image",
-                           "relative_path": f"images/{slug}", "example_value": None}}
-    (input_dir / "inputs.json").write_text(json.dumps([entry], indent=4))
+    (input_dir / "inputs.json").write_text(json.dumps(inputs_json(name, slug), indent=4))
     if pages is not None:
         tifffile.imwrite(folder / name, pages, photometric="rgb", compression="zlib")
     return folder / name

@@ -8,7 +8,7 @@ one multi-page, Deflate-compressed RGB TIFF with the resolution set.
 
     python test/make_fixtures.py                 # (re)write test/input
     python test/make_fixtures.py --expected      # also test/expected_output.json from model/
-    python test/make_fixtures.py --expected --random-model /tmp/m --expected-path /tmp/e.json
+    python test/make_fixtures.py --expected --keep-input --model DIR --expected-path /tmp/e.json
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SLUG = "stacked-histopathology-roi-cropouts"
+
+from amf.organizer import SLUG  # noqa: E402
+from leaderboard.layout import inputs_json  # noqa: E402
+
 STACK_NAME = "stack_test.tiff"
 SIZE = 128
 N_PAGES = 16
@@ -111,10 +114,7 @@ def write_input(out: Path) -> Path:
     stack = folder / STACK_NAME
     tifffile.imwrite(stack, make_stack(), photometric="rgb", compression="zlib", metadata=None,
                      resolution=(PIXELS_PER_INCH, PIXELS_PER_INCH), resolutionunit="INCH")
-    entry = {"file": None, "image": {"name": STACK_NAME}, "value": None,
-             "interface": {"slug": SLUG, "kind": "Image", "super_kind": "Image",
-                           "relative_path": f"images/{SLUG}", "example_value": None}}
-    (out / "inputs.json").write_text(json.dumps([entry], indent=4) + "\n")
+    (out / "inputs.json").write_text(json.dumps(inputs_json(STACK_NAME), indent=4) + "\n")
     return stack
 
 
@@ -141,19 +141,11 @@ def main() -> int:
     parser.add_argument("--expected", action="store_true", help="also write the expected output")
     parser.add_argument("--model", type=Path, default=REPO / "model", help="model for --expected")
     parser.add_argument("--expected-path", type=Path, default=REPO / "test" / "expected_output.json")
-    parser.add_argument("--random-model", type=Path, metavar="DIR",
-                        help="first write a seeded random-weight model to DIR and use it as --model "
-                             "(CI's stand-in while model/ is not committed)")
     parser.add_argument("--keep-input", action="store_true", help="use the job folder as it is, do not rewrite it")
     args = parser.parse_args()
     if not args.keep_input:
         stack = write_input(args.out)
         print(f"wrote {stack} ({stack.stat().st_size / 1024:.0f} KiB)")
-    if args.random_model:
-        from conftest import make_model_dir
-
-        args.model = make_model_dir(args.random_model)
-        print(f"wrote a random-weight model to {args.model}")
     if args.expected:
         if not (args.model / "model.json").is_file():
             print(f"error: no model directory at {args.model}; train or pass --model", file=sys.stderr)

@@ -19,7 +19,10 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 
 from amf.errors import AmfError, InputError
-from amf.leaderboard import (
+from amf.metrics import domain_metrics
+from amf.organizer import OUTPUT_FILENAME, SLUG, to_entries
+from leaderboard import (
+    DOMAIN_NAMES_FILE,
     GROUND_TRUTH,
     METRICS,
     RUN,
@@ -32,8 +35,6 @@ from amf.leaderboard import (
     pack,
     run,
 )
-from amf.metrics import domain_metrics
-from amf.organizer import OUTPUT_FILENAME, SLUG, to_entries
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path("/work/shared/data/midog25-t2-sample/input/images") / SLUG / "stack_5.tiff"
@@ -111,8 +112,8 @@ def test_pack_writes_organizer_layout(dataset: Path, tmp_path: Path) -> None:
     assert all(set(t) == {"image", "labels", "tumordomains"} for t in truth)
     assert all(len(t["labels"]) == len(t["tumordomains"]) <= 8 for t in truth)
     assert {v for t in truth for v in t["labels"]} == {"normal", "atypical"}
-    domains = read_json(out / "domains.json")
-    assert domains["domains"] == {"1": "A", "2": "B", "3": "unknown"} and domains["unknown"] == 3
+    domain_names = read_json(out / DOMAIN_NAMES_FILE)
+    assert domain_names["domains"] == {"1": "A", "2": "B", "3": "unknown"} and domain_names["unknown"] == 3
     first = truth[0]["image"]
     job = out / "jobs" / first.removesuffix(".tiff") / "input"
     inputs = read_json(job / "inputs.json")
@@ -164,11 +165,11 @@ def test_where_filters_and_refuses_to_overwrite(dataset: Path, tmp_path: Path) -
     out = packed(dataset, tmp_path / "lb", where=["Scanner=B"])
     truth = read_json(out / GROUND_TRUTH)
     assert sum(len(t["labels"]) for t in truth) == 20
-    assert read_json(out / "domains.json")["domains"] == {"1": "B"}
+    assert read_json(out / DOMAIN_NAMES_FILE)["domains"] == {"1": "B"}
     with pytest.raises(InputError, match="--force"):
         packed(dataset, out, where=["Scanner=A"])
     empty = packed(dataset, tmp_path / "unknown", where=["Scanner="])
-    assert read_json(empty / "domains.json")["domains"] == {"1": "unknown"}
+    assert read_json(empty / DOMAIN_NAMES_FILE)["domains"] == {"1": "unknown"}
     with pytest.raises(InputError, match="no case passes"):
         packed(dataset, tmp_path / "none", where=["Scanner=Z"])
     with pytest.raises(InputError, match="no column 'Colour'"):
@@ -335,7 +336,7 @@ def test_training_validation_and_evaluate_agree(dataset: Path, tmp_path: Path) -
         target.write_text(json.dumps(to_entries(probs, threshold)))
     report = evaluate(out, plots=False, log=quiet)
 
-    names = read_json(out / "domains.json")["domains"]
+    names = read_json(out / DOMAIN_NAMES_FILE)["domains"]
     y = [int(p["label"] == "atypical") for p in pages]
     trained = domain_metrics(y, [p_atypical[p["image_id"]] for p in pages],
                              [names[str(p["domain"])] for p in pages], threshold)
@@ -356,7 +357,7 @@ def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path: Path, capsys: pytes
 def test_cli_round_trip_in_a_subprocess(dataset: Path, algorithm: str, tmp_path: Path) -> None:
     out = tmp_path / "lb"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cli = [sys.executable, "-m", "amf.leaderboard"]
+    cli = [sys.executable, "-m", "leaderboard"]
     for verb in (["pack", str(dataset), "--out", str(out), "--domain-column", "Scanner"],
                  ["run", str(out), "--command", algorithm, "--no-progress"],
                  ["evaluate", str(out), "--no-plots"]):
@@ -367,27 +368,11 @@ def test_cli_round_trip_in_a_subprocess(dataset: Path, algorithm: str, tmp_path:
     assert done.returncode == 0 and "pack" in done.stdout and "evaluate" in done.stdout
 
 
-def random_weight_model(path: Path) -> Path:
-    """A loadable model directory of the default architecture, built with amf's own API."""
-    from amf.model_dir import architecture_of, save_model_dir
-    from amf.network import create_model
-    from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
-
-    model = create_model("tf_efficientnet_lite0")
-    return save_model_dir(path, model, {
-        "architecture": architecture_of(model, "tf_efficientnet_lite0", 0.2), "input_size": 128,
-        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "class_names": ["normal", "atypical"],
-        "threshold": 0.5, "tta": "none"})
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not (REPO / "process.py").is_file(), reason="needs process.py")
 def test_real_process_py_end_to_end(dataset: Path, tmp_path: Path) -> None:
-    """The default command: the repository's process.py, with model/ if trained, else random weights."""
-    trained = REPO / "model"
-    model = trained if (trained / "model.json").is_file() else random_weight_model(tmp_path / "model")
+    """The default command: the repository's process.py with the shipped model/."""
     out = packed(dataset, tmp_path / "lb", limit=8, where=["Scanner=A"])
-    report = run(out, model=model, jobs=1, progress=False, log=quiet)
+    report = run(out, model=REPO / "model", jobs=1, progress=False, log=quiet)
     assert report["n_failed"] == 0
     assert evaluate(out, plots=False, log=quiet)["n_pages"] == 8
 
@@ -433,3 +418,45 @@ def test_run_refuses_a_missing_model_before_starting_jobs(dataset: Path, tmp_pat
     with pytest.raises(InputError, match=r"model directory .* does not exist"):
         run(out, model=tmp_path / "nowhere", progress=False, log=quiet)
     assert not (out / RUN).exists()
+
+
+def _engine_by_shell(path: str) -> subprocess.CompletedProcess:
+    script = f'source "{REPO}/scripts/container_engine.sh"; container_engine'
+    return subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, env={**os.environ, "PATH": path},
+                          check=False)
+
+
+@pytest.mark.parametrize("where", ["python", "shell"])
+def test_one_container_engine_rule(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONTAINER_ENGINE if set, else docker when `docker info` answers, else podman: the same in
+    leaderboard/engine.py and in scripts/container_engine.sh (test.sh, export.sh)."""
+    from leaderboard.engine import container_engine
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def install(name: str, exit_code: int) -> None:
+        (bin_dir / name).write_text(f"#!/bin/sh\nexit {exit_code}\n")
+        (bin_dir / name).chmod(0o755)
+
+    def engine() -> str | None:
+        if where == "shell":
+            done = _engine_by_shell(str(bin_dir))
+            return done.stdout.strip() if done.returncode == 0 else None
+        try:
+            return container_engine()
+        except InputError:
+            return None
+
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("CONTAINER_ENGINE", raising=False)
+    assert engine() is None  # nothing installed
+    install("podman", 0)
+    install("docker", 1)  # installed, but its daemon does not answer
+    assert engine() == "podman"
+    install("docker", 0)
+    assert engine() == "docker"
+    monkeypatch.setenv("CONTAINER_ENGINE", "podman")
+    assert engine() == "podman"
+    monkeypatch.setenv("CONTAINER_ENGINE", "nerdctl")
+    assert engine() is None

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from amf import CLASS_NAMES
 from amf.atomic import write_atomic
 from amf.metrics import roc_curve
-
-if TYPE_CHECKING:  # scoring imports this module to draw
-    from amf.leaderboard.scoring import Scored
+from leaderboard.scored import Scored
 
 
 def _figure(size: tuple[float, float] = (6.0, 5.0)):
@@ -34,7 +32,7 @@ def _save(plt, fig, path: Path) -> Path:
 
 def plot_roc(path: Path, scored: Scored, result: dict[str, Any], names: dict[str, str]) -> Path:
     plt, fig, ax = _figure()
-    keys = [str(d) for d in scored.domains]
+    keys = [str(d) for d in scored.tumour_domains]
     curves = [("overall", np.ones(len(keys), bool), result["overall"]["roc_auc"], 2.5)]
     curves += [(f"{k}: {names.get(k, k)}", np.array(keys) == k, m["roc_auc"], 1.2)
                for k, m in result["per_domain"].items()]

@@ -1,9 +1,9 @@
 """Score like the organizers, locally: pack a labelled set into Grand Challenge jobs, run the
 algorithm once per job as the platform does, and evaluate with the organizer's rules.
 
-    python -m amf.leaderboard pack MANIFEST.csv --out lb --where Scanner="Hamamatsu XR"
-    python -m amf.leaderboard run lb --model model
-    python -m amf.leaderboard evaluate lb
+    python -m leaderboard pack MANIFEST.csv --out lb --where Scanner="Hamamatsu XR"
+    python -m leaderboard run lb --model model
+    python -m leaderboard evaluate lb
 
 Layout (one folder per job, as the organizer's evaluation container sees them)::
 
@@ -17,19 +17,24 @@ Layout (one folder per job, as the organizer's evaluation container sees them)::
     OUT/run.json                per-job status and wall time
     OUT/metrics.json, *.png     written by ``evaluate``
 
-One module per verb: ``packing`` (pack), ``jobs`` (run), ``scoring`` (evaluate, drawn by ``plots``);
-``layout`` holds what they share and ``cli`` the command line. The modules are not named after the
-verbs because the package exports the verbs' functions under those names.
+One module per verb: ``packing`` (pack), ``jobs`` (run), ``scoring`` (evaluate, drawn by ``plots``
+from the pages in ``scored``); ``layout`` holds what they share (file names, which jobs a pack holds,
+how an output is read), ``engine`` which container engine runs images, and ``cli`` the command
+line. The modules are not named after the verbs because the package exports the verbs' functions
+under those names.
+
+It stands on ``amf`` and never imports ``training``; it is not shipped in the container image.
 """
 
-from amf.leaderboard.cli import main
-from amf.leaderboard.jobs import DEFAULT_COMMAND, JobsFailed, default_jobs, run
-from amf.leaderboard.layout import GROUND_TRUTH, METRICS, RUN
-from amf.leaderboard.packing import SAMPLE_DPI, pack
-from amf.leaderboard.scoring import NotScorable, OutputsRejected, evaluate
+from leaderboard.cli import main
+from leaderboard.jobs import DEFAULT_COMMAND, JobsFailed, default_jobs, run
+from leaderboard.layout import DOMAIN_NAMES_FILE, GROUND_TRUTH, METRICS, RUN
+from leaderboard.packing import SAMPLE_DPI, pack
+from leaderboard.scoring import NotScorable, OutputsRejected, evaluate
 
 __all__ = [
     "DEFAULT_COMMAND",
+    "DOMAIN_NAMES_FILE",
     "GROUND_TRUTH",
     "METRICS",
     "RUN",

@@ -1,4 +1,4 @@
-from amf.leaderboard.cli import main
+from leaderboard.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

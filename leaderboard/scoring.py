@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,22 @@ import numpy as np
 from amf import CLASS_NAMES
 from amf.atomic import write_json_atomic
 from amf.errors import AmfError, InputError, PredictionError
-from amf.leaderboard.layout import (
-    DOMAINS,
+from amf.metrics import METRIC_NAMES, domain_metrics
+from amf.organizer import OUTPUT_FILENAME, SLUG, score_of, validation_errors
+from leaderboard.layout import (
+    DOMAIN_NAMES_FILE,
     GROUND_TRUTH,
     METRICS,
     OUTPUT_SLUG,
     PREDICTIONS,
     RUN,
-    image_of,
     natural_key,
     now,
+    packed_jobs,
+    read_output,
 )
-from amf.leaderboard.plots import write_plots
-from amf.metrics import METRIC_NAMES, domain_metrics
-from amf.organizer import OUTPUT_FILENAME, SLUG, score_of, validation_errors
+from leaderboard.plots import write_plots
+from leaderboard.scored import Scored
 
 
 class OutputsRejected(PredictionError):
@@ -41,16 +42,6 @@ class NotScorable(AmfError):
     """The outputs are valid but the organizer's evaluation would abort on this ground truth."""
 
     exit_code = 6
-
-
-@dataclass
-class Scored:
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    y_score: np.ndarray
-    domains: np.ndarray
-    n_jobs: int
-    warnings: list[str]
 
 
 def load_ground_truth(path: Path) -> dict[str, tuple[list[int], list[Any]]]:
@@ -66,15 +57,16 @@ def load_ground_truth(path: Path) -> dict[str, tuple[list[int], list[Any]]]:
         where = f"{path} entry {i}"
         if not isinstance(item, dict) or not {"image", "labels", "tumordomains"} <= item.keys():
             raise InputError(f"{where} lacks image, labels or tumordomains")
-        labels, domains = item["labels"], item["tumordomains"]
-        if not isinstance(labels, list) or not isinstance(domains, list) or len(labels) != len(domains):
+        labels, tumour_domains = item["labels"], item["tumordomains"]
+        if (not isinstance(labels, list) or not isinstance(tumour_domains, list)
+                or len(labels) != len(tumour_domains)):
             raise InputError(f"{where}: labels and tumordomains must be lists of one length")
         bad = [v for v in labels if v not in CLASS_NAMES]
         if bad:
             raise InputError(f"{where}: label {bad[0]!r} is not one of {', '.join(CLASS_NAMES)}")
         if item["image"] in table:
             raise InputError(f"{where}: image {item['image']!r} appears twice")
-        table[item["image"]] = ([CLASS_NAMES.index(v) for v in labels], domains)
+        table[item["image"]] = ([CLASS_NAMES.index(v) for v in labels], tumour_domains)
     return table
 
 
@@ -97,20 +89,7 @@ def find_outputs(run_dir: Path, pack_dir: Path) -> list[tuple[str, str | None, P
             return _gc_jobs(json.loads(listing.read_text(encoding="utf-8")), run_dir / "jobs")
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise InputError(f"cannot read {listing}: {err}") from err
-    found = []
-    for inputs in sorted((pack_dir / "jobs").glob("*/input/inputs.json"), key=lambda p: natural_key(str(p))):
-        name = inputs.parent.parent.name
-        found.append((name, image_of(inputs.parent), run_dir / "jobs" / name / "output" / OUTPUT_FILENAME))
-    return found
-
-
-def _read_output(path: Path) -> tuple[Any, str | None]:
-    if not path.is_file():
-        return None, "no output file: the job failed, and on the platform a failed job fails the submission"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return None, f"output is not JSON: {err}"
+    return [(j.name, j.image, run_dir / "jobs" / j.name / "output" / OUTPUT_FILENAME) for j in packed_jobs(pack_dir)]
 
 
 def collect(run_dir: Path, pack_dir: Path, truth: dict[str, tuple[list[int], list[Any]]],
@@ -119,34 +98,34 @@ def collect(run_dir: Path, pack_dir: Path, truth: dict[str, tuple[list[int], lis
     y_true: list[int] = []
     y_pred: list[int] = []
     y_score: list[float] = []
-    domains: list[Any] = []
+    tumour_domains: list[Any] = []
     rejected: list[str] = []
     warnings: list[str] = []
     seen: dict[str, str] = {}
-    missing: list[str] = []
     jobs = find_outputs(run_dir, pack_dir)
     for name, image, path in jobs:
         if image not in truth:
             rejected.append(f"{name}: No GT for this image: {image}")
             continue
-        output, problem = _read_output(path)
-        if problem and allow_missing and not path.exists():
-            missing.append(name)
-            continue
+        output, problem = read_output(path)
+        if problem and not path.exists():
+            if allow_missing:
+                continue  # reported below with the other stacks that have no output
+            problem += "; the job failed, and on the platform a failed job fails the submission"
         if problem:
             rejected.append(f"{name}: {problem}")
             continue
         if image in seen:
             warnings.append(f"{name} and {seen[image]} both ran on {image}; the organizer counts it twice, so do we")
         seen[image] = name
-        labels, doms = truth[image]
+        labels, page_domains = truth[image]
         errors = validation_errors(output, len(labels), strict=False)
         if errors:
             rejected.extend(f"{name}: {e}" for e in errors[:5])
             continue
         warnings.extend(f"{name}: {w}" for w in validation_errors(output, len(labels), strict=True)[:3])
         y_true += labels
-        domains += doms
+        tumour_domains += page_domains
         y_pred += [CLASS_NAMES.index(e["class"]) for e in output]
         y_score += [score_of(e) for e in output]
     if rejected:
@@ -162,7 +141,7 @@ def collect(run_dir: Path, pack_dir: Path, truth: dict[str, tuple[list[int], lis
     if not y_true:
         raise OutputsRejected(f"no job outputs to score in {run_dir / 'jobs'}")
     return Scored(np.array(y_true), np.array(y_pred), np.array(y_score, dtype=np.float64),
-                  np.array(domains), len(jobs), warnings)
+                  np.array(tumour_domains), len(jobs), warnings)
 
 
 def organizer_aggregates(result: dict[str, Any]) -> dict[str, Any]:
@@ -228,15 +207,15 @@ def _pack_of(run_dir: Path) -> Path:
     return run_dir
 
 
-def evaluate(run_dir: Path, *, ground_truth_path: Path | None = None, domains_path: Path | None = None,
+def evaluate(run_dir: Path, *, ground_truth_path: Path | None = None, domain_names_path: Path | None = None,
              out: Path | None = None, plots: bool = True, allow_missing: bool = False,
              log=print) -> dict[str, Any]:
     """The organizer's metrics for a run's outputs; writes metrics.json and plots into ``out``."""
     pack_dir = _pack_of(run_dir)
     gt_path = ground_truth_path or pack_dir / GROUND_TRUTH
-    names = _load_domain_names(domains_path or gt_path.parent / DOMAINS)
+    names = _load_domain_names(domain_names_path or gt_path.parent / DOMAIN_NAMES_FILE)
     scored = collect(run_dir, pack_dir, load_ground_truth(gt_path), allow_missing)
-    result = domain_metrics(scored.y_true, scored.y_score, scored.domains.tolist(), y_pred=scored.y_pred)
+    result = domain_metrics(scored.y_true, scored.y_score, scored.tumour_domains.tolist(), y_pred=scored.y_pred)
     result.pop("threshold")  # the classes come from the outputs, not from a threshold here
     for key, m in result["per_domain"].items():
         m["name"] = names.get(key, key)

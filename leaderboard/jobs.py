@@ -4,9 +4,7 @@ stack, its own input and output folder, several jobs in parallel."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -24,10 +22,12 @@ import numpy as np
 
 from amf.atomic import write_json_atomic
 from amf.errors import AmfError, InputError
-from amf.leaderboard.layout import OUTPUT_SLUG, PREDICTIONS, RUN, image_of, inputs_json, natural_key, now
 from amf.organizer import OUTPUT_FILENAME, SLUG, validation_errors
+from amf.provenance import available_cpus, machine
+from leaderboard.engine import container_engine
+from leaderboard.layout import OUTPUT_SLUG, PREDICTIONS, RUN, inputs_json, natural_key, now, packed_jobs, read_output
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 # {repo}/process.py rather than process.py, so `run` works from any working directory
 DEFAULT_COMMAND = "{python} {repo}/process.py --input {input} --output {output} --model {model}"
 TAIL_LINES = 20
@@ -69,16 +69,11 @@ def _page_count(path: Path) -> int:
 
 
 def discover_jobs(pack_dir: Path, out: Path) -> list[Job]:
-    inputs = sorted((pack_dir / "jobs").glob("*/input/inputs.json"), key=lambda p: natural_key(p.parent.parent.name))
-    if not inputs:
-        raise InputError(f"no jobs under {pack_dir / 'jobs'}; run `python -m amf.leaderboard pack` first")
-    jobs = []
-    for path in inputs:
-        name, input_dir = path.parent.parent.name, path.parent
-        image = image_of(input_dir)
-        jobs.append(Job(name, image, input_dir.resolve(), (out / "jobs" / name / "output").resolve(),
-                        _page_count(input_dir / "images" / SLUG / image)))
-    return jobs
+    packed = packed_jobs(pack_dir)
+    if not packed:
+        raise InputError(f"no jobs under {pack_dir / 'jobs'}; run `python -m leaderboard pack` first")
+    return [Job(j.name, j.image, j.input.resolve(), (out / "jobs" / j.name / "output").resolve(),
+                _page_count(j.input / "images" / SLUG / j.image)) for j in packed]
 
 
 def available_memory() -> int | None:
@@ -88,18 +83,11 @@ def available_memory() -> int | None:
         return None
 
 
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def default_jobs() -> int:
     """As many parallel jobs as there are CPUs, fewer if memory would not hold them."""
     memory = available_memory()
-    by_memory = int(memory // BYTES_PER_JOB) if memory else usable_cpus()
-    return max(1, min(usable_cpus(), by_memory))
+    by_memory = int(memory // BYTES_PER_JOB) if memory else available_cpus()
+    return max(1, min(available_cpus(), by_memory))
 
 
 def process_command(template: str, job: Job, model: Path) -> list[str]:
@@ -121,13 +109,6 @@ def container_command(engine: str, image: str, job: Job, threads: int, extra: Se
 
 def container_name(job: Job) -> str:
     return f"amf-lb-{os.getpid()}-{job.name}"
-
-
-def container_engine(requested: str | None) -> str:
-    for engine in [requested] if requested else ["docker", "podman"]:
-        if shutil.which(engine):
-            return engine
-    raise InputError(f"no container engine found ({requested or 'docker or podman'})")
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -185,12 +166,9 @@ def _kill(proc: subprocess.Popen, job: Job, engine: str | None) -> None:
 def check_output(job: Job) -> tuple[str, list[str], list[str]]:
     """Status, organizer rejections and stricter warnings for a finished job's output file."""
     path = job.output / OUTPUT_FILENAME
-    if not path.is_file():
-        return "no output", [f"{OUTPUT_FILENAME} was not written"], []
-    try:
-        predictions = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return "invalid", [f"{OUTPUT_FILENAME} is not JSON: {err}"], []
+    predictions, problem = read_output(path)
+    if problem:
+        return ("invalid" if path.is_file() else "no output"), [problem], []
     errors = validation_errors(predictions, job.n_pages, strict=False)
     warnings = [] if errors else validation_errors(predictions, job.n_pages, strict=True)
     return ("invalid" if errors else "ok"), errors, warnings
@@ -243,14 +221,6 @@ def grand_challenge_predictions(results: list[JobResult]) -> list[dict[str, Any]
     } for r in results]
 
 
-def machine() -> dict[str, Any]:
-    memory = None
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return {"node": platform.node(), "cpus": usable_cpus(), "memory_gib": round(memory / 2**30, 1) if memory else None,
-            "python": platform.python_version()}
-
-
 def run(pack_dir: Path, *, out: Path | None = None, command: str = DEFAULT_COMMAND, model: Path = Path("model"),
         container: str | None = None, engine: str | None = None, container_args: Sequence[str] = (),
         jobs: int | None = None, timeout: float | None = None, progress: bool | None = None,
@@ -261,7 +231,7 @@ def run(pack_dir: Path, *, out: Path | None = None, command: str = DEFAULT_COMMA
     out = out or pack_dir
     todo = discover_jobs(pack_dir, out)
     n_parallel = max(1, min(jobs or default_jobs(), len(todo)))
-    threads = max(1, usable_cpus() // n_parallel)
+    threads = max(1, available_cpus() // n_parallel)
     env = thread_env(threads)
     engine_name = container_engine(engine) if container else None
     if not container and "{model}" in command and not model.is_dir():
@@ -275,7 +245,9 @@ def run(pack_dir: Path, *, out: Path | None = None, command: str = DEFAULT_COMMA
 
     started, t0 = now(), time.perf_counter()
     results: list[JobResult] = []
-    bar = tqdm(total=len(todo), unit="job", desc="run", file=sys.stderr, disable=True if progress is False else None)
+    # a bar only on a terminal, so that a log file holds lines, not carriage returns
+    bar = tqdm(total=len(todo), unit="job", desc="run", file=sys.stderr,
+               disable=progress is False or not sys.stderr.isatty())
     with ThreadPoolExecutor(n_parallel) as pool, bar:
         futures = [pool.submit(launch, job) for job in todo]
         try:

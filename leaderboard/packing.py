@@ -14,9 +14,9 @@ import numpy as np
 from amf import CLASS_NAMES
 from amf.atomic import write_atomic, write_json_atomic
 from amf.errors import InputError
-from amf.leaderboard.layout import DOMAINS, GROUND_TRUTH, METRICS, PACK, RUN, inputs_json, now
 from amf.manifest import read_manifest
 from amf.organizer import SLUG
+from leaderboard.layout import DOMAIN_NAMES_FILE, GROUND_TRUTH, METRICS, PACK, RUN, inputs_json, now
 
 # The organizer's sample stack (stack_5.tiff) stores integer dots per inch, X and Y apart:
 # 102351 and 101949 dpi, i.e. about 0.248 and 0.249 µm per pixel.
@@ -30,7 +30,7 @@ class Case:
     image_id: str
     path: Path
     label: int
-    domain: str
+    domain: str  # the name in the domain column (UNKNOWN when empty), numbered into tumordomains
     manifest: str
 
 
@@ -179,18 +179,16 @@ def write_stack(path: Path, pages: Sequence[np.ndarray], dpi: tuple[int, int] = 
     return write_atomic(path, write)
 
 
-
-
-def ground_truth(stacks: list[Stack], numbers: dict[str, int]) -> list[dict[str, Any]]:
+def ground_truth(stacks: list[Stack], domain_numbers: dict[str, int]) -> list[dict[str, Any]]:
     return [{
         "image": s.image,
         "labels": [CLASS_NAMES[c.label] for c in s.cases],
-        "tumordomains": [numbers[c.domain] for c in s.cases],
+        "tumordomains": [domain_numbers[c.domain] for c in s.cases],
     } for s in stacks]
 
 
 def _clear_pack(out: Path, force: bool) -> None:
-    ours = [out / "jobs", out / GROUND_TRUTH, out / DOMAINS, out / PACK, out / RUN, out / METRICS]
+    ours = [out / "jobs", out / GROUND_TRUTH, out / DOMAIN_NAMES_FILE, out / PACK, out / RUN, out / METRICS]
     present = [p for p in ours if p.exists()]
     if present and not force:
         raise InputError(f"{out} already holds a pack ({present[0].name}); pass --force to replace it")
@@ -208,35 +206,36 @@ def pack(manifests: Sequence[Path], out: Path, *, images: Path | None = None, st
     rng = np.random.default_rng(seed)
     cases = subsample(load_cases(manifests, images, label_column, domain_column, parse_where(where)), limit, rng)
     stacks = make_stacks(cases, stack_size, rng)
-    numbers = number_domains(cases)
+    domain_numbers = number_domains(cases)
     _clear_pack(out, force)
-    if UNKNOWN in numbers:
+    if UNKNOWN in domain_numbers:
         n_unknown = sum(c.domain == UNKNOWN for c in cases)
-        log(f"note: {n_unknown} cases have an empty {domain_column} cell; they form domain {numbers[UNKNOWN]} "
-            f"{UNKNOWN!r} (metadata missing, not a {domain_column} value)")
+        log(f"note: {n_unknown} cases have an empty {domain_column} cell; they form domain "
+            f"{domain_numbers[UNKNOWN]} {UNKNOWN!r} (metadata missing, not a {domain_column} value)")
     for stack in stacks:
         job = out / "jobs" / stack.name / "input"
         write_stack(job / "images" / SLUG / stack.image, [_read_rgb(c.path) for c in stack.cases], dpi)
         write_json_atomic(job / "inputs.json", inputs_json(stack.image), indent=4)
-    write_json_atomic(out / GROUND_TRUTH, ground_truth(stacks, numbers))
-    write_json_atomic(out / DOMAINS, {"column": domain_column, "domains": {str(v): k for k, v in numbers.items()},
-                                      "unknown": numbers.get(UNKNOWN)})
-    summary = _pack_summary(cases, stacks, numbers)
+    write_json_atomic(out / GROUND_TRUTH, ground_truth(stacks, domain_numbers))
+    write_json_atomic(out / DOMAIN_NAMES_FILE, {"column": domain_column,
+                                                "domains": {str(v): k for k, v in domain_numbers.items()},
+                                                "unknown": domain_numbers.get(UNKNOWN)})
+    summary = _pack_summary(cases, stacks, domain_numbers)
     write_json_atomic(out / PACK, {
         "created": now(), "manifests": [str(m) for m in manifests], "images": str(images) if images else None,
         "label_column": label_column, "domain_column": domain_column, "where": list(where), "limit": limit,
         "seed": seed, "stack_size": stack_size, "dpi": list(dpi), **summary,
         "jobs": [{"job": s.name, "image": s.image, "pages": [
-            {"image_id": c.image_id, "manifest": c.manifest, "label": CLASS_NAMES[c.label], "domain": numbers[c.domain]}
-            for c in s.cases]} for s in stacks],
+            {"image_id": c.image_id, "manifest": c.manifest, "label": CLASS_NAMES[c.label],
+             "domain": domain_numbers[c.domain]} for c in s.cases]} for s in stacks],
     })
     return summary
 
 
-def _pack_summary(cases: list[Case], stacks: list[Stack], numbers: dict[str, int]) -> dict[str, Any]:
+def _pack_summary(cases: list[Case], stacks: list[Stack], domain_numbers: dict[str, int]) -> dict[str, Any]:
     per_domain = {str(n): {"name": name, "cases": sum(c.domain == name for c in cases),
                            "atypical": sum(c.domain == name and c.label == 1 for c in cases)}
-                  for name, n in numbers.items()}
+                  for name, n in domain_numbers.items()}
     mixed = sum(len({c.label for c in s.cases}) == 2 for s in stacks)
     return {"n_cases": len(cases), "n_atypical": sum(c.label for c in cases), "n_stacks": len(stacks),
             "n_mixed_stacks": mixed, "per_domain": per_domain}

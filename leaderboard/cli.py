@@ -1,4 +1,4 @@
-"""``python -m amf.leaderboard {pack,run,evaluate}``: the flags, and errors as one line and an exit code."""
+"""``python -m leaderboard {pack,run,evaluate}``: the flags, and errors as one line and an exit code."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from amf.errors import AmfError
-from amf.leaderboard.jobs import DEFAULT_COMMAND, default_jobs, run
-from amf.leaderboard.layout import RUN
-from amf.leaderboard.packing import SAMPLE_DPI, pack
-from amf.leaderboard.scoring import evaluate
+from leaderboard.jobs import DEFAULT_COMMAND, default_jobs, run
+from leaderboard.layout import DOMAIN_NAMES_FILE, RUN
+from leaderboard.packing import SAMPLE_DPI, pack
+from leaderboard.scoring import evaluate
 
 
 def _dpi(text: str) -> tuple[int, int]:
@@ -42,7 +42,7 @@ def _verb(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m amf.leaderboard",
+        prog="python -m leaderboard",
         description="Score a model like the MIDOG 2025 Track 2 organizers, locally: pack labelled patches into "
                     "Grand Challenge jobs, run the algorithm once per job, evaluate with the organizer's rules.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {DEFAULT_COMMAND!r})")
     r.add_argument("--container", metavar="IMAGE", help="run this container image per job instead "
                    "(--network none, /input read-only, /output writable)")
-    r.add_argument("--engine", choices=("docker", "podman"), help="container engine (default: docker, else podman)")
+    r.add_argument("--engine", choices=("docker", "podman"), help="container engine (default: $CONTAINER_ENGINE, "
+                   "else docker when its daemon answers, else podman)")
     r.add_argument("--container-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `<engine> run`, e.g. --container-arg=--gpus=all; repeatable")
     r.add_argument("--jobs", "-j", type=int, help=f"parallel jobs (default here: {default_jobs()}, from CPUs "
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = _verb(sub, "evaluate")
     e.add_argument("run", type=Path, help="folder with run.json and jobs/<job>/output (the pack or run --out)")
     e.add_argument("--ground-truth", type=Path, help="ground_truth.json (default: the pack's)")
-    e.add_argument("--domains", type=Path, help="domains.json with domain names (default: beside the ground truth)")
+    e.add_argument("--domain-names", "--domains", type=Path, dest="domain_names",
+                   help=f"{DOMAIN_NAMES_FILE} with the domain names (default: beside the ground truth)")
     e.add_argument("--out", type=Path, help="where metrics.json and plots go (default: the run folder)")
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--allow-missing", action="store_true", help="score the stacks that have outputs, "
@@ -116,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log(f"{report['n_jobs']} jobs ok in {report['wall_s']:.1f} s ({report['parallel_jobs']} in parallel); "
                  f"{(args.out or args.pack) / RUN}")
         else:
-            evaluate(args.run, ground_truth_path=args.ground_truth, domains_path=args.domains, out=args.out,
+            evaluate(args.run, ground_truth_path=args.ground_truth, domain_names_path=args.domain_names, out=args.out,
                      plots=not args.no_plots, allow_missing=args.allow_missing, log=_log)
     except AmfError as err:
         print(f"error: {err}", file=sys.stderr)
