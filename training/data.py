@@ -34,8 +34,6 @@ class PatchSet:
     labels: np.ndarray  # 0 normal, 1 atypical
     slides: np.ndarray  # str; a slide id unique across manifests
     meta: dict[str, np.ndarray]  # weak label -> str values, "" where unknown
-    image_ids: np.ndarray
-    sources: np.ndarray  # which manifest each row came from
     codes: dict[str, np.ndarray] = field(init=False)  # weak label -> int code, -1 where unknown
     vocab: dict[str, list[str]] = field(init=False)
 
@@ -52,7 +50,7 @@ class PatchSet:
 
     def subset(self, idx: np.ndarray) -> PatchSet:
         return PatchSet(self.images[idx], self.labels[idx], self.slides[idx],
-                        {k: v[idx] for k, v in self.meta.items()}, self.image_ids[idx], self.sources[idx])
+                        {k: v[idx] for k, v in self.meta.items()})
 
     def site_codes(self) -> np.ndarray:
         """One code per combination of known weak labels, -1 when none is known (for cross-domain mixing)."""
@@ -99,7 +97,7 @@ def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: lis
         raise InputError("no manifest given")
     if image_dirs and len(image_dirs) != len(manifests):
         raise InputError(f"{len(manifests)} manifests but {len(image_dirs)} image folders; give one per manifest")
-    paths, labels, slides, ids, sources = [], [], [], [], []
+    paths, labels, slides = [], [], []
     meta: dict[str, list[str]] = {k: [] for k in weak_labels}
     for m_i, manifest_str in enumerate(manifests):
         manifest = Path(manifest_str)
@@ -120,8 +118,6 @@ def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: lis
             # Without a slide column every patch is its own group (and the user is told).
             slide = (row.get("filename") or "").strip() or f"patch:{image_id}"
             slides.append(f"{manifest.stem}/{slide}")
-            ids.append(image_id)
-            sources.append(manifest.stem)
             for k in weak_labels:
                 meta[k].append((row.get(k) or "").strip())
         if missing:
@@ -129,8 +125,7 @@ def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: lis
         if not any(row.get("filename") for row in rows):
             log.warning("%s has no slide (filename) column: splits cannot be grouped by slide", manifest)
     images = _load_images(paths, size, cache_dir or None)
-    return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()},
-                    np.array(ids), np.array(sources))
+    return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()})
 
 
 def _load_images(paths: list[Path], size: int, cache_dir: str | None) -> np.ndarray:
