@@ -33,11 +33,13 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     raise ValueError(f"unknown TTA setting {tta!r}")
 
 
-def autocast_for(device: torch.device, enabled: bool = True) -> torch.autocast:
-    """fp16 autocast on CUDA; on the CPU inference stays fp32, which is exact and fast enough."""
+def autocast_for(device: torch.device, enabled: bool = True, cpu_bf16: bool = False) -> torch.autocast:
+    """The one mixed-precision policy: fp16 autocast on CUDA (the T4 has no fast bf16); fp32 on the
+    CPU unless ``cpu_bf16``, which training may ask for and inference never does (it moves pages
+    near the threshold)."""
     if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cpu" and cpu_bf16)
 
 
 @torch.no_grad()

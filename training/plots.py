@@ -16,23 +16,47 @@ import numpy as np
 from amf.metrics import roc_auc, roc_curve
 
 
+def _rolling(values: list[float], window: int) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    if len(v) < window:
+        return v
+    return np.convolve(v, np.ones(window) / window, mode="valid")
+
+
 def training_curves(metrics_jsonl: Path, out: Path) -> Path:
+    """Loss terms per step, each term's gradient share at the backbone's last stage, and validation per epoch."""
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
     epochs = [r for r in rows if r.get("kind") == "epoch"]
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("train/supervised", "train/align", "train/distil", "train/loss"):
-        pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
+    steps = [r for r in rows if r.get("kind") == "step"]
+    fig, (ax_loss, ax_grad, ax_val) = plt.subplots(1, 3, figsize=(15, 4))
+    window = max(1, len(steps) // 50)
+    for key in ("supervised", "align", "distil", "loss"):
+        pts = [(r["step"], r[key]) for r in steps if r.get(key) is not None]
         if pts:
-            ax_loss.plot(*zip(*pts, strict=True), marker="o", label=key.split("/")[1])
-    ax_loss.set(xlabel="epoch", ylabel="mean loss", title="training losses")
-    ax_loss.legend()
+            x, y = zip(*pts, strict=True)
+            smooth = _rolling(list(y), window)
+            ax_loss.plot(x[len(x) - len(smooth):], smooth, label=key)
+    ax_loss.set(xlabel="step", ylabel=f"loss (unweighted; mean of {window} steps)", title="loss terms")
+    if ax_loss.lines:
+        ax_loss.legend(fontsize=8)
+    for key in ("align", "distil"):
+        pts = [(r["step"], r[f"grad_share/{key}"]) for r in steps if r.get(f"grad_share/{key}") is not None]
+        if pts:
+            ax_grad.plot(*zip(*pts, strict=True), marker=".", label=key)
+    ax_grad.axhline(1.0, ls=":", color="grey")
+    ax_grad.set(xlabel="step", ylabel="|grad of weighted term| / |grad of supervised|",
+                title="gradient share at the backbone's last stage")
+    if ax_grad.lines:
+        ax_grad.set_yscale("log")
+        ax_grad.legend(fontsize=8)
     for key, style in (("val/student/balanced_accuracy", "-"), ("val/student/roc_auc", "--"),
                        ("val/teacher/balanced_accuracy", "-"), ("val/teacher/roc_auc", "--")):
         pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None and not math.isnan(r[key])]
         if pts:
             ax_val.plot(*zip(*pts, strict=True), style, marker="o", label=key[4:])
     ax_val.set(xlabel="epoch", ylabel="validation (threshold 0.5 for BA)", ylim=(0.4, 1.0), title="validation")
-    ax_val.legend(fontsize=8)
+    if ax_val.lines:
+        ax_val.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amf.network import AtypicalClassifier
+from amf.predict import autocast_for
 from amf.preprocess import normalize
 from training.align import DomainAlignment
 from training.augment import BatchAugment
@@ -98,9 +99,7 @@ class MixAlignDistil:
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     def _autocast(self) -> torch.autocast:
-        if self.use_cuda_amp:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.device.type == "cpu" and self.cfg.run.cpu_bf16)
+        return autocast_for(self.device, self.cfg.run.amp, cpu_bf16=self.cfg.run.cpu_bf16)
 
     def student_teacher_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Student (geometric + photometric) and teacher (geometric only) views of one uint8 NHWC batch."""
