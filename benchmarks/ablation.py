@@ -95,8 +95,9 @@ def _term_shares(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def raw_result(run: Path, arm: str, dom: str, seed: int, code: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The committed record of one finished run, built from its run folder."""
+def raw_result(run: Path, labels: dict[str, Any], code: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The committed record of one finished run, built from its run folder; ``labels`` name the run
+    (arm, held-out domain, seed; or a study's variant)."""
     summary = json.loads((run / "summary.json").read_text())["results"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     epochs = [r for r in rows if r["kind"] == "epoch"]
@@ -104,7 +105,7 @@ def raw_result(run: Path, arm: str, dom: str, seed: int, code: dict[str, Any], s
     import yaml
 
     return {
-        "arm": arm, "held_out": dom, "seed": seed,
+        **labels,
         "config": yaml.safe_load((run / "config.yaml").read_text()),
         "config_digest": card["provenance"]["config_digest"],
         "code": code,
@@ -140,6 +141,21 @@ def commit_files(paths: list[Path], message: str) -> None:
     print(f"warning: could not commit {', '.join(map(str, paths))}; commit it by hand", file=sys.stderr)
 
 
+def run_training(out: Path, cmd: list[str]) -> tuple[int, float]:
+    """Train into ``out`` (a second try resumes from the checkpoint); exit code and seconds."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    rc = 1
+    for _attempt in range(2):
+        with open(out / "driver.log", "a") as log:
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        if rc == 0:
+            break
+    return rc, time.time() - t0
+
+
 def run_plan(args: argparse.Namespace) -> None:
     code = git_state(REPO)
     for arm, dom, seed in plan(args.seeds):
@@ -148,20 +164,12 @@ def run_plan(args: argparse.Namespace) -> None:
         if result.is_file():
             continue
         out = args.runs / name
-        out.mkdir(parents=True, exist_ok=True)
-        cmd = train_command(out, arm, dom, seed, args.epochs, args.extra)
-        t0 = time.time()
-        for _attempt in range(2):  # a second try resumes from the checkpoint
-            with open(out / "driver.log", "a") as log:
-                log.write(f"$ {' '.join(cmd)}\n")
-                log.flush()
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
-            if rc == 0:
-                break
-        print(f"{arm:11s} {dom:15s} seed {seed}: exit {rc} in {time.time() - t0:.0f} s", flush=True)
+        rc, seconds = run_training(out, train_command(out, arm, dom, seed, args.epochs, args.extra))
+        print(f"{arm:11s} {dom:15s} seed {seed}: exit {rc} in {seconds:.0f} s", flush=True)
         if rc != 0:
             continue
-        write_json_atomic(result, raw_result(out, arm, dom, seed, code, time.time() - t0), nan_as_null=True)
+        record = raw_result(out, {"arm": arm, "held_out": dom, "seed": seed}, code, seconds)
+        write_json_atomic(result, record, nan_as_null=True)
         write_outputs(args.results)
         if args.commit:
             commit_files([result, *outputs(args.results)], f"ablation: {arm} held-out {dom} seed {seed}")
