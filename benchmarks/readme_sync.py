@@ -1,0 +1,66 @@
+"""Copy generated result tables into the README, so its numbers are the result files' own.
+
+    python -m benchmarks.readme_sync          # rewrite the marked blocks of README.md
+    python -m benchmarks.readme_sync --check  # exit 1 if a block differs from its file (a test runs this)
+
+A block is marked in README.md as
+
+    <!-- begin: benchmarks/results/ablation.md -->
+    ...the tables of that file, copied...
+    <!-- end: benchmarks/results/ablation.md -->
+
+and receives every Markdown table of the named file, in order, separated by a blank line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_BLOCK = re.compile(r"(<!-- begin: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end: (?P=path) -->)", re.S)
+
+
+def tables(markdown: str) -> str:
+    """Every table (consecutive lines starting with '|') of a Markdown text."""
+    found, current = [], []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            found.append("\n".join(current))
+            current = []
+    if current:
+        found.append("\n".join(current))
+    return "\n\n".join(found)
+
+
+def synced(readme: str, root: Path = REPO) -> str:
+    def fill(m: re.Match[str]) -> str:
+        source = root / m["path"]
+        body = tables(source.read_text(encoding="utf-8")) if source.is_file() else f"({m['path']} is missing)"
+        return f"{m[1]}{body}\n{m[4]}"
+
+    return _BLOCK.sub(fill, readme)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    args = parser.parse_args()
+    text = args.readme.read_text(encoding="utf-8")
+    new = synced(text)
+    if args.check:
+        if new != text:
+            print(f"{args.readme} quotes stale numbers: run python -m benchmarks.readme_sync", file=sys.stderr)
+            return 1
+        return 0
+    args.readme.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The README quotes generated result tables verbatim: a stale copy fails here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.readme_sync import synced, tables
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_blocks_match_their_result_files() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "<!-- begin: benchmarks/results/ablation.md -->" in readme
+    assert synced(readme) == readme, "run python -m benchmarks.readme_sync"
+
+
+def test_sync_copies_every_table_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / "r.md").write_text("# t\n\ntext\n| a |\n|---|\n| 1 |\nmore\n| b |\n|---|\n")
+    readme = "x\n<!-- begin: r.md -->\nold\n<!-- end: r.md -->\ny\n"
+    want = "x\n<!-- begin: r.md -->\n| a |\n|---|\n| 1 |\n\n| b |\n|---|\n<!-- end: r.md -->\ny\n"
+    assert synced(readme, tmp_path) == want
+    assert tables("no table") == ""
