@@ -1,0 +1,413 @@
+"""Mutation testing: how many small, deliberate bugs in the core modules do the tests catch?
+
+    python -m benchmarks.mutation                                # every module in TARGETS
+    python -m benchmarks.mutation --modules amf/organizer.py     # some of them (results merge)
+    python -m benchmarks.mutation --list --modules amf/metrics.py   # show the mutants, run nothing
+    python -m benchmarks.mutation --report                       # rewrite mutation.md from mutation.json
+
+A small AST mutator of our own (no mutmut: it rewrites files in place and wants its own layout).
+Each mutant changes one thing in one module: a comparison operator (``<`` to ``>=``, ``<`` to ``<=``,
+``==`` to ``!=``, ``in`` to ``not in``, ...), an arithmetic operator (``+``/``-``, ``*``/``/``, ...),
+``and``/``or``, a unary minus or ``not`` dropped, or a constant (``n`` to ``n + 1``, ``0.5`` to ``1.5``,
+``True``/``False``). Docstrings, annotations, f-strings and other strings are left alone.
+
+The mutants run in a scratch copy of the repository (``git archive`` of a commit, HEAD by default,
+or ``--worktree`` for the working tree as it is), never in the working tree itself: other work keeps
+running there. ``../shared`` is linked beside the copy, so tests that need it run as they would here.
+For every mutant the module's tests (``TARGETS``) run with ``pytest -x``, fastest files first; a
+failing test kills the mutant, passing tests let it survive, and a mutant that runs past
+``--timeout`` counts as killed (a hang is caught too). Bytecode caches are off
+(``PYTHONDONTWRITEBYTECODE``), so no stale ``.pyc`` of an earlier mutant is ever imported.
+
+Raw results go to ``benchmarks/results/mutation.json`` (merged per module, so runs of different
+modules add up; ``partial`` says whether every target has results) and a generated
+``benchmarks/results/mutation.md`` (kill rate per module, every survivor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+JSON_OUT = RESULTS / "mutation.json"
+MD_OUT = RESULTS / "mutation.md"
+
+# module -> the tests that should catch a bug in it, fastest first (pytest -x stops at the first failure)
+TARGETS: dict[str, list[str]] = {
+    "amf/organizer.py": ["test/test_output_writer.py", "test/test_metrics.py", "test/test_process.py",
+                         "test/test_oracles.py", "test/test_leaderboard.py"],
+    "amf/metrics.py": ["test/test_metrics.py", "test/test_oracles.py", "test/test_leaderboard.py"],
+    "amf/predict.py": ["test/test_recipe_parts.py", "test/test_oracles.py", "test/test_process.py",
+                       "test/test_training.py"],
+    "amf/preprocess.py": ["test/test_stacks.py", "test/test_training.py", "test/test_oracles.py",
+                          "test/test_process.py"],
+    "training/mixstyle.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
+                             "test/test_training.py"],
+    "training/align.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
+                          "test/test_training.py"],
+    "training/distil.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
+                           "test/test_training.py"],
+}
+
+_COMPARE_SWAPS: dict[type, list[type]] = {
+    ast.Eq: [ast.NotEq], ast.NotEq: [ast.Eq],
+    ast.Lt: [ast.GtE, ast.LtE], ast.LtE: [ast.Gt, ast.Lt],
+    ast.Gt: [ast.LtE, ast.GtE], ast.GtE: [ast.Lt, ast.Gt],
+    ast.In: [ast.NotIn], ast.NotIn: [ast.In], ast.Is: [ast.IsNot], ast.IsNot: [ast.Is],
+}
+_BINOP_SWAPS: dict[type, type] = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.MatMult: ast.Mult,
+}
+_BOOLOP_SWAPS: dict[type, type] = {ast.And: ast.Or, ast.Or: ast.And}
+
+
+@dataclass
+class Mutant:
+    id: str
+    module: str
+    line: int
+    operator: str  # what kind of change
+    original: str  # the source segment before
+    mutated: str  # and after
+    start: tuple[int, int]  # (line, byte column), 1-based line
+    end: tuple[int, int]
+
+
+def _op_name(op: ast.AST) -> str:
+    return {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in",
+            ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
+            ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**", ast.MatMult: "@", ast.And: "and",
+            ast.Or: "or", ast.USub: "-", ast.Not: "not"}.get(type(op), type(op).__name__)
+
+
+def _skipped_nodes(tree: ast.AST) -> set[int]:
+    """ids of nodes not to mutate: docstrings, annotations, f-strings and everything under them."""
+    skip: set[int] = set()
+
+    def under(node: ast.AST | None) -> None:
+        if node is not None:
+            skip.update(id(n) for n in ast.walk(node))
+
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            under(body[0])
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            under(node.returns)
+            for arg in [*node.args.args, *node.args.posonlyargs, *node.args.kwonlyargs, node.args.vararg,
+                        node.args.kwarg]:
+                if arg is not None:
+                    under(arg.annotation)
+        if isinstance(node, ast.AnnAssign):
+            under(node.annotation)
+        if isinstance(node, ast.JoinedStr):
+            under(node)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute | ast.Name):
+            # logging calls change only what is logged
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
+            if name in {"debug", "info", "warning", "error", "exception"}:
+                under(node)
+    return skip
+
+
+def _variants(node: ast.AST) -> Iterator[tuple[str, ast.AST]]:
+    """(operator description, mutated copy of ``node``) for every mutation of this one node."""
+    if isinstance(node, ast.Compare):
+        for i, op in enumerate(node.ops):
+            for new in _COMPARE_SWAPS.get(type(op), []):
+                m = copy.deepcopy(node)
+                m.ops[i] = new()
+                yield f"compare {_op_name(op)} -> {_op_name(new())}", m
+    elif isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAPS:
+        if any((isinstance(side, ast.Constant) and isinstance(side.value, str)) or isinstance(side, ast.JoinedStr)
+               for side in (node.left, node.right)):
+            return  # string concatenation or % formatting: a mutant that only breaks a message
+        new = _BINOP_SWAPS[type(node.op)]()
+        m = copy.deepcopy(node)
+        m.op = new
+        yield f"arith {_op_name(node.op)} -> {_op_name(new)}", m
+    elif isinstance(node, ast.BoolOp):
+        new = _BOOLOP_SWAPS[type(node.op)]()
+        m = copy.deepcopy(node)
+        m.op = new
+        yield f"bool {_op_name(node.op)} -> {_op_name(new)}", m
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.Not):
+        yield f"drop unary {_op_name(node.op)}", copy.deepcopy(node.operand)
+    elif isinstance(node, ast.Constant):
+        v = node.value
+        if isinstance(v, bool):
+            yield f"constant {v} -> {not v}", ast.Constant(not v)
+        elif isinstance(v, int):
+            yield f"constant {v} -> {v + 1}", ast.Constant(v + 1)
+        elif isinstance(v, float):
+            new_value = v + 1.0 if v != 0 else 1.0
+            yield f"constant {v!r} -> {new_value!r}", ast.Constant(new_value)
+
+
+def _aug_variants(node: ast.AugAssign) -> Iterator[tuple[str, ast.AugAssign]]:
+    if type(node.op) in _BINOP_SWAPS:
+        new = _BINOP_SWAPS[type(node.op)]()
+        m = copy.deepcopy(node)
+        m.op = new
+        yield f"augassign {_op_name(node.op)}= -> {_op_name(new)}=", m
+
+
+def _splice(source: bytes, start: tuple[int, int], end: tuple[int, int], text: str) -> bytes:
+    """Replace the bytes between (line, col) positions (1-based lines, byte columns, as ast gives them)."""
+    lines = source.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    a = offsets[start[0] - 1] + start[1]
+    b = offsets[end[0] - 1] + end[1]
+    return source[:a] + text.encode("utf-8") + source[b:]
+
+
+def mutants_of(module: str, source: bytes) -> list[Mutant]:
+    """Every mutant of one module, each a valid Python source change."""
+    tree = ast.parse(source)
+    skip = _skipped_nodes(tree)
+    found: list[Mutant] = []
+    for node in ast.walk(tree):
+        if id(node) in skip or not hasattr(node, "end_lineno"):
+            continue
+        variants = _aug_variants(node) if isinstance(node, ast.AugAssign) else _variants(node)
+        for operator, new in variants:
+            start, end = (node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset)
+            original = ast.get_source_segment(source.decode("utf-8"), node) or ""
+            # AugAssign is a statement: no parentheses; an expression keeps its place with them
+            text = ast.unparse(new) if isinstance(node, ast.AugAssign) else f"({ast.unparse(new)})"
+            mutated_source = _splice(source, start, end, text)
+            try:
+                compile(mutated_source, module, "exec")
+            except SyntaxError:
+                continue
+            found.append(Mutant(id="", module=module, line=node.lineno, operator=operator,
+                                original=" ".join(original.split()), mutated=text, start=start, end=end))
+    found.sort(key=lambda m: (m.start, m.end, m.operator))
+    for i, m in enumerate(found, 1):
+        m.id = f"{module}#{i}"
+    return found
+
+
+# -- running -----------------------------------------------------------------------------------------
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def scratch_copy(dest: Path, commit: str | None) -> Path:
+    """The repository at ``commit`` (or the working tree when None) under ``dest/repo``, with ../shared linked."""
+    repo = dest / "repo"
+    repo.mkdir(parents=True)
+    if commit is None:
+        names = _git("ls-files", "-co", "--exclude-standard", "-z").split("\0")
+        for name in filter(None, names):
+            src = REPO / name
+            if src.is_file():
+                (repo / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, repo / name)
+    else:
+        archive = dest / "repo.tar"
+        subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), commit], cwd=REPO, check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(repo, filter="data")
+        archive.unlink()
+    shared = REPO.parent / "shared"
+    if shared.is_dir():
+        (dest / "shared").symlink_to(shared)
+    return repo
+
+
+def run_tests(repo: Path, tests: list[str], timeout: float) -> dict:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env.pop("PYTHONPATH", None)
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "seconds": round(time.perf_counter() - t0, 1), "killed_by": "timeout"}
+    seconds = round(time.perf_counter() - t0, 1)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.M)
+    if done.returncode == 0:
+        return {"status": "survived", "seconds": seconds, "killed_by": None}
+    if done.returncode == 1:
+        return {"status": "killed", "seconds": seconds, "killed_by": failed[0] if failed else "a failing test"}
+    tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+    # 2 (interrupted: e.g. an import error while collecting) still means the tests noticed
+    status = "killed" if done.returncode == 2 else "error"
+    return {"status": status, "seconds": seconds, "killed_by": failed[0] if failed else " | ".join(tail)[:300],
+            "returncode": done.returncode}
+
+
+def run_module(repo: Path, module: str, tests: list[str], timeout: float | None, limit: int | None,
+               progress=None, log=print) -> dict:
+    """Baseline, then every mutant (or the first ``limit``); ``progress(result)`` after each one, so an
+    interrupted run still leaves what it measured. ``timeout`` None: 3× the baseline, at least 120 s."""
+    path = repo / module
+    original = path.read_bytes()
+    mutants = mutants_of(module, original)
+    tests = [t for t in tests if (repo / t).is_file()]
+    log(f"{module}: {len(mutants)} mutants; tests {', '.join(tests)}")
+    baseline = run_tests(repo, tests, 3600.0)
+    log(f"  baseline: {baseline['status']} in {baseline['seconds']} s")
+    timeout = timeout or max(120.0, 3.0 * baseline["seconds"])
+    result = {"tests": tests, "baseline": baseline, "timeout_s": timeout, "n_mutants": len(mutants),
+              "mutants": [], "complete": False}
+    if baseline["status"] != "survived":  # the unmutated code must pass its tests first
+        result["error"] = "the tests fail on the unmutated code; no mutant was run"
+        return result
+    chosen = mutants[:limit] if limit else mutants
+    try:
+        for i, m in enumerate(chosen, 1):
+            path.write_bytes(_splice(original, m.start, m.end, m.mutated))
+            outcome = run_tests(repo, tests, timeout)
+            record = {**asdict(m), **outcome}
+            del record["start"], record["end"]
+            result["mutants"].append(record)
+            result["summary"] = summarize(result["mutants"])
+            log(f"  [{i}/{len(chosen)}] line {m.line} {m.operator}: {outcome['status']} ({outcome['seconds']} s)"
+                + (f" by {outcome['killed_by']}" if outcome["status"] == "killed" else ""))
+            if progress is not None:
+                progress(result)
+    finally:
+        path.write_bytes(original)
+    result["complete"] = len(result["mutants"]) == len(mutants)
+    result["summary"] = summarize(result["mutants"])
+    return result
+
+
+def summarize(records: list[dict]) -> dict:
+    counts = {s: sum(r["status"] == s for r in records) for s in ("killed", "timeout", "survived", "error")}
+    scored = counts["killed"] + counts["timeout"] + counts["survived"]
+    counts["run"] = len(records)
+    counts["kill_rate"] = round((counts["killed"] + counts["timeout"]) / scored, 4) if scored else None
+    return counts
+
+
+# -- report ------------------------------------------------------------------------------------------
+def write_report(data: dict, path: Path = MD_OUT) -> None:
+    lines = ["# Mutation testing", "",
+             "Generated by `python -m benchmarks.mutation` from [`mutation.json`](mutation.json); do not edit.", ""]
+    pending = [m for m in TARGETS if m not in data["modules"] or not data["modules"][m].get("complete")]
+    if pending:
+        lines += [f"**PARTIAL RESULT**: no complete run yet for {', '.join(f'`{m}`' for m in pending)}. "
+                  "The kill rates below cover only the modules listed with a complete run.", ""]
+    lines += ["| module | commit | mutants | run | killed | timeout | survived | error | kill rate | tests |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for module in TARGETS:
+        r = data["modules"].get(module)
+        if r is None:
+            lines.append(f"| `{module}` | – | – | not run | | | | | | |")
+            continue
+        s = r.get("summary") or summarize(r.get("mutants", []))
+        rate = "–" if s["kill_rate"] is None else f"{s['kill_rate']:.1%}"
+        tests = ", ".join(Path(t).name for t in r["tests"])
+        lines.append(f"| `{module}` | {r.get('commit', '?')} | {r['n_mutants']} | {s['run']} | {s['killed']} | "
+                     f"{s['timeout']} | {s['survived']} | {s['error']} | {rate} | {tests} |")
+    lines.append("")
+    for module in TARGETS:
+        r = data["modules"].get(module)
+        if not r:
+            continue
+        if r.get("error"):
+            lines += [f"`{module}`: {r['error']}", ""]
+        survivors = [m for m in r.get("mutants", []) if m["status"] in ("survived", "error")]
+        if survivors:
+            lines += [f"## Survivors in `{module}`", "", "| line | change | original | mutated | status |",
+                      "|---|---|---|---|---|"]
+            for m in survivors:
+                lines.append(f"| {m['line']} | {m['operator']} | `{_cell(m['original'])}` | `{_cell(m['mutated'])}` | "
+                             f"{m['status']} |")
+            lines.append("")
+    env = data.get("environment", {})
+    lines += [f"Last run: {data.get('updated', '?')} on {env.get('machine', '?')}, Python {env.get('python', '?')}; "
+              "per-mutant times are in the JSON.", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _cell(text: str, width: int = 90) -> str:
+    text = text.replace("|", "\\|").replace("`", "'")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def load_results(path: Path = JSON_OUT) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {"modules": {}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modules", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--commit", default="HEAD", help="the commit to mutate (default HEAD)")
+    parser.add_argument("--worktree", action="store_true", help="mutate the working tree as it is, not a commit")
+    parser.add_argument("--timeout", type=float,
+                        help="seconds per mutant before it counts as killed (default: 3× the baseline, ≥ 120 s)")
+    parser.add_argument("--limit", type=int, help="run only the first N mutants of each module (smoke test)")
+    parser.add_argument("--list", action="store_true", help="print the mutants and exit")
+    parser.add_argument("--report", action="store_true", help="only regenerate mutation.md from mutation.json")
+    parser.add_argument("--out", type=Path, default=JSON_OUT)
+    args = parser.parse_args(argv)
+
+    if args.report:
+        write_report(load_results(args.out), args.out.with_suffix(".md"))
+        return 0
+    if args.list:
+        for module in args.modules:
+            for m in mutants_of(module, (REPO / module).read_bytes()):
+                print(f"{m.id}\tline {m.line}\t{m.operator}\t{m.original!r} -> {m.mutated!r}")
+        return 0
+
+    commit = None if args.worktree else _git("rev-parse", "--short", args.commit)
+    label = "working tree" + (f" at {_git('rev-parse', '--short', 'HEAD')}" if args.worktree else "")
+    data = load_results(args.out)
+
+    def save(module: str, result: dict, t0: float) -> None:
+        """Merge one module's (possibly unfinished) result into the JSON and regenerate the report."""
+        result.update(commit=commit or label, seconds=round(time.perf_counter() - t0, 1),
+                      finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        data["modules"][module] = result
+        data["pending"] = [m for m in TARGETS if m not in data["modules"] or not data["modules"][m].get("complete")]
+        data["partial"] = bool(data["pending"])
+        data["updated"] = result["finished"]
+        data["environment"] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+                               "python": platform.python_version(),
+                               "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        write_report(data, args.out.with_suffix(".md"))
+
+    with tempfile.TemporaryDirectory(prefix="amf-mutation-") as tmp:
+        repo = scratch_copy(Path(tmp), commit)
+        for module in args.modules:
+            t0 = time.perf_counter()
+            result = run_module(repo, module, TARGETS[module], args.timeout, args.limit,
+                                progress=lambda r, module=module, t0=t0: save(module, r, t0))
+            save(module, result, t0)
+            print(f"{module}: {result.get('summary') or result.get('error')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""benchmarks/mutation.py: the mutator changes one thing at a time, in place, and its report says when it is partial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.mutation import TARGETS, _splice, mutants_of, write_report
+
+TOY = '''"""A docstring × with ≥ non-ASCII text, never mutated."""
+
+
+def f(a: int, b: float = 0.5) -> bool:
+    """Nor is this one."""
+    label = "×"  # a string before the code on the line: byte columns, not characters
+    log.info("%d", 7)  # logging only: left alone
+    return a >= b and -a < 2 * b or not label
+'''.encode()
+
+
+def test_every_mutant_changes_one_thing_and_compiles() -> None:
+    mutants = mutants_of("toy.py", TOY)
+    kinds = {m.operator for m in mutants}
+    assert {"compare >= -> <", "compare >= -> >", "compare < -> >=", "compare < -> <=", "bool and -> or",
+            "bool or -> and", "drop unary -", "drop unary not", "arith * -> /", "constant 2 -> 3",
+            "constant 0.5 -> 1.5"} <= kinds
+    assert not any("7" in m.operator for m in mutants)  # inside a logging call
+    for m in mutants:
+        out = _splice(TOY, m.start, m.end, m.mutated)
+        compile(out, "toy.py", "exec")
+        changed = [(a, b) for a, b in zip(TOY.decode().splitlines(), out.decode().splitlines(), strict=True) if a != b]
+        assert len(changed) == 1, m  # one line differs, and only there
+        assert changed[0][0].startswith(("def f", "    return")), m
+    assert len({m.id for m in mutants}) == len(mutants)
+
+
+def test_targets_name_existing_modules_and_tests() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    for module, tests in TARGETS.items():
+        assert (repo / module).is_file(), module
+        assert tests and all((repo / t).is_file() for t in tests), module
+
+
+def test_report_marks_a_partial_run(tmp_path: Path) -> None:
+    record = {"id": "amf/organizer.py#1", "module": "amf/organizer.py", "line": 3, "operator": "compare >= -> >",
+              "original": "p >= t", "mutated": "(p > t)", "status": "survived", "seconds": 1.0, "killed_by": None}
+    data = {"modules": {"amf/organizer.py": {
+        "tests": ["test/test_metrics.py"], "n_mutants": 2, "complete": True, "commit": "abc1234",
+        "mutants": [record, {**record, "id": "amf/organizer.py#2", "status": "killed", "killed_by": "t"}],
+        "summary": {"killed": 1, "timeout": 0, "survived": 1, "error": 0, "run": 2, "kill_rate": 0.5}}}}
+    out = tmp_path / "mutation.md"
+    write_report(json.loads(json.dumps(data)), out)
+    text = out.read_text()
+    assert "**PARTIAL RESULT**" in text and "`amf/metrics.py`" in text
+    assert "| `amf/organizer.py` | abc1234 | 2 | 2 | 1 | 0 | 1 | 0 | 50.0% |" in text
+    assert "`p >= t`" in text and "`(p > t)`" in text  # the survivor is listed

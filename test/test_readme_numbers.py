@@ -1,0 +1,217 @@
+"""Numbers the README quotes from result files, checked against those files so they cannot drift.
+
+* Training throughput: the README's table is the one in benchmarks/results/throughput.md, and every
+  images/s figure and step ratio in the prose around it is a cell of that table; what the prose says
+  about bf16 (slower for ERM and the single parts, faster for the full recipe) is what the table shows.
+* Inference latency: every cell of the README's table and the ratios and verdicts of its "Targets"
+  sentence follow from the raw JSON in benchmarks/results/latency.md.
+* The model card: the validation table, per-domain numbers, threshold and split sizes are those in
+  model/model.json.
+
+(The ablation and choices tables are copied by benchmarks/readme_sync and checked in test_readme_sync.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+RESULTS = REPO / "benchmarks" / "results"
+AMI_BR_MANIFEST = REPO.parent / "shared/data/ami-br/manifest.csv"
+
+
+def readme() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def section(text: str, heading: str) -> str:
+    """The text under a Markdown heading, up to the next heading of any level."""
+    start = text.index(heading)
+    rest = text[start + len(heading):]
+    nxt = re.search(r"^#{1,6} ", rest, re.M)
+    return rest[: nxt.start()] if nxt else rest
+
+
+def table_after(text: str, header_start: str) -> list[list[str]]:
+    """The rows (cells stripped) of the table whose header line starts with ``header_start``."""
+    lines = text.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[i:]:
+        if not line.startswith("|"):
+            break
+        if set(line.replace("|", "").strip()) <= {"-", " "}:
+            continue
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def prose(text: str) -> str:
+    """A section without its table lines, with line breaks as spaces."""
+    return " ".join(line for line in text.splitlines() if not line.startswith("|"))
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("×").split()[0])
+
+
+# -- training throughput -----------------------------------------------------------------------------
+THROUGHPUT_HEADER = "| arm | fp32 images/s |"
+
+
+def throughput_rows() -> dict[str, dict[str, float]]:
+    rows = table_after((RESULTS / "throughput.md").read_text(encoding="utf-8"), THROUGHPUT_HEADER)
+    head = rows[0]
+    assert head == ["arm", "fp32 images/s", "fp32 step vs ERM", "bf16 autocast images/s",
+                    "bf16 autocast step vs ERM"], head
+    return {r[0]: {"fp32": number(r[1]), "fp32_ratio": number(r[2]), "bf16": number(r[3]),
+                   "bf16_ratio": number(r[4])} for r in rows[1:]}
+
+
+def test_throughput_table_is_the_results_table() -> None:
+    ours = table_after(section(readme(), "### Training throughput"), THROUGHPUT_HEADER)
+    theirs = table_after((RESULTS / "throughput.md").read_text(encoding="utf-8"), THROUGHPUT_HEADER)
+    assert ours == theirs
+
+
+def test_throughput_prose_quotes_the_table() -> None:
+    rows = throughput_rows()
+    text = prose(section(readme(), "### Training throughput"))
+    rates = {v for r in rows.values() for v in (r["fp32"], r["bf16"])}
+    ratios = {v for r in rows.values() for v in (r["fp32_ratio"], r["bf16_ratio"])}
+    quoted_rates = [float(m) for m in re.findall(r"(\d+\.\d+)(?= images/s| vs )", text)]
+    quoted_ratios = [float(m[0]) for m in re.findall(r"(\d+\.\d+)×(?! target)( target)?", text) if not m[1]]
+    assert quoted_rates and quoted_ratios
+    assert set(quoted_rates) <= rates, sorted(set(quoted_rates) - rates)
+    assert set(quoted_ratios) <= ratios, sorted(set(quoted_ratios) - ratios)
+    # "A vs B images/s" pairs are one arm's bf16 and fp32 figures
+    for bf16, fp32 in re.findall(r"(\d+\.\d) vs (\d+\.\d) images/s", readme()):
+        assert any((r["bf16"], r["fp32"]) == (float(bf16), float(fp32)) for r in rows.values()), (bf16, fp32)
+
+
+def test_what_the_readme_says_about_bf16_is_what_the_table_shows() -> None:
+    rows = throughput_rows()
+    text = " ".join(readme().split())
+    full = rows.pop("Full")
+    # the README: bf16 slower than fp32 for ERM and each part alone, faster for the full recipe
+    assert "slower than fp32 for ERM and for each part alone" in text
+    assert all(r["bf16"] < r["fp32"] for r in rows.values())
+    assert "full recipe runs a little faster in bf16 than in fp32" in text
+    assert full["bf16"] > full["fp32"]
+    assert f"({full['bf16']} vs {full['fp32']} images/s)" in text
+    assert "bf16 autocast is slower than fp32 for this" not in text  # the old, contradicted claim
+
+
+# -- inference latency --------------------------------------------------------------------------------
+def latency_raw() -> dict:
+    text = (RESULTS / "latency.md").read_text(encoding="utf-8")
+    block = re.search(r"```json\n(.*?)```", text, re.S)
+    assert block, "latency.md has no raw JSON block"
+    return json.loads(block[1])["cpu"]
+
+
+def test_latency_table_follows_from_the_raw_numbers() -> None:
+    raw = latency_raw()
+    rows = {r[0]: r[1:] for r in table_after(section(readme(), "### Inference latency"), "| | ours | baseline |")}
+    ours_cold, base_cold = raw["ours_cold"]["median_s"], raw["baseline_cold"]["median_s"]
+    cold = next(v for k, v in rows.items() if k.startswith("cold: process start to JSON written"))
+    assert cold[0] == f"{ours_cold:.2f} s"
+    assert cold[1].startswith(f"{base_cold:.2f} s")
+    assert f"{base_cold / ours_cold:.2f}×" in cold[1]
+    warm = next(v for k, v in rows.items() if k.startswith("warm: model forward for 16 pages, no TTA (1 thread)"))
+    assert warm[0] == f"{raw['ours_warm_t1']['median_ms']:.0f} ms"
+    assert warm[1].startswith(f"{raw['baseline_warm']['median_ms']:,.0f} ms")
+    views = next(v for k, v in rows.items() if k.startswith("warm: 16 pages × 4 dihedral views"))
+    assert views[0] == f"{raw['ours_warm_d4_t1']['median_ms']:.0f} ms"
+    rss = rows["peak RSS"]
+    assert rss == [f"{raw['ours_cold']['peak_rss_mib']:,.0f} MiB", f"{raw['baseline_cold']['peak_rss_mib']:,.0f} MiB"]
+    size = re.search(r"Image size: ([\d.]+ GB)", (RESULTS / "latency.md").read_text(encoding="utf-8"))
+    assert size and rows["image size"][0].startswith(size[1])
+
+
+def test_latency_targets_say_met_or_not_as_the_numbers_do() -> None:
+    raw = latency_raw()
+    text = " ".join(section(readme(), "### Inference latency").split())
+    targets = text[text.index("Targets:"):]
+    cold_ratio = raw["baseline_cold"]["median_s"] / raw["ours_cold"]["median_s"]
+    no_tta_ratio = raw["baseline_cold"]["median_s"] / raw["ours_cold_no_tta"]["median_s"]
+    cold_claim = targets[: targets.index(";")]
+    assert "3× faster" in cold_claim
+    assert ("not met" in cold_claim) == (cold_ratio < 3.0), cold_claim
+    assert "only just" not in cold_claim or cold_ratio >= 3.0
+    assert f"{cold_ratio:.2f}× as shipped" in cold_claim and f"{no_tta_ratio:.2f}× without TTA" in cold_claim
+    best_warm = min(raw[k]["median_ms"] for k in ("ours_warm", "ours_warm_t1"))
+    warm_claim = targets[targets.index("≤ 50 ms"):]
+    assert ("not met" in warm_claim.split(".")[0]) == (best_warm > 50.0)
+    assert f"({raw['ours_warm_t1']['median_ms']:.0f} ms" in warm_claim
+    # and the result file's own verdict agrees
+    verdict = re.search(r"cold CPU job ≥3× faster than the baseline: (NOT met|met)",
+                        (RESULTS / "latency.md").read_text(encoding="utf-8"))
+    assert verdict and (verdict[1] == "NOT met") == (cold_ratio < 3.0)
+
+
+# -- the model card -----------------------------------------------------------------------------------
+def card() -> dict:
+    return json.loads((REPO / "model" / "model.json").read_text(encoding="utf-8"))
+
+
+def card_section() -> str:
+    return " ".join(section(readme(), "## The shipped model: model card").split())
+
+
+def test_model_card_validation_table_is_model_json() -> None:
+    metrics = card()["metrics"]
+    rows = {r[0]: r[1:] for r in table_after(section(readme(), "## The shipped model: model card"),
+                                             "| | balanced accuracy | sensitivity | specificity | ROC AUC |")}
+    keys = ("balanced_accuracy", "sensitivity", "specificity", "roc_auc")
+    for name, label in (("student", "student (shipped)"), ("teacher", "EMA teacher")):
+        row = next(v for k, v in rows.items() if k.startswith(label))
+        overall = metrics[name]["val"]["overall"]
+        assert row == [f"{overall[k]:.3f}" for k in keys], name
+    teacher_label = next(k for k in rows if k.startswith("EMA teacher"))
+    assert f"threshold {metrics['teacher']['threshold']:.3f}" in teacher_label
+    assert f"class atypical when P ≥ **{card()['threshold']:.3f}**" in card_section()
+
+
+def test_model_card_domains_and_split_are_model_json() -> None:
+    c = card()
+    text = card_section()
+    by_label = c["metrics"]["student"]["val"]["by_label"]
+    for name, m in (("Hamamatsu XR", by_label["Scanner"]["Hamamatsu XR"]),
+                    ("Hamamatsu S360", by_label["Scanner"]["Hamamatsu S360"]),
+                    ("TUPAC16", by_label["Origin"]["TUPAC16"])):
+        found = re.search(rf"{name} (\d+) patches[^;]*?BA (0\.\d+), AUC (0\.\d+)", text)
+        assert found, name
+        assert (int(found[1]), found[2], found[3]) == (m["n"], f"{m['balanced_accuracy']:.3f}", f"{m['roc_auc']:.3f}")
+    train = c["provenance"]["data"]["train"]
+    val = c["metrics"]["student"]["val"]["overall"]
+    total = train["patches"] + val["n"]
+    assert f"{total:,} patches of 128 px" in text
+    assert f"Split by slide: {train['patches']:,} patches ({train['slides']} slides) for training, {val['n']}" in text
+    assert f"{val['n_atypical']} atypical) for validation" in text
+    assert f"which is {val['n'] / total:.1%} of the patches" in text
+    slides = re.search(r"from (\d+) human breast cancer slides", text)
+    assert slides
+    val_slides = int(slides[1]) - train["slides"]
+    assert f"{val['n']} ({val_slides} slides" in text
+    assert f"({val_slides / int(slides[1]):.1%} of the slides)" in text
+    assert "All of AMi-Br" not in text  # the paper lists more figures than this repository trains on
+    paper, missing = re.search(r"paper lists ([\d,]+) mitotic figures.*?: ([\d,]+) of the paper", text).groups()
+    assert int(paper.replace(",", "")) - total == int(missing.replace(",", ""))
+
+
+@pytest.mark.skipif(not AMI_BR_MANIFEST.is_file(), reason="AMi-Br is not beside the repository")
+def test_model_card_dataset_counts_are_the_manifests() -> None:
+    import csv
+
+    with open(AMI_BR_MANIFEST, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    text = card_section()
+    atypical = sum(r["majority"] == "AMF" for r in rows)
+    slides = len({r["filename"] for r in rows})
+    assert f"{len(rows):,} patches of 128 px from {slides} human breast cancer slides, {atypical} atypical" in text
