@@ -167,3 +167,25 @@ def best_threshold(y_true: ArrayLike, y_score: ArrayLike) -> float:
     cuts = np.concatenate(((scores[:-1] + scores[1:]) / 2.0, scores[-1:]))
     best = np.flatnonzero(np.isclose(bacc, bacc.max()))
     return float(cuts[best[np.argmin(np.abs(cuts[best] - 0.5))]])
+
+def reliability_bins(y_true: ArrayLike, prob: ArrayLike, bins: int = 15) -> dict[str, np.ndarray]:
+    """Equal-width bins of P(atypical): per bin the cases, the mean probability and the atypical share."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(prob, dtype=np.float64)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(which, weights=p, minlength=bins) / count
+        share = np.bincount(which, weights=y, minlength=bins) / count
+    return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count, "mean_prob": mean_p, "atypical_share": share}
+
+
+def expected_calibration_error(y_true: ArrayLike, prob: ArrayLike, bins: int = 15) -> float:
+    """ECE of P(atypical): the case-weighted mean gap between each bin's mean probability and its
+    atypical share (equal-width bins); NaN without cases."""
+    r = reliability_bins(y_true, prob, bins)
+    filled = r["count"] > 0
+    if not filled.any():
+        return math.nan
+    gaps = np.abs(r["mean_prob"][filled] - r["atypical_share"][filled])
+    return float(np.sum(gaps * r["count"][filled]) / r["count"].sum())

@@ -7,13 +7,19 @@
   itself knows nothing of them.
 * ``forward_head(features, pre_logits=False)``: attention refinement and pooling to the
   embedding (``pre_logits=True``, where the alignment losses act), then the classifier.
+
+:class:`MemberEnsemble` holds K trained networks of one architecture as stacked weights and
+returns all K members' logits from one call.
 """
 
 from __future__ import annotations
 
+import copy
+
 import timm
 import torch
 from torch import nn
+from torch.func import functional_call, vmap
 
 from amf import CLASS_NAMES
 from amf.errors import ModelDirError
@@ -115,3 +121,88 @@ def create_model(
     except RuntimeError as err:  # timm's unknown-model error
         raise ModelDirError(f"cannot build backbone {backbone!r}: {err}") from err
     return AtypicalClassifier(body, attention, num_classes, drop_rate)
+
+ENSEMBLE_ENGINES = ("auto", "vmap", "loop")
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """K tensors of one shape as one K×... tensor, floating point ones as fp32 (fp16 storage upcast
+    in the same copy); each 4-D member slice (a conv kernel) is laid out channels_last."""
+    first = tensors[0]
+    if not first.is_floating_point():
+        return torch.stack(tensors)
+    if first.dim() == 4:
+        o, i, h, w = first.shape
+        out = torch.empty(len(tensors), o, h, w, i, dtype=torch.float32).permute(0, 1, 4, 2, 3)
+    else:
+        out = torch.empty(len(tensors), *first.shape, dtype=torch.float32)
+    for k, t in enumerate(tensors):
+        out[k].copy_(t)
+    return out
+
+
+class MemberEnsemble(nn.Module):
+    """K networks of one architecture: ``forward(x)`` gives the K×N×classes logits of every member.
+
+    The members' weights are stacked along a leading K axis (``torch.func.stack_module_state``'s
+    layout). Two engines give the same numbers (to float rounding):
+
+    * ``vmap``: one batched computation, ``torch.func.vmap`` over ``functional_call`` (BatchNorm in
+      eval mode); the convolutions become grouped convolutions over the K members.
+    * ``loop``: the same stacked tensors, one member at a time.
+
+    ``auto`` (the default) takes ``vmap`` on CUDA and ``loop`` on the CPU, where the batched form
+    (oneDNN grouped convolutions) measured 1.5–3× slower than K plain forwards on a shared 2-core
+    machine (benchmarks/ensemble_forward.py).
+    Inference only: the members always run in eval mode.
+    """
+
+    def __init__(self, skeleton: AtypicalClassifier, states: list[dict[str, torch.Tensor]],
+                 engine: str = "auto") -> None:
+        super().__init__()
+        if not states:
+            raise ValueError("an ensemble needs at least one member")
+        if engine not in ENSEMBLE_ENGINES:
+            raise ValueError(f"unknown ensemble engine {engine!r}; choose one of {ENSEMBLE_ENGINES}")
+        expected = {name: t.shape for name, t in skeleton.state_dict().items()}
+        names = list(expected)
+        for k, state in enumerate(states):
+            missing = sorted(set(names) - set(state))
+            unexpected = sorted(set(state) - set(names))
+            misshapen = sorted(n for n in set(state) & set(names) if state[n].shape != expected[n])
+            if missing or unexpected or misshapen:
+                raise ValueError(f"member {k} does not fit {type(skeleton).__name__}: missing {missing[:3]}, "
+                                 f"unexpected {unexpected[:3]}, wrong shape {misshapen[:3]}")
+        self.names = names
+        self.num_members = len(states)
+        self.engine = engine
+        self.attention_kind = skeleton.attention_kind
+        self.num_features = skeleton.num_features
+        for i, name in enumerate(names):
+            stacked = _stack([state[name] for state in states])
+            if stacked.is_floating_point():
+                self.register_parameter(f"stacked_{i}", nn.Parameter(stacked, requires_grad=False))
+            else:
+                self.register_buffer(f"stacked_{i}", stacked)
+        # The architecture without storage (its tensors copied as meta tensors, not their data); kept
+        # out of the module tree so .to() and .parameters() skip it.
+        memo: dict[int, torch.Tensor] = {
+            id(t): nn.Parameter(torch.empty_like(t, device="meta"), requires_grad=False)
+            if isinstance(t, nn.Parameter) else torch.empty_like(t, device="meta")
+            for t in [*skeleton.parameters(), *skeleton.buffers()]}
+        object.__setattr__(self, "skeleton", copy.deepcopy(skeleton, memo).eval())
+
+    def member_state(self, k: int | None = None) -> dict[str, torch.Tensor]:
+        """Every member's tensors stacked (``k`` None), or views of member ``k``'s."""
+        tensors = [getattr(self, f"stacked_{i}") for i in range(len(self.names))]
+        return dict(zip(self.names, tensors if k is None else [t[k] for t in tensors], strict=True))
+
+    def batched(self, device: torch.device) -> bool:
+        return self.engine == "vmap" or (self.engine == "auto" and device.type == "cuda")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skeleton = self.skeleton
+        if self.batched(x.device):
+            return vmap(lambda state, images: functional_call(skeleton, state, (images,)),
+                        in_dims=(0, None))(self.member_state(), x)
+        return torch.stack([functional_call(skeleton, self.member_state(k), (x,)) for k in range(self.num_members)])

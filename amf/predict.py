@@ -1,9 +1,10 @@
-"""P(atypical) for a batch of pages: one forward pass for all pages and all TTA views."""
+"""P(atypical) for a batch of pages: one forward pass for all pages, all TTA views and all ensemble members."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from amf.network import AtypicalClassifier
 from amf.preprocess import normalize, prepare_pages
 
 POSITIVE_INDEX = CLASS_NAMES.index("atypical")
+VIEW_COUNTS = {"none": 1, "flip2": 2, "dihedral4": 4, "dihedral8": 8}
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -42,24 +44,13 @@ def autocast_for(device: torch.device, enabled: bool = True, cpu_bf16: bool = Fa
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cpu" and cpu_bf16)
 
 
-@torch.no_grad()
-def predict_proba(
-    model: AtypicalClassifier,
-    pages: np.ndarray | torch.Tensor,
-    *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    tta: str = "none",
-    batch_size: int = 256,
-    amp: bool = True,
-    positive_index: int = POSITIVE_INDEX,
-) -> np.ndarray:
-    """P(atypical) for prepared uint8 N×H×W×3 pages, averaged over the TTA views' probabilities."""
+def _view_logits(model: torch.nn.Module, pages: np.ndarray | torch.Tensor, mean: Sequence[float],
+                 std: Sequence[float], tta: str, batch_size: int, amp: bool) -> Iterator[tuple[torch.Tensor, int]]:
+    """Per batch of pages: the logits of all its TTA views in one forward, (K×)(V·n)×classes view-major,
+    and n. Always in eval mode (BN running statistics, no dropout, no style mixing), whatever the
+    caller's mode: training validates its student mid-run, and a train-mode score is not the shipped one."""
     device = next(model.parameters()).device
     batch = torch.as_tensor(pages)
-    out = []
-    # Always eval mode (BN running statistics, no dropout, no style mixing), whatever the caller's
-    # mode: training validates its student mid-run, and a train-mode score is not the shipped one.
     was_training = model.training
     model.eval()
     try:
@@ -68,13 +59,59 @@ def predict_proba(
             views = tta_views(x, tta)
             with autocast_for(device, amp):
                 logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
-            probs = torch.softmax(logits.float(), dim=1)[:, positive_index]
-            out.append(probs.view(len(views), -1).mean(0).cpu())
+            yield logits, len(x)
     finally:
         model.train(was_training)
+
+
+def calibrated(logits: torch.Tensor, calibration: dict[str, Any] | None) -> torch.Tensor:
+    """Logits as the card's calibration sees them: divided by its temperature (none: unchanged)."""
+    if calibration is None:
+        return logits
+    if calibration.get("kind") != "temperature":
+        raise PredictionError(f"unknown calibration {calibration.get('kind')!r}")
+    return logits / float(calibration["temperature"])
+
+
+@torch.no_grad()
+def predict_proba(
+    model: torch.nn.Module,
+    pages: np.ndarray | torch.Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tta: str = "none",
+    batch_size: int = 256,
+    amp: bool = True,
+    positive_index: int = POSITIVE_INDEX,
+    calibration: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """P(atypical) for prepared uint8 N×H×W×3 pages, averaged over the TTA views' probabilities.
+
+    With a :class:`~amf.network.MemberEnsemble` (K×N×classes logits) the average runs over members
+    and views alike; ``calibration`` applies to each member's (and view's) logits before the softmax.
+    """
+    out = []
+    for logits, n in _view_logits(model, pages, mean, std, tta, batch_size, amp):
+        probs = torch.softmax(calibrated(logits.float(), calibration), dim=-1)[..., positive_index]
+        out.append(probs.reshape(-1, n).mean(0).cpu())  # rows: members × views
     if not out:
         return np.zeros(0, np.float64)
     return torch.cat(out).double().numpy()
+
+
+@torch.no_grad()
+def predict_view_logits(model: AtypicalClassifier, pages: np.ndarray | torch.Tensor, *, mean: Sequence[float],
+                        std: Sequence[float], tta: str = "dihedral4", batch_size: int = 256,
+                        amp: bool = True) -> np.ndarray:
+    """One network's raw logits for every page and TTA view, N×V×classes float32 (the views in
+    :func:`tta_views` order, so the first is the page as it is and ``flip2`` ⊂ ``dihedral4`` ⊂ ``dihedral8``)."""
+    out = []
+    for logits, n in _view_logits(model, pages, mean, std, tta, batch_size, amp):
+        out.append(logits.float().reshape(-1, n, logits.shape[-1]).transpose(0, 1).cpu())
+    if not out:
+        return np.zeros((0, VIEW_COUNTS[tta], 2), np.float32)
+    return torch.cat(out).numpy()
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -92,6 +129,7 @@ class Predictor:
         self.card = loaded.card
         self.tta = tta or loaded.card["tta"]
         self.threshold = loaded.threshold
+        self.calibration = loaded.calibration
         self.device = next(self.model.parameters()).device
 
     @classmethod
@@ -99,12 +137,12 @@ class Predictor:
         return cls(load_model_dir(path, pick_device(device)), tta=tta)
 
     def prepare(self, pages: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        return prepare_pages(pages, self.loaded.input_size)
+        return prepare_pages(pages, self.loaded.input_size, self.loaded.center_crop)
 
     def predict_proba(self, pages: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         probs = predict_proba(
             self.model, self.prepare(pages), mean=self.card["mean"], std=self.card["std"], tta=self.tta,
-            positive_index=self.loaded.positive_index,
+            positive_index=self.loaded.positive_index, calibration=self.calibration,
         )
         if not np.all(np.isfinite(probs)):
             raise PredictionError("the model produced a non-finite probability; refusing to write an output")

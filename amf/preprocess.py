@@ -5,7 +5,9 @@ Two steps, kept apart because training augments between them:
 1. :func:`prepare_pages` turns any page (gray, RGBA, 16-bit, float, any size) into an RGB uint8
    patch of the model's input size. Pages larger than the input are centre-cropped and smaller
    ones reflect-padded, never resized: MIDOG crops are centred on the figure and share one
-   pixel spacing, so resizing would change the apparent size of the nucleus.
+   pixel spacing, so resizing would change the apparent size of the nucleus. An optional
+   ``center_crop`` (0 = off; recorded in ``model.json``) then keeps only the central
+   ``center_crop`` pixels and upscales them back to the input size, for models trained that way.
 2. :func:`normalize` turns a uint8 NHWC batch into the float NCHW tensor the network eats.
 """
 
@@ -68,16 +70,30 @@ def fit_to_size(page: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(page)
 
 
-def prepare_page(page: np.ndarray, size: int) -> np.ndarray:
+def crop_and_upscale(patch: np.ndarray, crop: int) -> np.ndarray:
+    """The central crop×crop pixels of a square uint8 patch, resized (bilinear) back to its size; 0: unchanged."""
+    if not crop:
+        return patch
+    size = patch.shape[0]
+    if not 0 < crop <= size:
+        raise InputError(f"center_crop {crop} must lie in 1..{size} (the input size), or be 0 for off")
+    from PIL import Image  # only models trained with a centre crop need it
+
+    top = (size - crop) // 2
+    centre = Image.fromarray(np.ascontiguousarray(patch[top : top + crop, top : top + crop]))
+    return np.array(centre.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def prepare_page(page: np.ndarray, size: int, center_crop: int = 0) -> np.ndarray:
     """One page of any kind as the size×size×3 uint8 patch the model sees."""
-    return fit_to_size(to_rgb_uint8(page), size)
+    return crop_and_upscale(fit_to_size(to_rgb_uint8(page), size), center_crop)
 
 
-def prepare_pages(pages: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+def prepare_pages(pages: Sequence[np.ndarray] | np.ndarray, size: int, center_crop: int = 0) -> np.ndarray:
     """Pages of any kind as one N×size×size×3 uint8 array."""
     if len(pages) == 0:
         return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([prepare_page(p, size) for p in pages])
+    return np.stack([prepare_page(p, size, center_crop) for p in pages])
 
 
 def normalize(

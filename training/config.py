@@ -24,6 +24,7 @@ class DataConfig:
     manifests: list[str] = field(default_factory=lambda: ["../shared/data/ami-br/manifest.csv"])
     image_dirs: list[str] = field(default_factory=list)  # default: <manifest dir>/images for each
     input_size: int = 128
+    center_crop: int = 0  # >0: the central center_crop px upscaled back to input_size (amf.preprocess); in model.json
     weak_labels: list[str] = field(default_factory=lambda: list(WEAK_LABELS))
     split: str = "holdout"  # holdout | kfold | lodo | none
     val_fraction: float = 0.15  # one of round(1/f) slide-grouped folds; the log states the real share
@@ -124,6 +125,9 @@ class RunConfig:
 _NOT_IN_DIGEST = {"run": ("out", "resume", "progress", "device", "threads", "compile", "tta", "eval_domain_column",
                           "grad_probe_every"),
                   "data": ("cache_dir",)}
+# Settings added after runs were made: at these values they change nothing, so they stay out of the
+# digest and older checkpoints still resume.
+_DIGEST_SINCE = {"data": {"center_crop": 0}}
 
 
 @dataclass
@@ -146,6 +150,10 @@ class Config:
         for section, keys in _NOT_IN_DIGEST.items():
             for k in keys:
                 d[section].pop(k)
+        for section, neutral in _DIGEST_SINCE.items():
+            for k, v in neutral.items():
+                if d[section][k] == v:
+                    d[section].pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def check(self, given: set[str]) -> None:
@@ -154,6 +162,9 @@ class Config:
         if unknown:
             raise ValueError(f"align.label_weights names {', '.join(unknown)}, which is not a weak label "
                              f"(data.weak_labels: {', '.join(self.data.weak_labels)})")
+        if not 0 <= self.data.center_crop <= self.data.input_size:
+            raise ValueError(f"data.center_crop must be 0 (off) or 1..data.input_size ({self.data.input_size}), "
+                             f"got {self.data.center_crop}")
         if self.align.normalize not in ("standardize", "none"):
             raise ValueError(f"align.normalize must be standardize or none, got {self.align.normalize!r}")
         if self.optim.loss == "focal" and self.optim.label_smoothing:

@@ -82,17 +82,18 @@ def _read_rows(manifest: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
+def _decode(path: Path, size: int, center_crop: int = 0) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            return prepare_page(np.asarray(im), size)
+            return prepare_page(np.asarray(im), size, center_crop)
     except (OSError, UnidentifiedImageError) as err:
         raise InputError(f"cannot decode image {path}: {err}") from err
 
 
 def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: list[str], size: int,
-                   cache_dir: str | None = None) -> PatchSet:
-    """Read and combine manifests; decode every image once (cached as .npy keyed by content)."""
+                   cache_dir: str | None = None, center_crop: int = 0) -> PatchSet:
+    """Read and combine manifests; decode every image once (cached as .npy keyed by content), as
+    :func:`amf.preprocess.prepare_page` makes it for the model (``center_crop`` included)."""
     if not manifests:
         raise InputError("no manifest given")
     if image_dirs and len(image_dirs) != len(manifests):
@@ -124,12 +125,12 @@ def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: lis
             raise InputError(f"{len(missing)} images of {manifest} are missing from {folder}, e.g. {missing[0]}")
         if not any(row.get("filename") for row in rows):
             log.warning("%s has no slide (filename) column: splits cannot be grouped by slide", manifest)
-    images = _load_images(paths, size, cache_dir or None)
+    images = _load_images(paths, size, cache_dir or None, center_crop)
     return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()})
 
 
-def _load_images(paths: list[Path], size: int, cache_dir: str | None) -> np.ndarray:
-    key = hashlib.sha256(f"{size}".encode())
+def _load_images(paths: list[Path], size: int, cache_dir: str | None, center_crop: int = 0) -> np.ndarray:
+    key = hashlib.sha256(f"{size}{f'|crop{center_crop}' if center_crop else ''}".encode())
     for p in paths:
         st = p.stat()
         key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -141,7 +142,7 @@ def _load_images(paths: list[Path], size: int, cache_dir: str | None) -> np.ndar
             return cached
     from tqdm import tqdm
 
-    arr = np.stack([_decode(p, size) for p in tqdm(paths, desc="decoding patches", unit="img", leave=False,
+    arr = np.stack([_decode(p, size, center_crop) for p in tqdm(paths, desc="decoding patches", unit="img", leave=False,
                                                    disable=not sys.stderr.isatty())])
     if cache is not None:
         from amf.atomic import write_atomic

@@ -99,3 +99,24 @@ def domain_bars(per_domain: dict[str, dict[str, dict[str, Any]]], out: Path, tit
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+def reliability_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, title: str, bins: int = 15) -> Path:
+    """Reliability diagram: atypical share against mean P(atypical) per bin, one line per (labels, probs)."""
+    from amf.metrics import expected_calibration_error, reliability_bins
+
+    fig, (ax, ax_hist) = plt.subplots(2, 1, figsize=(5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
+    for name, (y, p) in curves.items():
+        r = reliability_bins(y, p, bins)
+        filled = r["count"] > 0
+        ax.plot(r["mean_prob"][filled], r["atypical_share"][filled], marker="o",
+                label=f"{name} (ECE {expected_calibration_error(y, p, bins):.3f})")
+        ax_hist.hist(p, bins=r["edges"], histtype="step", label=name)
+    ax.set(ylabel="atypical share", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    ax_hist.set(xlabel="P(atypical)", ylabel="patches", yscale="log")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

