@@ -168,6 +168,7 @@ def best_threshold(y_true: ArrayLike, y_score: ArrayLike) -> float:
     best = np.flatnonzero(np.isclose(bacc, bacc.max()))
     return float(cuts[best[np.argmin(np.abs(cuts[best] - 0.5))]])
 
+
 def reliability_bins(y_true: ArrayLike, prob: ArrayLike, bins: int = 15) -> dict[str, np.ndarray]:
     """Equal-width bins of P(atypical): per bin the cases, the mean probability and the atypical share."""
     y = np.asarray(y_true, dtype=np.float64)

@@ -100,6 +100,7 @@ def domain_bars(per_domain: dict[str, dict[str, dict[str, Any]]], out: Path, tit
     plt.close(fig)
     return out
 
+
 def reliability_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, title: str, bins: int = 15) -> Path:
     """Reliability diagram: atypical share against mean P(atypical) per bin, one line per (labels, probs)."""
     from amf.metrics import expected_calibration_error, reliability_bins
