@@ -2,6 +2,9 @@
 # The base brings CUDA, cuDNN and torch; only the pinned inference extras are installed on top.
 # CI builds this same file on a local stand-in for this base (see ci/build_base_image.sh).
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+# The torch and torchvision this base carries (CUDA 12.4 builds). The one place they are written:
+# ci/build_base_image.sh installs exactly these into CI's stand-in base; change them with FROM.
+LABEL org.amf.base.torch="2.5.1" org.amf.base.torchvision="0.20.1"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -251,6 +251,14 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         raise ModelDirError(f"{path} is not a model directory: {WEIGHTS_NAME} is missing")
+    record = card.get("weights")
+    recorded = record.get("sha256") if isinstance(record, dict) else None
+    if recorded:  # model.json records it (save_model_dir); a card without it is checked by loading alone
+        actual = _sha256(weights)
+        if actual != str(recorded).lower():
+            raise ModelDirError(f"{weights} does not match {CARD_NAME}: sha256 {actual[:16]}..., the card records "
+                                f"{str(recorded)[:16]}... (damaged or replaced weights; copy the model directory "
+                                "again or re-export it)")
     arch = card["architecture"]
     model = create_model(
         arch["backbone"], attention=arch["attention"], num_classes=arch["num_classes"], drop_rate=arch["drop_rate"]

@@ -2,21 +2,22 @@
 # Build the CI stand-in for the Dockerfile's base image and tag it with the EXACT name in FROM,
 # so `podman build` uses it unchanged and pulls nothing.
 #
-# The real base (pytorch/pytorch:*-runtime, several GB of CUDA) is not downloaded in CI. The
-# stand-in is Debian bookworm + python3.11 in /opt/conda (where the real image keeps `python`)
-# + torch/torchvision installed from this machine's local wheel indexes. The host's extra CA
-# certificates go into the stand-in only (never into git) so pip inside `podman build` reaches PyPI.
+# The real base (pytorch/pytorch:*-runtime, a conda image) is not pulled in CI. The stand-in is
+# Debian bookworm + python3.11 in /opt/conda (where the real image keeps `python`) + the torch and
+# torchvision the real base carries, read from the Dockerfile's LABEL org.amf.base.torch /
+# org.amf.base.torchvision next to FROM, installed with pip from PyPI (the CUDA 12.4 builds, as in
+# the real base; about 3.5 GB with their nvidia-*-cu12 libraries), the local wheel indexes as extras.
+# ci/base-constraints.txt pins their dependencies. The host's extra CA certificates go into the
+# stand-in only (never into git) so pip inside `podman build` reaches PyPI.
 #
 # Usage: ci/build_base_image.sh [--force] [--keep-rootfs]
-# Env:   AMF_CI_WORK (work dir, default /var/tmp/amf-ci), DEBIAN_MIRROR, TORCH_VERSION, TORCHVISION_VERSION
+# Env:   AMF_CI_WORK (work dir, default /var/tmp/amf-ci), DEBIAN_MIRROR
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${AMF_CI_WORK:-/var/tmp/amf-ci}"
 ROOT="$WORK/rootfs"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-TORCH_VERSION="${TORCH_VERSION:-2.14.1}"
-TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.29.1}"
 FORCE=0 KEEP=0
 for arg in "$@"; do
   case "$arg" in
@@ -28,6 +29,29 @@ done
 
 FROM_NAME="$(awk 'toupper($1) == "FROM" { print $2; exit }' "$REPO/Dockerfile")"
 [[ -n "$FROM_NAME" ]] || { echo "error: no FROM line in $REPO/Dockerfile" >&2; exit 1; }
+base_label() {  # the value of LABEL org.amf.base.<name>="..." in the Dockerfile
+  sed -nE "s/.*[[:space:]]org\.amf\.base\.$1=\"([^\"]+)\".*/\1/p" "$REPO/Dockerfile" | head -n 1
+}
+TORCH_VERSION="$(base_label torch)"
+TORCHVISION_VERSION="$(base_label torchvision)"
+if [[ -z "$TORCH_VERSION" || -z "$TORCHVISION_VERSION" ]]; then
+  echo "error: $REPO/Dockerfile lacks LABEL org.amf.base.torch=\"...\" org.amf.base.torchvision=\"...\"" >&2
+  exit 1
+fi
+# pytorch/pytorch:<torch>-cuda...: the label must name the torch of the FROM tag
+case "$FROM_NAME" in
+  pytorch/pytorch:*|*/pytorch/pytorch:*)
+    tag="${FROM_NAME##*:}"
+    if [[ "${tag%%-*}" != "$TORCH_VERSION" ]]; then
+      echo "error: FROM $FROM_NAME carries torch ${tag%%-*}, but LABEL org.amf.base.torch says $TORCH_VERSION" >&2
+      exit 1
+    fi ;;
+esac
+for pkg in torch torchvision; do
+  want="$([[ $pkg == torch ]] && echo "$TORCH_VERSION" || echo "$TORCHVISION_VERSION")"
+  grep -qixF "$pkg==$want" "$REPO/ci/base-constraints.txt" || {
+    echo "error: ci/base-constraints.txt does not pin $pkg==$want (regenerate it; see its header)" >&2; exit 1; }
+done
 # podman stores a Docker Hub name fully qualified; tag it that way so FROM finds it locally
 case "${FROM_NAME%%/*}" in
   *.*|*:*|localhost) TAG="$FROM_NAME" ;;
@@ -35,8 +59,13 @@ case "${FROM_NAME%%/*}" in
 esac
 
 if [[ $FORCE == 0 ]] && podman image exists "$TAG"; then
-  echo "base image $TAG already present (use --force to rebuild)"
-  exit 0
+  standin="$(podman image inspect --format '{{ index .Labels "org.amf.ci.standin" }}' "$TAG" 2>/dev/null || true)"
+  have="$(podman image inspect --format '{{ index .Labels "org.amf.base.torch" }}' "$TAG" 2>/dev/null || true)"
+  if [[ "$standin" != 1 || "$have" == "$TORCH_VERSION" ]]; then
+    echo "base image $TAG already present (use --force to rebuild)"
+    exit 0
+  fi
+  echo "stand-in $TAG carries torch ${have:-of unknown version}, the Dockerfile's base $TORCH_VERSION: rebuilding it"
 fi
 
 for tool in debootstrap podman chroot; do
@@ -94,7 +123,12 @@ done
 in_root /opt/conda/bin/pip install --no-cache-dir --progress-bar off "${extra[@]}" \
   -c /tmp/base-constraints.txt "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
   >"$WORK/pip.log" 2>&1 || { tail -20 "$WORK/pip.log" >&2; exit 1; }
-in_root python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+in_root python -c "
+import sys, torch, torchvision
+print('torch', torch.__version__, 'torchvision', torchvision.__version__)
+got = (torch.__version__.split('+')[0], torchvision.__version__.split('+')[0])
+sys.exit(None if got == tuple(sys.argv[1:3]) else f'error: installed {got}, the Dockerfile names {sys.argv[1:3]}')
+" "$TORCH_VERSION" "$TORCHVISION_VERSION"
 
 for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do umount -l "${MOUNTS[$i]}"; done
 MOUNTS=()
@@ -106,6 +140,7 @@ tar -C "$ROOT" --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./
       --change 'ENV PATH=/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'ENV LANG=C.UTF-8' \
       --change 'CMD ["python"]' \
+      --change "LABEL org.amf.ci.standin=1 org.amf.base.torch=$TORCH_VERSION org.amf.base.torchvision=$TORCHVISION_VERSION" \
       --message "CI stand-in for $FROM_NAME: Debian bookworm + torch $TORCH_VERSION (CPU use only)" \
       - "$TAG" >/dev/null
 podman run --rm --network none "$TAG" python -c "import sys, torch; print(sys.executable, torch.__version__)"

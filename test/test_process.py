@@ -205,3 +205,38 @@ def test_organizer_sample(tmp_path: Path, model_dir: Path) -> None:
     with tifffile.TiffFile(next((input_dir / "images").rglob("*.tif*"))) as tif:
         n_pages = len(tif.pages)
     assert validation_errors(read_output(tmp_path), n_pages) == []
+
+
+# -- weights checked against model.json ----------------------------------------------------------
+
+def flipped_weights(model_dir: Path, target: Path) -> Path:
+    """A copy of the model directory with one byte of a tensor flipped: still loadable, wrong sha256."""
+    shutil.copytree(model_dir, target)
+    weights = target / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01  # inside the last tensor's data, so safetensors would still load it
+    weights.write_bytes(bytes(data))
+    return target
+
+
+def test_weights_mismatch_is_refused(tmp_path: Path, model_dir: Path) -> None:
+    from amf.model_dir import load_model_dir
+
+    bad = flipped_weights(model_dir, tmp_path / "model")
+    with pytest.raises(ModelDirError, match=r"model\.safetensors does not match model\.json: sha256") as err:
+        load_model_dir(bad)
+    assert "\n" not in str(err.value)
+    card = json.loads((bad / "model.json").read_text())
+    del card["weights"]  # a card without the record is loaded on the strength of strict loading alone
+    (bad / "model.json").write_text(json.dumps(card))
+    load_model_dir(bad)
+
+
+def test_process_exits_3_on_a_weights_mismatch(tmp_path: Path, model_dir: Path) -> None:
+    bad = flipped_weights(model_dir, tmp_path / "model")
+    write_job(tmp_path / "in", synthetic_pages(2))
+    result = run_process("--input", tmp_path / "in", "--output", tmp_path / "out", "--model", bad, "--quiet")
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "does not match model.json" in lines[0], lines
+    assert not (tmp_path / "out" / OUTPUT_FILENAME).exists()
