@@ -9,8 +9,10 @@ Format 1: one network, fp32 weights. Format 2 adds what a format-1 reader would 
 wrong, so such a reader refuses it: ``members`` (K networks of one architecture in the one
 safetensors file, keys prefixed ``member.<k>.``, stored in fp16 and upcast to fp32 on load;
 the members' calibrated probabilities are averaged), ``calibration`` (a temperature applied to
-each member's logits) and ``center_crop`` (> 0). A directory is written in the lowest format
-that holds it, so a plain single network stays format 1.
+each member's logits), ``center_crop`` (> 0) and ``resize_to`` (a ViT's native input side: the
+input_size patch is resized to it on the device). A directory is written in the lowest format
+that holds it, so a plain single network stays format 1. ``architecture.backbone_kwargs`` (the
+timm keyword arguments of a ViT) needs no new format: a reader without it fails the strict load.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class LoadedModel:
         return int(self.card.get("center_crop") or 0)
 
     @property
+    def resize_to(self) -> int | None:
+        """The network's input side when it differs from ``input_size`` (a ViT's native size), else None."""
+        return int(self.card["resize_to"]) if self.card.get("resize_to") else None
+
+    @property
     def threshold(self) -> float:
         return float(self.card["threshold"])
 
@@ -85,9 +92,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def architecture_of(model: AtypicalClassifier, backbone: str, drop_rate: float) -> dict[str, Any]:
+def architecture_of(model: AtypicalClassifier, backbone: str, drop_rate: float,
+                    backbone_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``backbone`` is a timm architecture (never an hf-hub: name) and ``backbone_kwargs`` its JSON
+    keyword arguments, recorded only where there are any."""
     return {
         "backbone": backbone,
+        **({"backbone_kwargs": dict(backbone_kwargs)} if backbone_kwargs else {}),
         "attention": model.attention_kind,
         "num_classes": model.classifier.out_features,
         "num_features": model.num_features,
@@ -98,12 +109,17 @@ def architecture_of(model: AtypicalClassifier, backbone: str, drop_rate: float) 
 def make_card(model: AtypicalClassifier, *, backbone: str, drop_rate: float, input_size: int, threshold: float,
               threshold_source: str, tta: str, provenance: dict[str, Any] | None = None,
               metrics: dict[str, Any] | None = None, mean: tuple[float, ...] = IMAGENET_MEAN,
-              std: tuple[float, ...] = IMAGENET_STD, center_crop: int = 0) -> dict[str, Any]:
-    """Every key of ``model.json`` but those :func:`save_model_dir` adds (version, parameters, weights)."""
+              std: tuple[float, ...] = IMAGENET_STD, center_crop: int = 0,
+              backbone_kwargs: dict[str, Any] | None = None, resize_to: int | None = None) -> dict[str, Any]:
+    """Every key of ``model.json`` but those :func:`save_model_dir` adds (version, parameters, weights).
+
+    ``resize_to``: the network's input side where the input_size patch is resized on the device (a ViT's
+    native size); recorded only then, so a card without it means no resize."""
     return {
-        "architecture": architecture_of(model, backbone, drop_rate),
+        "architecture": architecture_of(model, backbone, drop_rate, backbone_kwargs),
         "input_size": int(input_size),
         "center_crop": int(center_crop),
+        **({"resize_to": int(resize_to)} if resize_to else {}),
         "mean": list(mean),
         "std": list(std),
         "class_names": list(CLASS_NAMES),
@@ -112,7 +128,8 @@ def make_card(model: AtypicalClassifier, *, backbone: str, drop_rate: float, inp
         "threshold_source": threshold_source,
         "tta": tta,
         "preprocessing": PREPROCESSING + (f"; then the central {center_crop} px resized (bilinear) back to input_size"
-                                          if center_crop else ""),
+                                          if center_crop else "")
+        + (f"; after normalisation, bilinear resize to {resize_to}×{resize_to} on the device" if resize_to else ""),
         "provenance": provenance or {},
         "metrics": metrics or {},
     }
@@ -120,7 +137,8 @@ def make_card(model: AtypicalClassifier, *, backbone: str, drop_rate: float, inp
 
 def format_needed(card: dict[str, Any]) -> int:
     """1 for a single network used as is; 2 once the card holds what a format-1 reader would ignore."""
-    return 2 if card.get("members") or card.get("calibration") or card.get("center_crop") else 1
+    return 2 if (card.get("members") or card.get("calibration") or card.get("center_crop")
+                 or card.get("resize_to")) else 1
 
 
 def _check_extensions(card: dict[str, Any], where: str) -> None:
@@ -139,6 +157,10 @@ def _check_extensions(card: dict[str, Any], where: str) -> None:
     crop = card.get("center_crop") or 0
     if not isinstance(crop, int) or not 0 <= crop <= int(card["input_size"]):
         raise ModelDirError(f"{where}: center_crop must be 0 (off) or 1..input_size, got {crop!r}")
+    resize = card.get("resize_to")
+    if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
+        raise ModelDirError(f"{where}: resize_to must be a positive integer (the network's input side), "
+                            f"got {resize!r}")
 
 
 def _detached(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -261,7 +283,8 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
                                 "again or re-export it)")
     arch = card["architecture"]
     model = create_model(
-        arch["backbone"], attention=arch["attention"], num_classes=arch["num_classes"], drop_rate=arch["drop_rate"]
+        arch["backbone"], attention=arch["attention"], num_classes=arch["num_classes"], drop_rate=arch["drop_rate"],
+        backbone_kwargs=arch.get("backbone_kwargs"),
     )
     try:
         state = load_file(str(weights))

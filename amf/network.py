@@ -8,6 +8,10 @@
 * ``forward_head(features, pre_logits=False)``: attention refinement and pooling to the
   embedding (``pre_logits=True``, where the alignment losses act), then the classifier.
 
+A ViT backbone (timm's, with ``num_prefix_tokens``) gives tokens, B×N×C: ``forward_features``
+turns its patch tokens into the B×C×h×w map the refinement acts on (:func:`_tokens_to_map`),
+so everything after it is the same for CNNs and ViTs.
+
 :class:`MemberEnsemble` holds K trained networks of one architecture as stacked weights and
 returns all K members' logits from one call.
 """
@@ -22,6 +26,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from amf import CLASS_NAMES
+from amf.backbones import HUB_PREFIX, timm_kwargs
 from amf.errors import ModelDirError
 
 ATTENTION_KINDS = ("cbam", "attnpool", "none")
@@ -78,10 +83,34 @@ def _build_refinement(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown attention refinement {kind!r}; choose one of {ATTENTION_KINDS}")
 
 
+def is_token_backbone(backbone: nn.Module) -> bool:
+    """A timm ViT (VisionTransformer, Eva, ...): its features are tokens, the first ``num_prefix_tokens``
+    of them class and register tokens."""
+    return isinstance(getattr(backbone, "num_prefix_tokens", None), int) and hasattr(backbone, "patch_embed")
+
+
+def _tokens_to_map(backbone: nn.Module, tokens: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """B×N×C ViT tokens as the B×C×h×w map of the patch tokens; class and register tokens dropped.
+
+    The result is a channels_last view of the tokens (no copy): token order is row-major over the grid.
+    """
+    embed = backbone.patch_embed
+    if getattr(backbone, "dynamic_img_size", False) and hasattr(embed, "dynamic_feat_size"):
+        h, w = embed.dynamic_feat_size(tuple(image_size))
+    else:
+        h, w = embed.grid_size
+    patches = tokens[:, backbone.num_prefix_tokens :]
+    if patches.shape[1] != h * w:
+        raise ValueError(f"{patches.shape[1]} patch tokens do not make the {h}×{w} grid of a "
+                         f"{image_size[0]}×{image_size[1]} input")
+    return patches.reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
 class AtypicalClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, attention: str, num_classes: int, drop_rate: float) -> None:
         super().__init__()
         self.backbone = backbone
+        self.token_backbone = is_token_backbone(backbone)
         self.num_features: int = backbone.num_features
         self.attention_kind = attention
         self.refine = _build_refinement(attention, self.num_features)
@@ -90,7 +119,10 @@ class AtypicalClassifier(nn.Module):
 
     # -- timm seams ---------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_features(x)
+        features = self.backbone.forward_features(x)
+        if self.token_backbone:
+            return _tokens_to_map(self.backbone, features, x.shape[-2:])
+        return features
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         embedding = self.refine(x)
@@ -110,17 +142,28 @@ def create_model(
     num_classes: int = len(CLASS_NAMES),
     drop_rate: float = 0.2,
     drop_path_rate: float = 0.0,
+    backbone_kwargs: dict | None = None,
 ) -> AtypicalClassifier:
-    """Build the classifier with random weights; ``training/pretrained.py`` loads ImageNet ones."""
+    """Build the classifier with random weights; ``training/pretrained.py`` loads pretrained ones.
+
+    ``backbone`` is a timm architecture and ``backbone_kwargs`` its JSON keyword arguments, built
+    exactly as given and offline (``amf.backbones.resolve_backbone`` turns a registry name into the two).
+    """
     if attention not in ATTENTION_KINDS:
         raise ValueError(f"unknown attention refinement {attention!r}; choose one of {ATTENTION_KINDS}")
+    if backbone.startswith(HUB_PREFIX):
+        raise ModelDirError(f"cannot build {backbone!r} offline: resolve it to its timm architecture with "
+                            "amf.backbones.resolve_backbone")
     try:
         body = timm.create_model(
-            backbone, pretrained=False, num_classes=0, global_pool="", drop_path_rate=drop_path_rate
+            backbone, pretrained=False, num_classes=0, global_pool="", drop_path_rate=drop_path_rate,
+            **timm_kwargs(backbone_kwargs)
         )
-    except RuntimeError as err:  # timm's unknown-model error
-        raise ModelDirError(f"cannot build backbone {backbone!r}: {err}") from err
+    except (RuntimeError, TypeError) as err:  # timm's unknown-model error; a kwarg the architecture lacks
+        given = f" with {backbone_kwargs}" if backbone_kwargs else ""
+        raise ModelDirError(f"cannot build backbone {backbone!r}{given}: {err}") from err
     return AtypicalClassifier(body, attention, num_classes, drop_rate)
+
 
 ENSEMBLE_ENGINES = ("auto", "vmap", "loop")
 

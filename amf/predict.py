@@ -45,7 +45,8 @@ def autocast_for(device: torch.device, enabled: bool = True, cpu_bf16: bool = Fa
 
 
 def _view_logits(model: torch.nn.Module, pages: np.ndarray | torch.Tensor, mean: Sequence[float],
-                 std: Sequence[float], tta: str, batch_size: int, amp: bool) -> Iterator[tuple[torch.Tensor, int]]:
+                 std: Sequence[float], tta: str, batch_size: int, amp: bool,
+                 resize_to: int | None = None) -> Iterator[tuple[torch.Tensor, int]]:
     """Per batch of pages: the logits of all its TTA views in one forward, (K×)(V·n)×classes view-major,
     and n. Always in eval mode (BN running statistics, no dropout, no style mixing), whatever the
     caller's mode: training validates its student mid-run, and a train-mode score is not the shipped one."""
@@ -55,7 +56,7 @@ def _view_logits(model: torch.nn.Module, pages: np.ndarray | torch.Tensor, mean:
     model.eval()
     try:
         for start in range(0, len(batch), batch_size):
-            x = normalize(batch[start : start + batch_size].to(device, non_blocking=True), mean, std)
+            x = normalize(batch[start : start + batch_size].to(device, non_blocking=True), mean, std, resize_to)
             views = tta_views(x, tta)
             with autocast_for(device, amp):
                 logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
@@ -85,14 +86,16 @@ def predict_proba(
     amp: bool = True,
     positive_index: int = POSITIVE_INDEX,
     calibration: dict[str, Any] | None = None,
+    resize_to: int | None = None,
 ) -> np.ndarray:
     """P(atypical) for prepared uint8 N×H×W×3 pages, averaged over the TTA views' probabilities.
+    ``resize_to``: the network's input side (the card's), where it differs from the pages'.
 
     With a :class:`~amf.network.MemberEnsemble` (K×N×classes logits) the average runs over members
     and views alike; ``calibration`` applies to each member's (and view's) logits before the softmax.
     """
     out = []
-    for logits, n in _view_logits(model, pages, mean, std, tta, batch_size, amp):
+    for logits, n in _view_logits(model, pages, mean, std, tta, batch_size, amp, resize_to):
         probs = torch.softmax(calibrated(logits.float(), calibration), dim=-1)[..., positive_index]
         out.append(probs.reshape(-1, n).mean(0).cpu())  # rows: members × views
     if not out:
@@ -103,11 +106,11 @@ def predict_proba(
 @torch.no_grad()
 def predict_view_logits(model: AtypicalClassifier, pages: np.ndarray | torch.Tensor, *, mean: Sequence[float],
                         std: Sequence[float], tta: str = "dihedral4", batch_size: int = 256,
-                        amp: bool = True) -> np.ndarray:
+                        amp: bool = True, resize_to: int | None = None) -> np.ndarray:
     """One network's raw logits for every page and TTA view, N×V×classes float32 (the views in
     :func:`tta_views` order, so the first is the page as it is and ``flip2`` ⊂ ``dihedral4`` ⊂ ``dihedral8``)."""
     out = []
-    for logits, n in _view_logits(model, pages, mean, std, tta, batch_size, amp):
+    for logits, n in _view_logits(model, pages, mean, std, tta, batch_size, amp, resize_to):
         out.append(logits.float().reshape(-1, n, logits.shape[-1]).transpose(0, 1).cpu())
     if not out:
         return np.zeros((0, VIEW_COUNTS[tta], 2), np.float32)
@@ -142,7 +145,7 @@ class Predictor:
     def predict_proba(self, pages: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         probs = predict_proba(
             self.model, self.prepare(pages), mean=self.card["mean"], std=self.card["std"], tta=self.tta,
-            positive_index=self.loaded.positive_index, calibration=self.calibration,
+            positive_index=self.loaded.positive_index, calibration=self.calibration, resize_to=self.loaded.resize_to,
         )
         if not np.all(np.isfinite(probs)):
             raise PredictionError("the model produced a non-finite probability; refusing to write an output")

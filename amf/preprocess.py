@@ -8,12 +8,17 @@ Two steps, kept apart because training augments between them:
    pixel spacing, so resizing would change the apparent size of the nucleus. An optional
    ``center_crop`` (0 = off; recorded in ``model.json``) then keeps only the central
    ``center_crop`` pixels and upscales them back to the input size, for models trained that way.
-2. :func:`normalize` turns a uint8 NHWC batch into the float NCHW tensor the network eats.
+2. :func:`normalize` turns a uint8 NHWC batch into the float NCHW tensor the network eats and,
+   for a network with a native input size (a ViT, ``resize_to`` in ``model.json``), resizes it
+   there, on the device (:func:`resize_batch`). Every page is resized by the same factor, so
+   apparent nucleus sizes stay comparable across pages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,12 +105,41 @@ def normalize(
     batch: torch.Tensor,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    resize_to: int | None = None,
 ) -> torch.Tensor:
     """uint8 N×H×W×3 (or float in [0, 1] N×3×H×W) to a normalised float32 N×3×H×W tensor.
 
     The result is channels_last in memory, which is what the convolutions here run fastest on.
+    ``resize_to``: the network's input side (:func:`resize_batch`); None leaves the size alone.
     """
     x = batch.permute(0, 3, 1, 2).float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+    x = ((x - m) / s).contiguous(memory_format=torch.channels_last)
+    return resize_batch(x, resize_to) if resize_to else x
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """How prepared uint8 patches become one network's input: its normalisation and its input side."""
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    resize_to: int | None = None  # None: the patch size as it is
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return normalize(batch, self.mean, self.std, self.resize_to)
+
+    def kwargs(self) -> dict[str, Any]:
+        """As keyword arguments of ``amf.predict.predict_proba``."""
+        return {"mean": self.mean, "std": self.std, "resize_to": self.resize_to}
+
+
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A float N×3×H×W batch resized to size×size: bilinear, antialiased when it shrinks; unchanged at that size."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    shrink = size < max(x.shape[-2:])
+    out = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                          antialias=shrink)
+    return out.contiguous(memory_format=torch.channels_last)

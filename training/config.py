@@ -52,12 +52,27 @@ class AugmentConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (peft) on a frozen ViT backbone; the head and attention refinement train in full."""
+
+    rank: int = 0  # 0: off (every weight trains); > 0: the backbone frozen, adapters of this rank
+    alpha: float = 16.0  # the adapters' update is scaled by alpha / rank
+    dropout: float = 0.05
+    # peft names: a module whose name is, or ends with ".", one of these (fc1_g/fc1_x: SwiGLU in DINOv3)
+    target_modules: list[str] = field(
+        default_factory=lambda: ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2", "mlp.fc1_g", "mlp.fc1_x"])
+
+
+@dataclass
 class ModelConfig:
-    backbone: str = "tf_efficientnet_lite0"
+    backbone: str = "tf_efficientnet_lite0"  # any timm name, or a registry name (amf/backbones.py: hf-hub:...)
     attention: str = "cbam"  # cbam | attnpool | none
     drop_rate: float = 0.2
     drop_path_rate: float = 0.05
-    pretrained: str = "auto"  # auto | wheel | timm | none
+    pretrained: str = "auto"  # auto | wheel | timm | hub | none
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # timm kwargs over the registry's, e.g. depth
+    resize: int = -1  # network input side: -1 a ViT's native size (a CNN: none); 0 never; N: N×N
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -128,6 +143,7 @@ _NOT_IN_DIGEST = {"run": ("out", "resume", "progress", "device", "threads", "com
 # Settings added after runs were made: at these values they change nothing, so they stay out of the
 # digest and older checkpoints still resume.
 _DIGEST_SINCE = {"data": {"center_crop": 0}}
+_DIGEST_SINCE["model"] = {"backbone_kwargs": {}, "resize": -1, "lora": dataclasses.asdict(LoraConfig())}
 
 
 @dataclass
@@ -172,6 +188,15 @@ class Config:
         if "optim.focal_gamma" in given and self.optim.loss != "focal":
             raise ValueError(f"optim.focal_gamma does nothing with optim.loss={self.optim.loss}; "
                              "set optim.loss=focal or drop it")
+        lora = self.model.lora
+        if lora.rank < 0:
+            raise ValueError(f"model.lora.rank must be 0 (off) or positive, got {lora.rank}")
+        if not lora.rank and dataclasses.asdict(lora) != dataclasses.asdict(LoraConfig()):
+            raise ValueError("model.lora settings do nothing with model.lora.rank=0; set a rank or drop them")
+        if lora.rank and not lora.target_modules:
+            raise ValueError("model.lora.target_modules is empty: LoRA would adapt nothing")
+        if self.model.resize < -1:
+            raise ValueError(f"model.resize must be -1 (auto), 0 (never) or a side in pixels, got {self.model.resize}")
 
 
 def _apply(section: Any, key: str, value: Any, where: str) -> None:
@@ -179,6 +204,10 @@ def _apply(section: Any, key: str, value: Any, where: str) -> None:
     if key not in names:
         raise ValueError(f"unknown setting {where}; {type(section).__name__} has: {', '.join(sorted(names))}")
     current = getattr(section, key)
+    if dataclasses.is_dataclass(current) and isinstance(value, dict):  # a nested section, e.g. model.lora
+        for sub, sub_value in value.items():
+            _apply(current, sub, sub_value, f"{where}.{sub}")
+        return
     if isinstance(current, bool) and not isinstance(value, bool):
         raise ValueError(f"{where} must be true or false, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -212,10 +241,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ValueError(f"override {item!r} is not of the form section.key=value")
         dotted, raw = item.split("=", 1)
         section_name, key = dotted.split(".", 1)
-        if "." in key:  # e.g. align.label_weights.Scanner=2
+        if "." in key:  # e.g. align.label_weights.Scanner=2, model.lora.rank=8
             key, sub = key.split(".", 1)
-            _merge(cfg, {section_name: {key: {**getattr(getattr(cfg, section_name), key), sub: yaml.safe_load(raw)}}},
-                   given)
+            current = getattr(getattr(cfg, section_name), key, None)
+            if dataclasses.is_dataclass(current):
+                _merge(cfg, {section_name: {key: {sub: yaml.safe_load(raw)}}}, given)
+            else:
+                _merge(cfg, {section_name: {key: {**(current or {}), sub: yaml.safe_load(raw)}}}, given)
         else:
             _merge(cfg, {section_name: {key: yaml.safe_load(raw)}}, given)
     cfg.check(given)

@@ -5,6 +5,10 @@ swapping them between samples synthesises new sites while keeping the content. T
 the identity in eval mode and holds no parameters. It attaches to a network from outside, as
 forward hooks on named backbone stages (:func:`attach_style_mixers`), so the shipped network
 never carries it.
+
+On a ViT the hooked blocks give tokens, B×N×C: in token mode (``prefix_tokens`` set, from the
+backbone's ``num_prefix_tokens``) the statistics are per channel over the patch tokens, and the
+class and register tokens pass through untouched.
 """
 
 from __future__ import annotations
@@ -15,33 +19,45 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from amf.network import is_token_backbone
+
 MIX_MODES = ("random", "crossdomain")
 
 
 class MixStyle(nn.Module):
-    def __init__(self, p: float = 0.5, alpha: float = 0.1, mix: str = "random", eps: float = 1e-6) -> None:
+    def __init__(self, p: float = 0.5, alpha: float = 0.1, mix: str = "random", eps: float = 1e-6,
+                 prefix_tokens: int | None = None) -> None:
         super().__init__()
         if mix not in MIX_MODES:
             raise ValueError(f"unknown MixStyle mode {mix!r}; choose one of {MIX_MODES}")
         self.p, self.alpha, self.mix, self.eps = p, alpha, mix, eps
+        self.prefix_tokens = prefix_tokens  # None: B×C×H×W maps; k: B×N×C tokens, the first k left alone
         self._beta = torch.distributions.Beta(alpha, alpha)
         self.sites: torch.Tensor | None = None  # joint site code per sample of the current batch, -1 unknown
 
     def __repr__(self) -> str:
-        return f"MixStyle(p={self.p}, alpha={self.alpha}, mix={self.mix})"
+        tokens = "" if self.prefix_tokens is None else f", tokens after {self.prefix_tokens}"
+        return f"MixStyle(p={self.p}, alpha={self.alpha}, mix={self.mix}{tokens})"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p <= 0 or x.shape[0] < 2 or torch.rand(()) > self.p:
             return x
+        if self.prefix_tokens is not None:
+            k = self.prefix_tokens
+            return torch.cat([x[:, :k], self._mix(x[:, k:], dims=(1,))], dim=1)
+        return self._mix(x, dims=(2, 3))
+
+    def _mix(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        """Mix the per-sample, per-channel statistics over ``dims`` (the positions) with a partner's."""
         b = x.shape[0]
         # Statistics in fp32: under bf16 autocast the variance of small maps underflows.
         xf = x.float()
-        mu = xf.mean(dim=(2, 3), keepdim=True)
-        sig = (xf.var(dim=(2, 3), keepdim=True) + self.eps).sqrt()
+        mu = xf.mean(dim=dims, keepdim=True)
+        sig = (xf.var(dim=dims, keepdim=True) + self.eps).sqrt()
         # Stop-gradient on the statistics, as in the paper: mixing must not be learned around.
         mu, sig = mu.detach(), sig.detach()
         normed = (xf - mu) / sig
-        lam = self._beta.sample((b, 1, 1, 1)).to(x.device)
+        lam = self._beta.sample((b,) + (1,) * (x.dim() - 1)).to(x.device)
         perm = self._partners(b, self.sites, x.device)
         mu_mix = lam * mu + (1 - lam) * mu[perm]
         sig_mix = lam * sig + (1 - lam) * sig[perm]
@@ -107,5 +123,8 @@ class StyleMixers(nn.Module):
 
 
 def attach_style_mixers(model: nn.Module, stages: Iterable[str], **kwargs: float | str) -> StyleMixers:
-    """Hook MixStyle after each named stage of ``model.backbone`` (e.g. ``blocks.1``)."""
+    """Hook MixStyle after each named stage of ``model.backbone`` (e.g. ``blocks.1``; a ViT's
+    ``blocks.2``, in token mode)."""
+    if is_token_backbone(model.backbone):
+        kwargs.setdefault("prefix_tokens", model.backbone.num_prefix_tokens)
     return StyleMixers(model.backbone, stages, **kwargs)

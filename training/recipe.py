@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amf.backbones import model_input, resolve_backbone
 from amf.network import AtypicalClassifier
 from amf.predict import autocast_for
-from amf.preprocess import normalize
 from training.align import DomainAlignment
 from training.augment import BatchAugment
 from training.config import Config
 from training.distil import EmaTeacher, distillation_loss, sigmoid_rampup
+from training.lora import LoraAdapters, attach_lora, merge_lora, parameter_counts
 from training.mixstyle import StyleMixers, attach_style_mixers
 
 
@@ -49,7 +50,9 @@ def last_stage_parameters(model: AtypicalClassifier) -> list[nn.Parameter]:
     info = getattr(model.backbone, "feature_info", None)
     name = info[-1]["module"] if info else None
     stage = model.backbone.get_submodule(name) if name else model.backbone
-    return [p for p in stage.parameters() if p.requires_grad]
+    params = [p for p in stage.parameters() if p.requires_grad]
+    # A frozen last stage without adapters: the refinement (or the head) is where the terms meet.
+    return params or [p for p in model.refine.parameters() if p.requires_grad] or list(model.classifier.parameters())
 
 
 class MixAlignDistil:
@@ -57,6 +60,13 @@ class MixAlignDistil:
                  class_counts: list[int], ddp: bool = False, align_labels: list[str] | None = None) -> None:
         """``align_labels``: the weak labels that vary in the training data (default: every weighted one)."""
         self.cfg, self.device, self.ddp = cfg, device, ddp
+        # How patches become the network's input: the backbone's normalisation and, for a ViT, its native size.
+        self.inputs = model_input(resolve_backbone(cfg.model.backbone, cfg.model.backbone_kwargs), model.backbone,
+                                  cfg.data.input_size, cfg.model.resize)
+        # LoRA before the teacher and the optimizer: both see the adapters as the trainable parameters.
+        self.lora: LoraAdapters | None = attach_lora(model, cfg.model.lora) if cfg.model.lora.rank else None
+        self.lora_report: dict[str, Any] | None = None  # set when the adapters are merged
+        self.parameter_counts = parameter_counts(model)
         self.student = model.to(device).to(memory_format=torch.channels_last)
         # The teacher is copied before any style mixer hooks the student: it sees clean views only.
         self.teacher = EmaTeacher(model, cfg.distil.decay).to(device) if cfg.distil.enabled else None
@@ -78,7 +88,8 @@ class MixAlignDistil:
         o = cfg.optim
         decay, no_decay = [], []
         for name, p in model.named_parameters():
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+            if p.requires_grad:  # a frozen backbone (LoRA) holds no optimizer state
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr)
         self.total_steps = max(1, o.epochs * steps_per_epoch)
@@ -106,7 +117,7 @@ class MixAlignDistil:
         x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         clean = self.augment.geometric(x)
         perturbed = self.augment.photometric(clean)
-        return normalize(perturbed), normalize(clean)
+        return self.inputs(perturbed), self.inputs(clean)
 
     def _probe_due(self) -> bool:
         every = self.cfg.run.grad_probe_every
@@ -177,10 +188,18 @@ class MixAlignDistil:
         return losses
 
     def shipped_student(self) -> AtypicalClassifier:
-        """The student as it ships: a CPU copy with no training hook attached."""
+        """The student as it ships: no training hook attached and, after LoRA, the adapters merged into
+        the weights. Training is over after this: a LoRA teacher, which ran the adapters' EMA through the
+        student's modules, is dropped with them."""
         if self.mixers is not None:
             self.mixers.remove()
             self.mixers = None
+        if self.lora is not None:
+            side = self.inputs.resize_to or self.cfg.data.input_size
+            probe = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0)).to(self.device)
+            change = merge_lora(self.student, self.lora, probe)
+            self.lora_report = {**self.lora.report(), "merged": True, "merge_max_logit_change": change}
+            self.lora, self.teacher = None, None
         return self.student
 
     def state_dict(self) -> dict[str, Any]:

@@ -26,12 +26,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from amf.atomic import nan_to_null, write_atomic, write_json_atomic
+from amf.backbones import resolve_backbone
 from amf.errors import AmfError
 from amf.metrics import best_threshold, domain_metrics
 from amf.model_dir import make_card, save_model_dir
 from amf.network import create_model
 from amf.predict import predict_proba, predict_view_logits
-from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from amf.preprocess import ModelInput
 from amf.provenance import git_state
 from training import plots
 from training.config import Config, load_config, save_config
@@ -84,8 +85,10 @@ def _batch(data: PatchSet, idx: np.ndarray, sites: np.ndarray) -> dict[str, Any]
     }
 
 
-def _scores(model: torch.nn.Module, data: PatchSet, idx: np.ndarray, cfg: Config, tta: str) -> np.ndarray:
-    return predict_proba(model, data.images[idx], mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=tta, amp=cfg.run.amp)
+def _scores(model: torch.nn.Module, data: PatchSet, idx: np.ndarray, cfg: Config, tta: str,
+            inputs: ModelInput | None = None) -> np.ndarray:
+    """``inputs``: the network's normalisation and input side (``MixAlignDistil.inputs``); default ImageNet, as is."""
+    return predict_proba(model, data.images[idx], **(inputs or ModelInput()).kwargs(), tta=tta, amp=cfg.run.amp)
 
 
 def _metrics(data: PatchSet, idx: np.ndarray, probs: np.ndarray, threshold: float, cfg: Config) -> dict[str, Any]:
@@ -101,9 +104,9 @@ def _metrics(data: PatchSet, idx: np.ndarray, probs: np.ndarray, threshold: floa
 
 
 def evaluate(model: torch.nn.Module, data: PatchSet, idx: np.ndarray, cfg: Config, tta: str,
-             threshold: float) -> tuple[np.ndarray, dict[str, Any]]:
+             threshold: float, inputs: ModelInput | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """P(atypical) and :func:`_metrics` at ``threshold``."""
-    probs = _scores(model, data, idx, cfg, tta)
+    probs = _scores(model, data, idx, cfg, tta, inputs)
     return probs, _metrics(data, idx, probs, threshold, cfg)
 
 
@@ -174,9 +177,10 @@ def train(cfg: Config) -> dict[str, Any]:
     train_set = data.subset(split.train)
     sites = train_set.site_codes()
 
-    model = create_model(cfg.model.backbone, attention=cfg.model.attention, drop_rate=cfg.model.drop_rate,
-                         drop_path_rate=cfg.model.drop_path_rate)
-    pretrained_source = load_pretrained(model, cfg.model.backbone, cfg.model.pretrained)
+    spec = resolve_backbone(cfg.model.backbone, cfg.model.backbone_kwargs)  # a registry name -> timm arch + kwargs
+    model = create_model(spec.architecture, attention=cfg.model.attention, drop_rate=cfg.model.drop_rate,
+                         drop_path_rate=cfg.model.drop_path_rate, backbone_kwargs=spec.kwargs)
+    pretrained_source = load_pretrained(model, spec.architecture, cfg.model.pretrained, spec)
     sampler = BatchSampler(train_set.labels, cfg.optim.batch_size, cfg.optim.sampler, cfg.run.seed, rank, world)
     if len(sampler) == 0:
         raise AmfError(f"{len(train_set)} training patches make no batch of {cfg.optim.batch_size} "
@@ -190,6 +194,11 @@ def train(cfg: Config) -> dict[str, Any]:
                  ", ".join(algo.align.weights) or "no label", ", ".join(idle) or "none")
     log.info("recipe: mix=%s align=%s distil=%s", algo.mixers or "off",
              algo.align or "off", f"EMA {cfg.distil.decay}, T={cfg.distil.temperature}" if algo.teacher else "off")
+    counts = algo.parameter_counts
+    log.info("network: %s%s, input %d px%s; %d of %d parameters train%s", spec.architecture,
+             f" ({spec.name})" if spec.name != spec.architecture else "", cfg.data.input_size,
+             f" resized to {algo.inputs.resize_to}" if algo.inputs.resize_to else "", counts["trainable_parameters"],
+             counts["total_parameters"], f" (LoRA r={cfg.model.lora.rank})" if algo.lora else "")
 
     ckpt_path = out / "checkpoint.pt"
     start_epoch = 0
@@ -208,10 +217,11 @@ def train(cfg: Config) -> dict[str, Any]:
         row = _train_epoch(cfg, algo, train_set, sampler, sites, epoch, world, metrics_path if rank == 0 else None)
         if rank == 0:
             if len(split.val):
-                row.update(_flat("val/student", evaluate(algo.student, data, split.val, cfg, "none", 0.5)[1]))
+                row.update(_flat("val/student", evaluate(algo.student, data, split.val, cfg, "none", 0.5,
+                                                         algo.inputs)[1]))
                 if algo.teacher is not None:
                     row.update(_flat("val/teacher", evaluate(algo.teacher.module, data, split.val, cfg, "none",
-                                                             0.5)[1]))
+                                                             0.5, algo.inputs)[1]))
             with open(metrics_path, "a") as fh:
                 fh.write(json.dumps(nan_to_null(row)) + "\n")
             _save_checkpoint(ckpt_path, algo, epoch, cfg)
@@ -233,10 +243,11 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
     models = {"student": algo.student}
     if algo.teacher is not None:
         models["teacher"] = algo.teacher.module
-    results, curves = _score_final(cfg, data, split, models)
+    results, curves = _score_final(cfg, data, split, models, algo.inputs)
     student = copy.deepcopy(algo.shipped_student()).cpu()
     if len(split.val):
-        save_val_predictions(out / VAL_PREDICTIONS, cfg, data, split, algo.student)
+        save_val_predictions(out / VAL_PREDICTIONS, cfg, data, split, algo.student, algo.inputs)
+    spec = resolve_backbone(cfg.model.backbone, cfg.model.backbone_kwargs)
     provenance = {
         "data": {"manifests": cfg.data.manifests, "split": split.description,
                  "train": data.subset(split.train).summary()},
@@ -248,14 +259,19 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
                                                                                 - set(align_labels))},
                    "distil": cfg.distil.enabled},
         "pretrained": pretrained_source,
+        **({"backbone": {"name": spec.name, "weights": spec.weights, "licence": spec.licence}}
+           if spec.registered else {}),
+        **({"lora": algo.lora_report} if algo.lora_report else {}),
+        "trainable_parameters": algo.parameter_counts["trainable_parameters"],
         "config_digest": cfg.digest(),
         "git_commit": code["commit"],
         "git_dirty": code["dirty"],
         "torch": torch.__version__,
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    card = make_card(student, backbone=cfg.model.backbone, drop_rate=cfg.model.drop_rate,
+    card = make_card(student, backbone=spec.architecture, backbone_kwargs=spec.kwargs, drop_rate=cfg.model.drop_rate,
                      input_size=cfg.data.input_size, center_crop=cfg.data.center_crop,
+                     mean=algo.inputs.mean, std=algo.inputs.std, resize_to=algo.inputs.resize_to,
                      threshold=results["student"]["threshold"],
                      threshold_source="maximises balanced accuracy on the validation split" if len(split.val)
                      else "default", tta=cfg.run.tta, provenance=provenance,
@@ -272,12 +288,13 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
 VAL_PREDICTIONS = "val_predictions.npz"
 
 
-def save_val_predictions(path: Path, cfg: Config, data: PatchSet, split: Split, model: torch.nn.Module) -> None:
+def save_val_predictions(path: Path, cfg: Config, data: PatchSet, split: Split, model: torch.nn.Module,
+                         inputs: ModelInput | None = None) -> None:
     """The shipped student's raw logits on every validation patch and dihedral view, with what
     identifies the patches: with ``data.split=kfold`` these are the fold's out-of-fold predictions,
     which ``training.ensemble`` pools across folds to fit the threshold and the calibration."""
     views = "dihedral8" if cfg.run.tta == "dihedral8" else "dihedral4"
-    logits = predict_view_logits(model, data.images[split.val], mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=views,
+    logits = predict_view_logits(model, data.images[split.val], **(inputs or ModelInput()).kwargs(), tta=views,
                                  amp=cfg.run.amp)
     column = cfg.run.eval_domain_column
     arrays = {
@@ -301,7 +318,8 @@ def save_val_predictions(path: Path, cfg: Config, data: PatchSet, split: Split, 
     write_atomic(path, save)
 
 
-def _score_final(cfg: Config, data: PatchSet, split: Split, models: dict[str, torch.nn.Module]
+def _score_final(cfg: Config, data: PatchSet, split: Split, models: dict[str, torch.nn.Module],
+                 inputs: ModelInput | None = None
                  ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray, float]]]:
     """Each model's validation threshold and its metrics on val and test, with the TTA that ships."""
     results: dict[str, Any] = {}
@@ -310,12 +328,12 @@ def _score_final(cfg: Config, data: PatchSet, split: Split, models: dict[str, to
         results[name] = {}
         threshold = 0.5
         if len(split.val):
-            val_probs = _scores(model, data, split.val, cfg, cfg.run.tta)
+            val_probs = _scores(model, data, split.val, cfg, cfg.run.tta, inputs)
             threshold = best_threshold(data.labels[split.val], val_probs)
             results[name]["val"] = _metrics(data, split.val, val_probs, threshold, cfg)
             curves[f"val {name}"] = (data.labels[split.val], val_probs, threshold)
         if len(split.test):
-            test_probs, test_metrics = evaluate(model, data, split.test, cfg, cfg.run.tta, threshold)
+            test_probs, test_metrics = evaluate(model, data, split.test, cfg, cfg.run.tta, threshold, inputs)
             results[name]["test"] = test_metrics
             curves[f"test {name}"] = (data.labels[split.test], test_probs, threshold)
         results[name]["threshold"] = threshold
