@@ -4,7 +4,7 @@ stack, plus the organizer's ground truth."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import numpy as np
 from amf import CLASS_NAMES
 from amf.atomic import write_atomic, write_json_atomic
 from amf.errors import InputError
-from amf.manifest import read_manifest
+from amf.manifest import cell, read_cases, read_rgb
 from amf.organizer import SLUG
 from leaderboard.layout import DOMAIN_NAMES_FILE, GROUND_TRUTH, METRICS, PACK, RUN, inputs_json, now
 
@@ -22,7 +22,6 @@ from leaderboard.layout import DOMAIN_NAMES_FILE, GROUND_TRUTH, METRICS, PACK, R
 # 102351 and 101949 dpi, i.e. about 0.248 and 0.249 µm per pixel.
 SAMPLE_DPI = (102351, 101949)
 UNKNOWN = "unknown"  # the domain of cases with an empty domain cell, named as training names it
-LABELS = {"amf": 1, "atypical": 1, "1": 1, "nmf": 0, "normal": 0, "0": 0}
 
 
 @dataclass
@@ -55,52 +54,35 @@ def parse_where(items: Sequence[str]) -> dict[str, set[str]]:
     return where
 
 
-def _check_columns(path: Path, columns: list[str], needed: Iterable[str]) -> None:
-    missing = [c for c in needed if c not in columns]
-    if missing:
-        raise InputError(f"{path} has no column {', '.join(map(repr, missing))}; it has {', '.join(columns)}")
-
-
-def _label_of(value: str, where: str) -> int:
-    label = LABELS.get(value.strip().lower())
-    if label is None:
-        raise InputError(f"{where}: label {value!r} is neither AMF/atypical nor NMF/normal")
-    return label
-
-
-def _matches(row: dict[str, str], where: dict[str, set[str]]) -> bool:
-    return all((row.get(col) or "").strip() in values for col, values in where.items())
+def _matches(row: Mapping[str | None, object], where: dict[str, set[str]]) -> bool:
+    return all(cell(row, col) in values for col, values in where.items())
 
 
 def load_cases(manifests: Sequence[Path], images: Path | None, label_column: str, domain_column: str,
                where: dict[str, set[str]]) -> list[Case]:
-    """Labelled cases of all manifests that pass the filters, in a stable order."""
+    """Labelled cases of all manifests that pass the filters, in a stable order (read, labelled and checked by
+    :func:`amf.manifest.read_cases`, as training reads them)."""
     cases: list[Case] = []
     seen: dict[Path, str] = {}
     values: dict[str, set[str]] = {col: set() for col in where}  # to say what the filters could match
+
+    def keep(row: Mapping[str | None, object]) -> bool:
+        for col in where:
+            values[col].add(cell(row, col))
+        return _matches(row, where)
+
     for manifest in manifests:
-        rows, columns = read_manifest(manifest)
-        _check_columns(manifest, columns, ["image_id", label_column, domain_column, *where])
-        folder = images if images is not None else manifest.parent / "images"
-        for i, row in enumerate(rows, start=2):  # line 1 is the header
-            for col in where:
-                values[col].add((row[col] or "").strip())
-            if not _matches(row, where):
-                continue
-            path = folder / row["image_id"]
-            if path in seen:
-                raise InputError(f"{path} is listed twice ({seen[path]} and {manifest} line {i})")
-            seen[path] = f"{manifest} line {i}"
-            domain = (row[domain_column] or "").strip() or UNKNOWN
-            label = _label_of(row[label_column] or "", f"{manifest} line {i}")
-            cases.append(Case(row["image_id"], path, label, domain, str(manifest)))
+        for case in read_cases(manifest, images, label_column=label_column, columns=[domain_column, *where],
+                               keep=keep):
+            if case.path in seen:
+                raise InputError(f"{case.path} is listed twice ({seen[case.path]} and {case.where})")
+            seen[case.path] = case.where
+            cases.append(Case(case.image_id, case.path, case.label, case.cell(domain_column) or UNKNOWN,
+                              str(manifest)))
     if not cases:
         known = "; ".join(f"{col} has {', '.join(repr(v) for v in sorted(vals)[:12])}" for col, vals in values.items())
         raise InputError(f"no case passes the filters {dict(where) or ''} in {', '.join(map(str, manifests))}"
                          + (f" ({known})" if known else ""))
-    missing = [c.path for c in cases if not c.path.is_file()]
-    if missing:
-        raise InputError(f"{len(missing)} patch files are missing, e.g. {missing[0]}")
     return sorted(cases, key=lambda c: (c.manifest, c.image_id))
 
 
@@ -148,16 +130,6 @@ def number_domains(cases: list[Case]) -> dict[str, int]:
     if any(c.domain == UNKNOWN for c in cases):
         names.append(UNKNOWN)
     return {name: i for i, name in enumerate(names, start=1)}
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image  # pillow is only needed to pack
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as err:
-        raise InputError(f"cannot read patch {path}: {err}") from err
 
 
 def write_stack(path: Path, pages: Sequence[np.ndarray], dpi: tuple[int, int] = SAMPLE_DPI) -> Path:
@@ -214,7 +186,7 @@ def pack(manifests: Sequence[Path], out: Path, *, images: Path | None = None, st
             f"{domain_numbers[UNKNOWN]} {UNKNOWN!r} (metadata missing, not a {domain_column} value)")
     for stack in stacks:
         job = out / "jobs" / stack.name / "input"
-        write_stack(job / "images" / SLUG / stack.image, [_read_rgb(c.path) for c in stack.cases], dpi)
+        write_stack(job / "images" / SLUG / stack.image, [read_rgb(c.path) for c in stack.cases], dpi)
         write_json_atomic(job / "inputs.json", inputs_json(stack.image), indent=4)
     write_json_atomic(out / GROUND_TRUTH, ground_truth(stacks, domain_numbers))
     write_json_atomic(out / DOMAIN_NAMES_FILE, {"column": domain_column,

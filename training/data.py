@@ -2,8 +2,9 @@
 
 A manifest is a CSV in the MIDOG25 atypical-set columns (``image_id, filename, coordinateX,
 coordinateY, Tumor, Scanner, Origin, Species, expert1..3, majority``) or any subset that keeps
-``image_id`` and ``majority`` (e.g. OMG-Octo's ``image_id, filename, majority``). Several
-manifests combine into one set. An empty metadata cell means unknown, never a domain of its own.
+``image_id`` and ``majority`` (e.g. OMG-Octo's ``image_id, filename, majority``), read, labelled and
+decoded by :mod:`amf.manifest` as the local leaderboard reads it. Several manifests combine into one
+set. An empty metadata cell means unknown, never a domain of its own.
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from amf.errors import InputError
-from amf.manifest import read_manifest
-from amf.preprocess import prepare_page
+from amf.manifest import decode_image, read_cases
 
 log = logging.getLogger(__name__)
-LABELS = {"NMF": 0, "NORMAL": 0, "AMF": 1, "ATYPICAL": 1}
 UNKNOWN = -1
 
 
@@ -70,26 +68,6 @@ class PatchSet:
         }
 
 
-def _read_rows(manifest: Path) -> list[dict[str, str]]:
-    if not manifest.is_file():
-        raise InputError(f"manifest {manifest} does not exist")
-    rows, columns = read_manifest(manifest)
-    for needed in ("image_id", "majority"):
-        if needed not in columns:
-            raise InputError(f"manifest {manifest} has no {needed!r} column (columns: {', '.join(columns) or 'none'})")
-    if not rows:
-        raise InputError(f"manifest {manifest} lists no patches")
-    return rows
-
-
-def _decode(path: Path, size: int, center_crop: int = 0) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return prepare_page(np.asarray(im), size, center_crop)
-    except (OSError, UnidentifiedImageError) as err:
-        raise InputError(f"cannot decode image {path}: {err}") from err
-
-
 def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: list[str], size: int,
                    cache_dir: str | None = None, center_crop: int = 0) -> PatchSet:
     """Read and combine manifests; decode every image once (cached as .npy keyed by content), as
@@ -102,35 +80,24 @@ def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: lis
     meta: dict[str, list[str]] = {k: [] for k in weak_labels}
     for m_i, manifest_str in enumerate(manifests):
         manifest = Path(manifest_str)
-        folder = Path(image_dirs[m_i]) if image_dirs else manifest.parent / "images"
-        rows = _read_rows(manifest)
-        missing = []
-        for line, row in enumerate(rows, start=2):
-            raw = (row.get("majority") or "").strip().upper()
-            if raw not in LABELS:
-                raise InputError(f"{manifest}:{line}: label {row.get('majority')!r} is neither AMF nor NMF")
-            image_id = (row.get("image_id") or "").strip()
-            path = folder / image_id
-            if not image_id or not path.is_file():
-                missing.append(image_id or f"<empty image_id on line {line}>")
-                continue
-            paths.append(path)
-            labels.append(LABELS[raw])
+        cases = read_cases(manifest, Path(image_dirs[m_i]) if image_dirs else None)
+        for case in cases:
+            paths.append(case.path)
+            labels.append(case.label)
             # Without a slide column every patch is its own group (and the user is told).
-            slide = (row.get("filename") or "").strip() or f"patch:{image_id}"
+            slide = case.cell("filename") or f"patch:{case.image_id}"
             slides.append(f"{manifest.stem}/{slide}")
             for k in weak_labels:
-                meta[k].append((row.get(k) or "").strip())
-        if missing:
-            raise InputError(f"{len(missing)} images of {manifest} are missing from {folder}, e.g. {missing[0]}")
-        if not any(row.get("filename") for row in rows):
+                meta[k].append(case.cell(k))
+        if not any(case.cell("filename") for case in cases):
             log.warning("%s has no slide (filename) column: splits cannot be grouped by slide", manifest)
     images = _load_images(paths, size, cache_dir or None, center_crop)
     return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()})
 
 
 def _load_images(paths: list[Path], size: int, cache_dir: str | None, center_crop: int = 0) -> np.ndarray:
-    key = hashlib.sha256(f"{size}{f'|crop{center_crop}' if center_crop else ''}".encode())
+    # "|rgb": decoded by amf.manifest.decode_image in true colours (palette PNGs were index-gray before)
+    key = hashlib.sha256(f"{size}{f'|crop{center_crop}' if center_crop else ''}|rgb".encode())
     for p in paths:
         st = p.stat()
         key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -142,8 +109,9 @@ def _load_images(paths: list[Path], size: int, cache_dir: str | None, center_cro
             return cached
     from tqdm import tqdm
 
-    arr = np.stack([_decode(p, size, center_crop) for p in tqdm(paths, desc="decoding patches", unit="img", leave=False,
-                                                   disable=not sys.stderr.isatty())])
+    arr = np.stack([decode_image(p, size, center_crop)
+                    for p in tqdm(paths, desc="decoding patches", unit="img", leave=False,
+                                  disable=not sys.stderr.isatty())])
     if cache is not None:
         from amf.atomic import write_atomic
 
