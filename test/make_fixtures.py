@@ -4,7 +4,9 @@ The 16-page stack is synthetic and deterministic: H&E-like 128×128 patches (pin
 purple nuclei) with a dark mitosis-like figure at the centre, as in the organizer's crops
 (metaphase plates, anaphase pairs, clumps, and atypical-looking tripolar and lagging shapes).
 It exercises the pipeline, not the model's accuracy. Saved like the organizer's sample stack:
-one multi-page, Deflate-compressed RGB TIFF with the resolution set.
+one multi-page, Deflate-compressed RGB TIFF with the resolution set. Its pages are the first
+candidates whose P(atypical) under the model lies at least MARGIN from the model's threshold, so
+that a GPU (fp16) run, compared class by class, cannot flip one.
 
     python test/make_fixtures.py                 # (re)write test/input
     python test/make_fixtures.py --expected      # also test/expected_output.json from model/
@@ -31,6 +33,8 @@ from leaderboard.layout import inputs_json  # noqa: E402
 STACK_NAME = "stack_test.tiff"
 SIZE = 128
 N_PAGES = 16
+MARGIN = 0.02  # amf.compare's class margin for GPU runs
+CANDIDATES = 64
 PIXELS_PER_INCH = 101_600.0  # 0.25 µm per pixel, the MIDOG scanners' resolution
 
 STROMA = np.array([236, 178, 204], np.float64)
@@ -102,17 +106,30 @@ def make_page(index: int) -> np.ndarray:
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def make_stack() -> np.ndarray:
-    return np.stack([make_page(i) for i in range(N_PAGES)])
+def clear_pages(model: Path, margin: float = MARGIN) -> list[int]:
+    """Indices of the first N_PAGES candidate pages at least ``margin`` from the model's threshold."""
+    from amf.predict import Predictor
+
+    predictor = Predictor.from_dir(model, device="cpu")
+    pages = np.stack([make_page(i) for i in range(CANDIDATES)])
+    probs = predictor.predict_proba(pages)
+    chosen = [i for i in range(CANDIDATES) if abs(probs[i] - predictor.threshold) >= margin][:N_PAGES]
+    if len(chosen) < N_PAGES:
+        raise SystemExit(f"error: only {len(chosen)} of {CANDIDATES} candidate pages clear the threshold by {margin}")
+    return chosen
 
 
-def write_input(out: Path) -> Path:
+def make_stack(indices: list[int]) -> np.ndarray:
+    return np.stack([make_page(i) for i in indices])
+
+
+def write_input(out: Path, indices: list[int]) -> Path:
     import tifffile
 
     folder = out / "images" / SLUG
     folder.mkdir(parents=True, exist_ok=True)
     stack = folder / STACK_NAME
-    tifffile.imwrite(stack, make_stack(), photometric="rgb", compression="zlib", metadata=None,
+    tifffile.imwrite(stack, make_stack(indices), photometric="rgb", compression="zlib", metadata=None,
                      resolution=(PIXELS_PER_INCH, PIXELS_PER_INCH), resolutionunit="INCH")
     (out / "inputs.json").write_text(json.dumps(inputs_json(STACK_NAME), indent=4) + "\n")
     return stack
@@ -128,9 +145,9 @@ def write_expected(input_dir: Path, model: Path, expected: Path) -> list[dict]:
     from amf.organizer import score_of
 
     threshold = json.loads((model / "model.json").read_text())["threshold"]
-    close = [i for i, e in enumerate(result) if abs(score_of(e) - threshold) < 0.01]
+    close = [i for i, e in enumerate(result) if abs(score_of(e) - threshold) < MARGIN]
     if close:  # a GPU (fp16) run could flip these classes
-        print(f"warning: pages {close} lie within 0.01 of the threshold {threshold}", file=sys.stderr)
+        print(f"warning: pages {close} lie within {MARGIN} of the threshold {threshold}", file=sys.stderr)
     expected.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -139,17 +156,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "test" / "input", help="job folder to write")
     parser.add_argument("--expected", action="store_true", help="also write the expected output")
-    parser.add_argument("--model", type=Path, default=REPO / "model", help="model for --expected")
+    parser.add_argument("--model", type=Path, default=REPO / "model",
+                        help="model that picks the pages and, with --expected, writes the expected output")
     parser.add_argument("--expected-path", type=Path, default=REPO / "test" / "expected_output.json")
     parser.add_argument("--keep-input", action="store_true", help="use the job folder as it is, do not rewrite it")
     args = parser.parse_args()
+    if not (args.model / "model.json").is_file():
+        print(f"error: no model directory at {args.model}; train or pass --model", file=sys.stderr)
+        return 1
     if not args.keep_input:
-        stack = write_input(args.out)
-        print(f"wrote {stack} ({stack.stat().st_size / 1024:.0f} KiB)")
+        indices = clear_pages(args.model)
+        stack = write_input(args.out, indices)
+        print(f"wrote {stack} ({stack.stat().st_size / 1024:.0f} KiB): candidate pages {indices}")
     if args.expected:
-        if not (args.model / "model.json").is_file():
-            print(f"error: no model directory at {args.model}; train or pass --model", file=sys.stderr)
-            return 1
         write_expected(args.out, args.model, args.expected_path)
         print(f"wrote {args.expected_path} with {args.model}")
     return 0

@@ -222,7 +222,8 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate:
                      threshold=fit["threshold"], threshold_source=source, tta=fit["tta"], provenance=provenance,
                      metrics={"oof": {key: fit[key] for key in ("overall", "per_domain", "per_fold", "ece_before",
                                                                   "ece_after", "nll_before", "nll_after")}},
-                     mean=tuple(first["mean"]), std=tuple(first["std"]))
+                     mean=tuple(first["mean"]), std=tuple(first["std"]),
+                     backbone_kwargs=arch.get("backbone_kwargs"), resize_to=first.get("resize_to"))
     card["ensemble"] = ("P(atypical) is the mean of the members' calibrated probabilities (over the TTA views too); "
                         "threshold and calibration were fitted on single members' out-of-fold predictions and are "
                         "applied to that average")
