@@ -27,7 +27,7 @@ RUN python -m pip install --no-cache-dir -r requirements.txt \
 COPY amf/ amf/
 COPY process.py .
 COPY model/ model/
-# Files written by amf.atomic before it honoured the umask are 0600; the user must read them.
+# Root-owned, readable and not writable by the unprivileged user, whatever the build context's modes.
 RUN chmod -R a+rX,go-w /opt/algorithm
 
 USER user

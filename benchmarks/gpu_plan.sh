@@ -30,19 +30,8 @@ agree() {  # agree <job dir> <name>: process.py on the CPU and on $DEVICE, then 
   for dev in cpu "$DEVICE"; do
     "$PY" process.py --input "$job" --output "$OUT/$name-$dev" --device "$dev" -q || return 1
   done
-  "$PY" - "$OUT/$name-cpu" "$OUT/$name-$DEVICE" model/model.json <<'PYEOF'
-import json, sys
-from pathlib import Path
-name = "multiple-mitotic-figure-classification.json"
-cpu, dev = (json.loads((Path(d) / name).read_text()) for d in sys.argv[1:3])
-thr = json.loads(Path(sys.argv[3]).read_text())["threshold"]
-diff = max(abs(a["confidence"] - b["confidence"]) for a, b in zip(cpu, dev, strict=True))
-near = [i for i, a in enumerate(cpu) if abs(a["confidence"] - thr) < 0.02]
-flips = [i for i, (a, b) in enumerate(zip(cpu, dev, strict=True)) if i not in near and a["class"] != b["class"]]
-print(json.dumps({"pages": len(cpu), "max_abs_diff": diff, "skipped_near_threshold": len(near),
-                  "class_differences": flips}))
-sys.exit(1 if flips else 0)
-PYEOF
+  local file=multiple-mitotic-figure-classification.json
+  "$PY" amf/compare.py "$OUT/$name-$DEVICE/$file" "$OUT/$name-cpu/$file" --card model/model.json --json
 }
 
 case "$PART" in

@@ -91,7 +91,7 @@ def test_manifest_reading_keeps_unknown_metadata_unknown(tmp_path: Path) -> None
     assert int(data.labels.sum()) == 16
     assert "" not in data.vocab["Scanner"]  # unknown is never a domain of its own
     assert set(data.codes["Scanner"].tolist()) == {-1, 0, 1}
-    assert data.summary()["domains"]["Scanner"]["unknown"] == 12  # slides 2 and 5
+    assert data.summary()["weak_labels"]["Scanner"]["unknown"] == 12  # slides 2 and 5
 
 
 @pytest.mark.skipif(not MIDOG25_CSV.is_file(), reason="MIDOG25.csv not mounted beside the repo")

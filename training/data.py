@@ -63,8 +63,8 @@ class PatchSet:
             "atypical": int(self.labels.sum()),
             "normal": int(len(self) - self.labels.sum()),
             "slides": len(set(self.slides.tolist())),
-            "domains": {k: {v or "unknown": int((self.meta[k] == v).sum()) for v in sorted(set(self.meta[k].tolist()))}
-                        for k in self.meta},
+            "weak_labels": {k: {v or "unknown": int((self.meta[k] == v).sum())
+                                for v in sorted(set(self.meta[k].tolist()))} for k in self.meta},
         }
 
 

@@ -166,62 +166,22 @@ def train(cfg: Config) -> dict[str, Any]:
     code = git_state()  # at the start: the code that trains, not whatever HEAD is at the end
     log.info("run %s on %s (world %d), config %s, code %s%s", out, device, world, cfg.digest(), code["commit"],
              " (dirty tree)" if code["dirty"] else "")
-
-    d = cfg.data
-    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop)
-    split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
-                       lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)
-    log.info("data: %s", json.dumps(data.summary()))
-    log.info("split: %s -> train %d, val %d, test %d", split.description, len(split.train), len(split.val),
-             len(split.test))
+    data, split = _load_data(cfg)
     train_set = data.subset(split.train)
     sites = train_set.site_codes()
-
-    spec = resolve_backbone(cfg.model.backbone, cfg.model.backbone_kwargs)  # a registry name -> timm arch + kwargs
-    model = create_model(spec.architecture, attention=cfg.model.attention, drop_rate=cfg.model.drop_rate,
-                         drop_path_rate=cfg.model.drop_path_rate, backbone_kwargs=spec.kwargs)
-    pretrained_source = load_pretrained(model, spec.architecture, cfg.model.pretrained, spec)
     sampler = BatchSampler(train_set.labels, cfg.optim.batch_size, cfg.optim.sampler, cfg.run.seed, rank, world)
     if len(sampler) == 0:
         raise AmfError(f"{len(train_set)} training patches make no batch of {cfg.optim.batch_size} "
                        f"on {world} process(es); lower optim.batch_size")
-    align_labels = varying_labels(train_set)
-    algo = MixAlignDistil(cfg, model, device, len(sampler), np.bincount(train_set.labels, minlength=2).tolist(),
-                          ddp=world > 1, align_labels=align_labels)
-    if cfg.align.enabled:
-        idle = sorted(set(cfg.align.label_weights) - set(algo.align.weights)) if algo.align else []
-        log.info("align acts on %s; %s sit out (one known value in the training data)",
-                 ", ".join(algo.align.weights) or "no label", ", ".join(idle) or "none")
-    log.info("recipe: mix=%s align=%s distil=%s", algo.mixers or "off",
-             algo.align or "off", f"EMA {cfg.distil.decay}, T={cfg.distil.temperature}" if algo.teacher else "off")
-    counts = algo.parameter_counts
-    log.info("network: %s%s, input %d px%s; %d of %d parameters train%s", spec.architecture,
-             f" ({spec.name})" if spec.name != spec.architecture else "", cfg.data.input_size,
-             f" resized to {algo.inputs.resize_to}" if algo.inputs.resize_to else "", counts["trainable_parameters"],
-             counts["total_parameters"], f" (LoRA r={cfg.model.lora.rank})" if algo.lora else "")
-
+    algo, pretrained_source, align_labels = _build_algorithm(cfg, train_set, device, len(sampler), world)
     ckpt_path = out / "checkpoint.pt"
-    start_epoch = 0
-    if cfg.run.resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state["digest"] != cfg.digest():
-            raise AmfError(f"{ckpt_path} belongs to another config ({state['digest']}); "
-                           "use another run.out or run.resume=false")
-        algo.load_state_dict(state["algorithm"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch = state["epoch"] + 1
-        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+    start_epoch = _resume(cfg, algo, ckpt_path, device) if cfg.run.resume and ckpt_path.is_file() else 0
 
     metrics_path = out / "metrics.jsonl"
     for epoch in range(start_epoch, cfg.optim.epochs):
         row = _train_epoch(cfg, algo, train_set, sampler, sites, epoch, world, metrics_path if rank == 0 else None)
         if rank == 0:
-            if len(split.val):
-                row.update(_flat("val/student", evaluate(algo.student, data, split.val, cfg, "none", 0.5,
-                                                         algo.inputs)[1]))
-                if algo.teacher is not None:
-                    row.update(_flat("val/teacher", evaluate(algo.teacher.module, data, split.val, cfg, "none",
-                                                             0.5, algo.inputs)[1]))
+            row.update(_validate(cfg, algo, data, split))
             with open(metrics_path, "a") as fh:
                 fh.write(json.dumps(nan_to_null(row)) + "\n")
             _save_checkpoint(ckpt_path, algo, epoch, cfg)
@@ -235,6 +195,64 @@ def train(cfg: Config) -> dict[str, Any]:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _load_data(cfg: Config) -> tuple[PatchSet, Split]:
+    d = cfg.data
+    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop)
+    split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
+                       lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)
+    log.info("data: %s", json.dumps(data.summary()))
+    log.info("split: %s -> train %d, val %d, test %d", split.description, len(split.train), len(split.val),
+             len(split.test))
+    return data, split
+
+
+def _build_algorithm(cfg: Config, train_set: PatchSet, device: torch.device, steps_per_epoch: int, world: int
+                     ) -> tuple[MixAlignDistil, str, list[str]]:
+    """The network (pretrained), the recipe around it, and a log of what acts."""
+    spec = resolve_backbone(cfg.model.backbone, cfg.model.backbone_kwargs)  # a registry name -> timm arch + kwargs
+    model = create_model(spec.architecture, attention=cfg.model.attention, drop_rate=cfg.model.drop_rate,
+                         drop_path_rate=cfg.model.drop_path_rate, backbone_kwargs=spec.kwargs)
+    pretrained_source = load_pretrained(model, spec.architecture, cfg.model.pretrained, spec)
+    align_labels = varying_labels(train_set)
+    algo = MixAlignDistil(cfg, model, device, steps_per_epoch, np.bincount(train_set.labels, minlength=2).tolist(),
+                          ddp=world > 1, align_labels=align_labels)
+    if cfg.align.enabled:
+        idle = sorted(set(cfg.align.label_weights) - set(algo.align.weights)) if algo.align else []
+        log.info("align acts on %s; %s sit out (one known value in the training data)",
+                 ", ".join(algo.align.weights) or "no label", ", ".join(idle) or "none")
+    log.info("recipe: mix=%s align=%s distil=%s", algo.mixers or "off",
+             algo.align or "off", f"EMA {cfg.distil.decay}, T={cfg.distil.temperature}" if algo.teacher else "off")
+    counts = algo.parameter_counts
+    log.info("network: %s%s, input %d px%s; %d of %d parameters train%s", spec.architecture,
+             f" ({spec.name})" if spec.name != spec.architecture else "", cfg.data.input_size,
+             f" resized to {algo.inputs.resize_to}" if algo.inputs.resize_to else "", counts["trainable_parameters"],
+             counts["total_parameters"], f" (LoRA r={cfg.model.lora.rank})" if algo.lora else "")
+    return algo, pretrained_source, align_labels
+
+
+def _resume(cfg: Config, algo: MixAlignDistil, ckpt_path: Path, device: torch.device) -> int:
+    """Load the checkpoint of this same config; the epoch to start from."""
+    state = torch.load(ckpt_path, map_location=device, weights_only=True)
+    if state["digest"] != cfg.digest():
+        raise AmfError(f"{ckpt_path} belongs to another config ({state['digest']}); "
+                       "use another run.out or run.resume=false")
+    algo.load_state_dict(state["algorithm"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"] + 1)
+    return state["epoch"] + 1
+
+
+def _validate(cfg: Config, algo: MixAlignDistil, data: PatchSet, split: Split) -> dict[str, float]:
+    """Per-epoch validation of student and teacher, no TTA, BA at 0.5 (the curve; the threshold comes at the end)."""
+    if not len(split.val):
+        return {}
+    row = _flat("val/student", evaluate(algo.student, data, split.val, cfg, "none", 0.5, algo.inputs)[1])
+    if algo.teacher is not None:
+        row.update(_flat("val/teacher", evaluate(algo.teacher.module, data, split.val, cfg, "none", 0.5,
+                                                 algo.inputs)[1]))
+    return row
 
 
 def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out: Path,
