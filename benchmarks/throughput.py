@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,15 +25,16 @@ from training.config import load_config
 from training.recipe import MixAlignDistil
 
 
-def _batch(n: int, size: int, device: torch.device) -> dict:
+def synthetic_batch(n: int, size: int) -> dict[str, Any]:
+    """A training batch of random pixels with AMi-Br's pattern of weak labels (the step's cost, not its learning)."""
     g = torch.Generator().manual_seed(0)
     sites = torch.arange(n) % 3 - 1  # two known sites and unknowns, as in AMi-Br
     return {
         "images": torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g),
         "labels": torch.arange(n) % 2,
         "sites": sites,
-        "weak_labels": {"Scanner": sites, "Origin": (torch.arange(n) % 2), "Species": torch.zeros(n, dtype=torch.long),
-                    "Tumor": torch.zeros(n, dtype=torch.long)},
+        "weak_labels": {"Scanner": sites, "Origin": torch.arange(n) % 2, "Species": torch.zeros(n, dtype=torch.long),
+                        "Tumor": torch.zeros(n, dtype=torch.long)},
     }
 
 
@@ -41,7 +43,7 @@ def measure(arm: str, extra: list[str], device: torch.device, batch_size: int, s
     torch.manual_seed(0)
     algo = MixAlignDistil(cfg, create_model(cfg.model.backbone, attention=cfg.model.attention), device,
                           steps_per_epoch=1000, class_counts=[4, 1])
-    batch = _batch(batch_size, cfg.data.input_size, device)
+    batch = synthetic_batch(batch_size, cfg.data.input_size)
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":

@@ -28,24 +28,13 @@ import torch
 from amf.backbones import resolve_backbone
 from amf.network import create_model
 from amf.provenance import describe_machine
+from benchmarks.throughput import synthetic_batch
 from training.config import load_config
 from training.recipe import MixAlignDistil
 
 BACKBONES = {"ViT-S/16": "vit_small_patch16_224", "ViT-B/16": "vit_base_patch16_224"}
 ARMS = {"full fine-tune": [], "LoRA r8": ["model.lora.rank=8"]}
 RESULTS = Path(__file__).parent / "results"
-
-
-def _batch(n: int, size: int) -> dict[str, Any]:
-    g = torch.Generator().manual_seed(0)
-    sites = torch.arange(n) % 3 - 1  # two known sites and unknowns, as in AMi-Br
-    return {
-        "images": torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g),
-        "labels": torch.arange(n) % 2,
-        "sites": sites,
-        "weak_labels": {"Scanner": sites, "Origin": torch.arange(n) % 2, "Species": torch.zeros(n, dtype=torch.long),
-                        "Tumor": torch.zeros(n, dtype=torch.long)},
-    }
 
 
 def measure(backbone: str, arm: list[str], device: torch.device, batch_size: int, size: int, steps: int,
@@ -64,7 +53,7 @@ def measure(backbone: str, arm: list[str], device: torch.device, batch_size: int
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     algo = MixAlignDistil(cfg, model, device, steps_per_epoch=1000, class_counts=[4, 1])
-    batch = _batch(batch_size, size)
+    batch = synthetic_batch(batch_size, size)
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
