@@ -197,6 +197,17 @@ def test_shipped_test_job(tmp_path: Path, model_dir: Path) -> None:
     assert validation_errors(read_output(tmp_path), 16) == []
 
 
+def test_shipped_model_reproduces_the_committed_expected_output(tmp_path: Path) -> None:
+    """The shipped model/ on test/input gives test/expected_output.json on the CPU: refactors of the
+    network, the model directory or preprocessing must leave the shipped predictions as they are."""
+    result = run_process("--input", REPO / "test" / "input", "--output", tmp_path, "--model", REPO / "model",
+                         "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    got, want = read_output(tmp_path), json.loads((REPO / "test" / "expected_output.json").read_text())
+    assert [e["class"] for e in got] == [e["class"] for e in want]
+    assert max(abs(a["confidence"] - b["confidence"]) for a, b in zip(got, want, strict=True)) <= 1e-6
+
+
 @pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="the organizer's sample job is not mounted")
 def test_organizer_sample(tmp_path: Path, model_dir: Path) -> None:
     input_dir = SAMPLE_DIR / "input"
