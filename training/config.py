@@ -91,7 +91,7 @@ class AlignConfig:
     # standardize: each embedding dimension z-scored over the batch before aligning, so the loss is
     # in units of the batch's own spread and its weight does not depend on the embedding's scale.
     normalize: str = "standardize"  # standardize | none
-    weight: float = 0.3  # standardized CORAL: a gradient at the last stage of ~0.5–1.5× the supervised one early on
+    weight: float = 0.3  # set by the gradient share it gives (benchmarks/results/ablation.md), until choices decides
     label_weights: dict[str, float] = field(
         default_factory=lambda: {"Scanner": 1.0, "Origin": 1.0, "Species": 0.5, "Tumor": 1.0}
     )
