@@ -51,8 +51,8 @@ MD_OUT = RESULTS / "mutation.md"
 
 # module -> the tests that should catch a bug in it, fastest first (pytest -x stops at the first failure)
 TARGETS: dict[str, list[str]] = {
-    "amf/organizer.py": ["test/test_output_writer.py", "test/test_metrics.py", "test/test_process.py",
-                         "test/test_oracles.py", "test/test_leaderboard.py"],
+    "amf/organizer.py": ["test/test_organizer.py", "test/test_output_writer.py", "test/test_metrics.py",
+                         "test/test_process.py", "test/test_oracles.py", "test/test_leaderboard.py"],
     "amf/metrics.py": ["test/test_metrics.py", "test/test_oracles.py", "test/test_leaderboard.py"],
     "amf/predict.py": ["test/test_recipe_parts.py", "test/test_oracles.py", "test/test_process.py",
                        "test/test_training.py"],

@@ -12,7 +12,7 @@ import pytest
 
 from amf.atomic import write_atomic
 from amf.errors import PredictionError
-from amf.organizer import OUTPUT_FILENAME, score_of, to_entries, write_output
+from amf.organizer import OUTPUT_FILENAME, score_of, to_entries, validation_errors, write_output
 
 
 def test_valid_output_round_trips(tmp_path: Path) -> None:
@@ -57,3 +57,37 @@ def test_failed_write_leaves_old_file_and_no_partial(tmp_path: Path) -> None:
         write_atomic(target, half_then_crash)
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == [OUTPUT_FILENAME]
+
+
+def test_confidence_at_the_ends_of_the_unit_interval_is_valid(tmp_path: Path) -> None:
+    """0.0 and 1.0 are probabilities: a saturated sigmoid gives exactly these in float32."""
+    entries = [{"class": "normal", "confidence": 0.0}, {"class": "atypical", "confidence": 1.0}]
+    assert validation_errors(entries, 2, strict=True) == []
+    assert json.loads(write_output(tmp_path, entries, 2).read_text()) == entries
+
+
+@pytest.mark.parametrize("confidence", [1.5, -0.25, 1.0000001])
+def test_confidence_outside_the_unit_interval_is_rejected_by_default(tmp_path: Path, confidence: float) -> None:
+    """The organizer would accept it; validation_errors (strict by default) and so write_output do not."""
+    entries = [{"class": "atypical", "confidence": confidence}]
+    assert validation_errors(entries, 1, strict=False) == []
+    (reason,) = validation_errors(entries, 1)
+    assert reason.startswith(f"entry 0: confidence {confidence} is not a probability in [0, 1]")
+    with pytest.raises(PredictionError, match=r"is not a probability in \[0, 1\]"):
+        write_output(tmp_path, entries, 1)
+    assert not (tmp_path / OUTPUT_FILENAME).exists()
+
+
+@pytest.mark.parametrize("entries, n_pages, n_reasons", [
+    ([{"class": "normal", "confidence": 2.0}], 1, 1),
+    ([{"class": "normal", "confidence": 2.0}, {"class": "x", "confidence": 0.5}], 2, 2),
+    ([{"class": "x", "confidence": 1}], 2, 3),  # length, class and type
+])
+def test_rejection_names_the_first_reason_and_counts_the_rest(tmp_path: Path, entries: list, n_pages: int,
+                                                              n_reasons: int) -> None:
+    reasons = validation_errors(entries, n_pages)
+    assert len(reasons) == n_reasons
+    more = f" (and {n_reasons - 1} more)" if n_reasons > 1 else ""  # one reason: nothing appended
+    with pytest.raises(PredictionError) as err:
+        write_output(tmp_path, entries, n_pages)
+    assert str(err.value) == f"output rejected before writing: {reasons[0]}{more}"
