@@ -1,10 +1,12 @@
 """Grand Challenge entry point, MIDOG 2025 Track 2: one stack in, one classification per page out.
 
-    python process.py [--input /input] [--output /output] [--model DIR] [--device cpu|cuda] [--tta VIEWS]
+    python process.py [--input /input] [--output /output] [--model DIR] [--device cpu|cuda]
+                      [--engine auto|torch|onnx] [--tta VIEWS]
 
 Reads ``inputs.json`` and the stack under ``images/stacked-histopathology-roi-cropouts/`` and
-writes ``multiple-mitotic-figure-classification.json``. On any failure it prints one line
-``error: ...`` to stderr, exits non-zero and writes no output file.
+writes ``multiple-mitotic-figure-classification.json``. A CPU job runs the model directory's
+``model.onnx`` on ONNX Runtime and never imports torch; CUDA runs torch (amf/engines.py).
+On any failure it prints one line ``error: ...`` to stderr, exits non-zero and writes no output file.
 """
 
 # ruff: noqa: E402  (the clock starts before the heavy imports)
@@ -22,9 +24,9 @@ import sys
 from pathlib import Path
 
 from amf import organizer
+from amf.card import TTA_VIEWS, is_model_dir
+from amf.engines import ENGINES, open_predictor
 from amf.errors import AmfError, ModelDirError
-from amf.model_dir import TTA_VIEWS, is_model_dir
-from amf.predict import Predictor
 from amf.stacks import read_stack
 
 log = logging.getLogger("process")
@@ -70,7 +72,7 @@ def resolve_model(explicit: str | None, opt_ml: Path = OPT_ML_MODEL, baked: Path
 def peak_memory(device) -> str:
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     text = f"peak RSS {rss_mib:.0f} MiB"
-    if device.type == "cuda":
+    if str(device).startswith("cuda"):
         import torch
 
         text += f", CUDA max allocated {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
@@ -86,14 +88,10 @@ def run(args: argparse.Namespace) -> Path:
 
     t = time.perf_counter()
     model_path, why = resolve_model(args.model)
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise AmfError("--device cuda was given but CUDA is not available in this container")
-    predictor = Predictor.from_dir(model_path, device=args.device, tta=args.tta)
-    log.info("model %s (%s), device %s, TTA %s, threshold %.4f; loaded in %.2f s",
-             model_path, why, predictor.device, predictor.tta, predictor.threshold, time.perf_counter() - t)
+    predictor = open_predictor(model_path, device=args.device, engine=args.engine, tta=args.tta)
+    log.info("model %s (%s), engine %s, device %s, TTA %s, threshold %.4f; loaded in %.2f s",
+             model_path, why, predictor.engine, predictor.device, predictor.tta, predictor.threshold,
+             time.perf_counter() - t)
 
     t = time.perf_counter()
     probs = predictor.predict_proba(pages)
@@ -112,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="/output", help="job output folder (default /output)")
     parser.add_argument("--model", help="model directory (default: /opt/ml/model, then the baked model, ./model)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="auto (default): ONNX Runtime on the CPU when model.onnx is current, else torch")
     parser.add_argument("--tta", choices=TTA_VIEWS, help="test-time views (default: the model card's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     parser.add_argument("--debug", action="store_true", default=os.environ.get("AMF_DEBUG") == "1",

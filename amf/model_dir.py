@@ -17,8 +17,6 @@ timm keyword arguments of a ViT) needs no new format: a reader without it fails 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,68 +26,33 @@ from safetensors.torch import load_file, save_file
 
 from amf import CLASS_NAMES
 from amf.atomic import write_atomic, write_json_atomic
+from amf.card import (  # noqa: F401  (read_card, format_needed, TTA_VIEWS: this module's public names too)
+    CARD_NAME,
+    FORMAT_VERSION,
+    POSITIVE_CLASS,
+    PREPROCESSING,
+    REQUIRED_KEYS,
+    TTA_VIEWS,
+    WEIGHTS_NAME,
+    ModelCard,
+    check_extensions,
+    file_sha256,
+    format_needed,
+    is_model_dir,
+    read_card,
+    verify_weights,
+)
 from amf.errors import ModelDirError
 from amf.network import AtypicalClassifier, MemberEnsemble, create_model
 from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-FORMAT_VERSION = 2  # the newest format this code reads; see format_needed for what it writes
-CARD_NAME = "model.json"
-WEIGHTS_NAME = "model.safetensors"
-TTA_VIEWS = ("none", "flip2", "dihedral4", "dihedral8")
-POSITIVE_CLASS = CLASS_NAMES[1]
-PREPROCESSING = "RGB uint8; centre crop or reflect pad to input_size, no resampling; ImageNet normalisation"
 MEMBER_PREFIX = "member.{}."
-CALIBRATION_KINDS = ("temperature",)
-_REQUIRED = ("format_version", "architecture", "input_size", "mean", "std", "class_names", "threshold", "tta")
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(ModelCard):
     model: AtypicalClassifier | MemberEnsemble  # an ensemble returns K×N×classes logits
     card: dict[str, Any]
-
-    @property
-    def members(self) -> int:
-        return len(self.card.get("members") or []) or 1
-
-    @property
-    def calibration(self) -> dict[str, Any] | None:
-        return self.card.get("calibration")
-
-    @property
-    def center_crop(self) -> int:
-        return int(self.card.get("center_crop") or 0)
-
-    @property
-    def resize_to(self) -> int | None:
-        """The network's input side when it differs from ``input_size`` (a ViT's native size), else None."""
-        return int(self.card["resize_to"]) if self.card.get("resize_to") else None
-
-    @property
-    def threshold(self) -> float:
-        return float(self.card["threshold"])
-
-    @property
-    def positive_index(self) -> int:
-        """The head's output index of P(atypical), from the card's class order."""
-        return list(self.card["class_names"]).index(self.card.get("positive_class", POSITIVE_CLASS))
-
-    @property
-    def input_size(self) -> int:
-        return int(self.card["input_size"])
-
-
-def is_model_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / CARD_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def architecture_of(model: AtypicalClassifier, backbone: str, drop_rate: float,
@@ -135,34 +98,6 @@ def make_card(model: AtypicalClassifier, *, backbone: str, drop_rate: float, inp
     }
 
 
-def format_needed(card: dict[str, Any]) -> int:
-    """1 for a single network used as is; 2 once the card holds what a format-1 reader would ignore."""
-    return 2 if (card.get("members") or card.get("calibration") or card.get("center_crop")
-                 or card.get("resize_to")) else 1
-
-
-def _check_extensions(card: dict[str, Any], where: str) -> None:
-    """The format-2 keys, where present: members, calibration, center_crop."""
-    members = card.get("members")
-    if members is not None and (not isinstance(members, list) or not all(isinstance(m, dict) for m in members)):
-        raise ModelDirError(f"{where}: members must be a list of objects, one per network")
-    calibration = card.get("calibration")
-    if calibration is not None:
-        kind = calibration.get("kind") if isinstance(calibration, dict) else None
-        if kind not in CALIBRATION_KINDS:
-            raise ModelDirError(f"{where}: unknown calibration {kind!r}; this code knows {CALIBRATION_KINDS}")
-        t = calibration.get("temperature")
-        if not isinstance(t, (int, float)) or not 0 < t < float("inf"):
-            raise ModelDirError(f"{where}: the calibration temperature must be a positive number, got {t!r}")
-    crop = card.get("center_crop") or 0
-    if not isinstance(crop, int) or not 0 <= crop <= int(card["input_size"]):
-        raise ModelDirError(f"{where}: center_crop must be 0 (off) or 1..input_size, got {crop!r}")
-    resize = card.get("resize_to")
-    if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
-        raise ModelDirError(f"{where}: resize_to must be a positive integer (the network's input side), "
-                            f"got {resize!r}")
-
-
 def _detached(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return {k: v.detach().to(dtype).contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
             for k, v in state.items()}
@@ -177,25 +112,25 @@ def _refuse_hooks(model: AtypicalClassifier) -> None:
 def _write(path: Path, state: dict[str, torch.Tensor], card: dict[str, Any], parameters: int) -> Path:
     version = max(int(card.get("format_version", 1)), format_needed(card))  # a test may ask for a newer one
     card = {"format_version": version, **{k: v for k, v in card.items() if k != "format_version"}}
-    missing = [k for k in _REQUIRED if k not in card]
+    missing = [k for k in REQUIRED_KEYS if k not in card]
     if missing:
         raise ModelDirError(f"model card lacks {', '.join(missing)}")
     if list(card["class_names"]) != list(CLASS_NAMES):
         raise ModelDirError(f"class order must be {list(CLASS_NAMES)}, got {card['class_names']}")
     if card["tta"] not in TTA_VIEWS:
         raise ModelDirError(f"tta must be one of {TTA_VIEWS}, got {card['tta']!r}")
-    _check_extensions(card, "model card")
+    check_extensions(card, "model card")
     path.mkdir(parents=True, exist_ok=True)
     weights = write_atomic(path / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     card["parameters"] = parameters
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()})
-    card["weights"] = {"file": WEIGHTS_NAME, "sha256": _sha256(weights), "dtype": ",".join(dtypes)}
+    card["weights"] = {"file": WEIGHTS_NAME, "sha256": file_sha256(weights), "dtype": ",".join(dtypes)}
     write_json_atomic(path / CARD_NAME, card, nan_as_null=True)  # an undefined metric is null
     return path
 
 
 def save_model_dir(path: str | Path, model: AtypicalClassifier, card: dict[str, Any]) -> Path:
-    """Write weights (fp32) and card. ``card`` must hold at least the keys in ``_REQUIRED`` but the version."""
+    """Write weights (fp32) and card. ``card`` must hold at least the keys in ``REQUIRED_KEYS`` but the version."""
     _refuse_hooks(model)
     state = _detached(model.state_dict(), torch.float32)
     return _write(Path(path), state, card, int(sum(v.numel() for v in state.values() if v.is_floating_point())))
@@ -228,32 +163,6 @@ def save_ensemble_dir(path: str | Path, members: list[AtypicalClassifier], card:
     return _write(Path(path), state, card, per_member * len(members))
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    card_path = path / CARD_NAME
-    if not card_path.is_file():
-        raise ModelDirError(f"{path} is not a model directory: {CARD_NAME} is missing")
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelDirError(f"cannot read {card_path}: {err}") from err
-    missing = [k for k in _REQUIRED if k not in card]
-    if missing:
-        raise ModelDirError(f"{card_path} lacks {', '.join(missing)}")
-    if not isinstance(card["format_version"], int) or card["format_version"] < 1:
-        raise ModelDirError(f"{card_path}: format_version must be a positive integer, got {card['format_version']!r}")
-    if card["format_version"] > FORMAT_VERSION:
-        raise ModelDirError(f"{card_path} has format {card['format_version']}, but this code reads formats up to "
-                            f"{FORMAT_VERSION}: update the code (a newer checkout or container image) to use it")
-    if list(card["class_names"]) != list(CLASS_NAMES):
-        raise ModelDirError(f"{card_path}: class order must be {list(CLASS_NAMES)}, got {card['class_names']}")
-    if card.get("positive_class", POSITIVE_CLASS) != POSITIVE_CLASS:
-        raise ModelDirError(f"{card_path}: the positive class must be {POSITIVE_CLASS!r}, "
-                            f"got {card['positive_class']!r}")
-    _check_extensions(card, str(card_path))
-    return card
-
-
 def _member_ensemble(skeleton: AtypicalClassifier, state: dict[str, torch.Tensor], count: int) -> MemberEnsemble:
     """The members' fp16 (or fp32) tensors, upcast to fp32 as they are stacked; MemberEnsemble checks
     each member strictly against the architecture (names and shapes)."""
@@ -270,17 +179,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     """Rebuild the network from ``model.json`` and load ``model.safetensors`` strictly."""
     path = Path(path)
     card = read_card(path)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ModelDirError(f"{path} is not a model directory: {WEIGHTS_NAME} is missing")
-    record = card.get("weights")
-    recorded = record.get("sha256") if isinstance(record, dict) else None
-    if recorded:  # model.json records it (save_model_dir); a card without it is checked by loading alone
-        actual = _sha256(weights)
-        if actual != str(recorded).lower():
-            raise ModelDirError(f"{weights} does not match {CARD_NAME}: sha256 {actual[:16]}..., the card records "
-                                f"{str(recorded)[:16]}... (damaged or replaced weights; copy the model directory "
-                                "again or re-export it)")
+    weights = verify_weights(path, card)
     arch = card["architecture"]
     model = create_model(
         arch["backbone"], attention=arch["attention"], num_classes=arch["num_classes"], drop_rate=arch["drop_rate"],

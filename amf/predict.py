@@ -13,10 +13,9 @@ from amf import CLASS_NAMES
 from amf.errors import PredictionError
 from amf.model_dir import LoadedModel, load_model_dir
 from amf.network import AtypicalClassifier
-from amf.preprocess import normalize, prepare_pages
+from amf.preprocess import VIEW_COUNTS, normalize, prepare_pages
 
 POSITIVE_INDEX = CLASS_NAMES.index("atypical")
-VIEW_COUNTS = {"none": 1, "flip2": 2, "dihedral4": 4, "dihedral8": 8}
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -74,6 +73,11 @@ def calibrated(logits: torch.Tensor, calibration: dict[str, Any] | None) -> torc
     return logits / float(calibration["temperature"])
 
 
+def positive_probability(logits: torch.Tensor, calibration: dict[str, Any] | None, positive_index: int) -> torch.Tensor:
+    """P(atypical) of each row of (K×)rows×classes logits: calibrated, softmax, the positive column."""
+    return torch.softmax(calibrated(logits.float(), calibration), dim=-1)[..., positive_index]
+
+
 @torch.no_grad()
 def predict_proba(
     model: torch.nn.Module,
@@ -96,7 +100,7 @@ def predict_proba(
     """
     out = []
     for logits, n in _view_logits(model, pages, mean, std, tta, batch_size, amp, resize_to):
-        probs = torch.softmax(calibrated(logits.float(), calibration), dim=-1)[..., positive_index]
+        probs = positive_probability(logits, calibration, positive_index)
         out.append(probs.reshape(-1, n).mean(0).cpu())  # rows: members × views
     if not out:
         return np.zeros(0, np.float64)
@@ -134,6 +138,8 @@ class Predictor:
         self.threshold = loaded.threshold
         self.calibration = loaded.calibration
         self.device = next(self.model.parameters()).device
+        self.engine = f"torch {torch.__version__} ({self.device.type}" + (
+            f", {torch.get_num_threads()} threads)" if self.device.type == "cpu" else ")")
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | None = None, tta: str | None = None) -> Predictor:

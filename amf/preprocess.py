@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from amf.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: the ONNX Runtime engine never loads it
+    import torch
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -101,6 +103,24 @@ def prepare_pages(pages: Sequence[np.ndarray] | np.ndarray, size: int, center_cr
     return np.stack([prepare_page(p, size, center_crop) for p in pages])
 
 
+VIEW_COUNTS = {"none": 1, "flip2": 2, "dihedral4": 4, "dihedral8": 8}
+
+
+def dihedral_views(pages: np.ndarray, tta: str) -> np.ndarray:
+    """The TTA views of prepared uint8 N×H×W×3 pages as one (V·N)×H×W×3 batch, view-major, in the
+    order of :func:`amf.predict.tta_views` (the torch engine's, on the device): as is, flipped
+    left-right, both turned 180°, then the quarter turns. Mitotic figures have no preferred orientation."""
+    if tta not in VIEW_COUNTS:
+        raise ValueError(f"unknown TTA setting {tta!r}")
+    flips = [pages, pages[:, :, ::-1]]
+    views = [pages] if tta == "none" else flips
+    if tta in ("dihedral4", "dihedral8"):
+        views = flips + [np.rot90(v, 2, axes=(1, 2)) for v in flips]
+    if tta == "dihedral8":
+        views += [np.rot90(v, k, axes=(1, 2)) for v in flips for k in (1, 3)]
+    return np.ascontiguousarray(np.concatenate(views))
+
+
 def normalize(
     batch: torch.Tensor,
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -111,7 +131,10 @@ def normalize(
 
     The result is channels_last in memory, which is what the convolutions here run fastest on.
     ``resize_to``: the network's input side (:func:`resize_batch`); None leaves the size alone.
+    The ONNX graph (:mod:`amf.onnx_export`) is this function traced, so both engines share it.
     """
+    import torch
+
     x = batch.permute(0, 3, 1, 2).float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
@@ -137,6 +160,8 @@ class ModelInput:
 
 def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     """A float N×3×H×W batch resized to size×size: bilinear, antialiased when it shrinks; unchanged at that size."""
+    import torch
+
     if tuple(x.shape[-2:]) == (size, size):
         return x
     shrink = size < max(x.shape[-2:])
