@@ -240,6 +240,14 @@ class MemberEnsemble(nn.Module):
         tensors = [getattr(self, f"stacked_{i}") for i in range(len(self.names))]
         return dict(zip(self.names, tensors if k is None else [t[k] for t in tensors], strict=True))
 
+    def member(self, k: int) -> AtypicalClassifier:
+        """Member ``k`` as a plain network with its own copy of the weights (for exporters that
+        cannot trace ``functional_call``, such as the ONNX one), in eval mode."""
+        net = copy.deepcopy(self.skeleton)
+        state = {n: t.detach().clone().contiguous() for n, t in self.member_state(k).items()}
+        net.load_state_dict(state, strict=True, assign=True)
+        return net.to(next(self.parameters()).device).eval()
+
     def batched(self, device: torch.device) -> bool:
         return self.engine == "vmap" or (self.engine == "auto" and device.type == "cuda")
 

@@ -25,6 +25,7 @@ from amf import __version__
 from amf.atomic import write_atomic
 from amf.errors import AmfError, ModelDirError
 from amf.model_dir import LoadedModel, load_model_dir
+from amf.network import MemberEnsemble
 from amf.onnx_engine import DIGEST_KEY, GRAPH_INPUT, GRAPH_OUTPUT, ONNX_NAME, graph_digest, graph_source
 from amf.predict import positive_probability
 from amf.preprocess import normalize
@@ -39,16 +40,19 @@ class PredictorGraph(torch.nn.Module):
 
     def __init__(self, loaded: LoadedModel) -> None:
         super().__init__()
-        self.model = loaded.model.eval()
+        model = loaded.model.eval()
+        # The members as K plain networks in one graph: the tracer cannot follow functional_call.
+        self.members = torch.nn.ModuleList([model.member(k) for k in range(model.num_members)]
+                                           if isinstance(model, MemberEnsemble) else [model])
         self.mean, self.std = tuple(loaded.card["mean"]), tuple(loaded.card["std"])
         self.resize_to = loaded.resize_to
         self.calibration = loaded.calibration
         self.positive_index = loaded.positive_index
 
     def forward(self, pages: torch.Tensor) -> torch.Tensor:
-        logits = self.model(normalize(pages, self.mean, self.std, self.resize_to))
-        p = positive_probability(logits, self.calibration, self.positive_index)
-        return p.mean(0) if p.dim() == 2 else p  # an ensemble's K×N: the members' mean
+        x = normalize(pages, self.mean, self.std, self.resize_to)
+        logits = torch.stack([member(x) for member in self.members])  # K×N×classes, as MemberEnsemble's
+        return positive_probability(logits, self.calibration, self.positive_index).mean(0)
 
 
 def _legacy_export_kwargs() -> dict[str, bool]:
