@@ -5,10 +5,12 @@
 #
 #   <out>/<name>.tar.gz  the saved image (docker/podman save | gzip), for "Container images"
 #   <out>/model.tar.gz   the contents of model/ at the archive root, for "Models": Grand Challenge
-#                        extracts it into /opt/ml/model, where process.py looks first
+#                        extracts it into /opt/ml/model, where process.py looks first. It carries a
+#                        freshly built model.onnx (the CPU engine's graph) when the venv can build it
 #
 # Env: CONTAINER_ENGINE (docker|podman; default docker when its daemon answers, else podman),
-#      AMF_IMAGE (default amf-midog25-t2:test, what test.sh builds).
+#      AMF_IMAGE (default amf-midog25-t2:test, what test.sh builds),
+#      PYTHON (default .venv/bin/python: builds model.onnx for the tarball).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,9 +52,18 @@ fi
 mv "$IMAGE_TAR.partial" "$IMAGE_TAR"
 
 MODEL_TAR="$OUT/model.tar.gz"
+STAGE="$(mktemp -d "${TMPDIR:-/tmp}/amf-export.XXXXXX")"
+trap 'rm -rf "$STAGE"' EXIT
+cp -r "$MODEL/." "$STAGE/"
+rm -f "$STAGE/model.onnx"  # never ship a stale graph: the container would fall back to torch on the CPU
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+if ! { [[ -x "$PYTHON" ]] && (cd "$REPO" && "$PYTHON" -m amf.onnx_export "$STAGE"); }; then
+  echo "warning: could not build model.onnx for the tarball; a CPU-only run of the upload will use torch" >&2
+  rm -f "$STAGE/model.onnx"
+fi
 echo "== packing $MODEL into $MODEL_TAR (files at the archive root)"
 # Root-owned and world-readable: the container user must read what Grand Challenge extracts.
-tar -C "$MODEL" --owner=0 --group=0 --numeric-owner --mode=a+rX,go-w --sort=name --exclude=__pycache__ \
+tar -C "$STAGE" --owner=0 --group=0 --numeric-owner --mode=a+rX,go-w --sort=name --exclude=__pycache__ \
   -czf "$MODEL_TAR.partial" .
 mv "$MODEL_TAR.partial" "$MODEL_TAR"
 

@@ -58,7 +58,7 @@ if [[ $BUILD == 1 ]]; then
     # Stage exactly what the Dockerfile copies, with the chosen model as model/.
     CONTEXT="$WORK/context"
     mkdir -p "$CONTEXT"
-    cp -r "$REPO/Dockerfile" "$REPO/.dockerignore" "$REPO/requirements.txt" "$REPO/process.py" "$REPO/amf" "$CONTEXT/"
+    cp -r "$REPO/Dockerfile" "$REPO/.dockerignore" "$REPO/requirements.txt" "$REPO/requirements-train.txt" "$REPO/process.py" "$REPO/amf" "$CONTEXT/"
     cp -r "$MODEL" "$CONTEXT/model"
   fi
   [[ -f "$CONTEXT/model/model.json" ]] || fail "no model/ to bake into the image; train one or pass --model DIR"

@@ -36,7 +36,8 @@ def test_dockerignore_keeps_data_and_tests_out() -> None:
     rules = [r for r in rules if r and not r.startswith("#")]
     assert rules[0] == "*"  # deny by default, allow-list what inference needs
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!") and "*" not in r}
-    assert allowed == {"amf", "process.py", "model", "requirements.txt"}
+    assert allowed == {"amf", "process.py", "model", "requirements.txt", "requirements-train.txt"}
+    assert "model/model.onnx" in rules  # derived: the image builds its own from the weights
 
 
 def test_requirements_pin_everything_but_torch() -> None:
