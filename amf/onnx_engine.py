@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +58,26 @@ def graph_digest(card: dict[str, Any], weights_sha256: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def default_threads() -> int:
+    """The CPUs this process may really use (affinity, cgroup quota), not the host's count (a
+    container limited to 2 CPUs on a 64-core host would otherwise start 64 threads), or fewer where
+    ``OMP_NUM_THREADS`` says so, as it does for the torch engine (the local leaderboard sets it to
+    share the CPUs among parallel jobs)."""
+    cpus = available_cpus()
+    try:
+        asked = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return cpus
+    return max(1, min(asked, cpus))
+
+
 def session_options(threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # The CPUs this process may really use (affinity, cgroup quota), not the host's count: a
-    # container limited to 2 CPUs on a 64-core host would otherwise start 64 spinning threads.
-    options.intra_op_num_threads = threads or available_cpus()
+    options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     # A job makes one or two runs: threads that spin between them only steal a core from whatever
     # shares the machine (measured faster without spinning on a shared 2-core machine).

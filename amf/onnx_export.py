@@ -34,6 +34,15 @@ OPSET = 17
 CHECK_TOLERANCE = 1e-5
 
 
+def resize_matrix(side: int, size: int) -> torch.Tensor:
+    """size×side A with resize_batch(x) = A·x·Aᵀ for any side×side x (the resize is separable and linear)."""
+    # The identity image resized along its height only: column j is the resized unit vector e_j.
+    # (Not a batch of one-pixel-wide columns: torch takes another path for width 1.)
+    unit = torch.eye(side).reshape(1, 1, side, side)
+    return torch.nn.functional.interpolate(unit, size=(size, side), mode="bilinear", align_corners=False,
+                                           antialias=size < side)[0, 0].contiguous()
+
+
 class PredictorGraph(torch.nn.Module):
     """uint8 N×H×W×3 prepared patches -> P(atypical) per patch: normalisation, every member, the
     calibration and the members' mean, as :func:`amf.predict.predict_proba` computes them with TTA none."""
@@ -45,12 +54,20 @@ class PredictorGraph(torch.nn.Module):
         self.members = torch.nn.ModuleList([model.member(k) for k in range(model.num_members)]
                                            if isinstance(model, MemberEnsemble) else [model])
         self.mean, self.std = tuple(loaded.card["mean"]), tuple(loaded.card["std"])
-        self.resize_to = loaded.resize_to
+        side = loaded.input_size
+        # The resize to a ViT's native side as the linear map it is (A·x·Aᵀ), A taken from
+        # resize_batch itself on the unit basis: the exporter has no antialiased bilinear, which
+        # resize_batch uses when it shrinks; the map is exact either way.
+        resize = (resize_matrix(side, loaded.resize_to) if loaded.resize_to and loaded.resize_to != side
+                  else None)
+        self.register_buffer("resize", resize, persistent=False)
         self.calibration = loaded.calibration
         self.positive_index = loaded.positive_index
 
     def forward(self, pages: torch.Tensor) -> torch.Tensor:
-        x = normalize(pages, self.mean, self.std, self.resize_to)
+        x = normalize(pages, self.mean, self.std)
+        if self.resize is not None:
+            x = self.resize @ x @ self.resize.T
         logits = torch.stack([member(x) for member in self.members])  # K×N×classes, as MemberEnsemble's
         return positive_probability(logits, self.calibration, self.positive_index).mean(0)
 
@@ -125,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except ImportError as err:
         print(f"error: {err.name or err} is needed to export (pip install -r requirements-train.txt)", file=sys.stderr)
+        return 1
+    except Exception as err:  # the exporter's own errors carry a whole graph dump: one line of it
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
+        print(f"error: cannot export {args.model_dir} to ONNX ({type(err).__name__}: {first[:300]}); "
+              "process.py serves it with the torch engine", file=sys.stderr)
         return 1
     checked = f"; matches the torch predictor to {gap:.1e}" if gap is not None else ""
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s{checked}")

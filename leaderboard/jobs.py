@@ -90,6 +90,36 @@ def default_jobs() -> int:
     return max(1, min(available_cpus(), by_memory))
 
 
+def with_current_graph(model: Path, out: Path, log=print) -> Path:
+    """``model`` itself when its ``model.onnx`` is current or the jobs run on CUDA; else a copy under
+    ``out`` with the graph built once, so that no CPU job falls back to torch (and pays for importing
+    it). A model that cannot be exported is used as it is: each job then says why."""
+    from amf.engines import cuda_available
+    from amf.onnx_engine import OnnxPredictor, OnnxUnusable
+
+    if cuda_available():
+        return model
+    try:
+        OnnxPredictor(model, threads=1)
+        return model
+    except OnnxUnusable as err:
+        reason = str(err)
+    except AmfError:
+        return model
+    copy = out / "model-for-cpu"
+    log(f"{reason.split(';')[0]}: building it once into {copy} for this run")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(model, copy, ignore=shutil.ignore_patterns("model.onnx"))
+    try:
+        from amf.onnx_export import export_onnx
+
+        export_onnx(copy)
+    except (AmfError, ImportError) as err:
+        log(f"warning: cannot build model.onnx ({err}); the jobs run on torch")
+        return model
+    return copy
+
+
 def process_command(template: str, job: Job, model: Path) -> list[str]:
     fields = {"python": sys.executable, "repo": str(REPO), "input": str(job.input), "output": str(job.output),
               "model": str(model), "job": job.name}
@@ -236,11 +266,12 @@ def run(pack_dir: Path, *, out: Path | None = None, command: str = DEFAULT_COMMA
     engine_name = container_engine(engine) if container else None
     if not container and "{model}" in command and not model.is_dir():
         raise InputError(f"model directory {model} does not exist; pass --model DIR (a training run's <out>/model)")
+    scored = with_current_graph(model, out, log) if not container and "{model}" in command else model
     live = LiveJobs()
 
     def launch(job: Job) -> JobResult:
         cmd = (container_command(engine_name, container, job, threads, container_args) if container and engine_name
-               else process_command(command, job, model.resolve()))
+               else process_command(command, job, scored.resolve()))
         return run_job(job, cmd, env, timeout, out / "jobs" / job.name / "log", engine_name, live)
 
     started, t0 = now(), time.perf_counter()

@@ -178,3 +178,47 @@ def test_export_command_checks_and_reports(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "amf.onnx_export", str(tmp_path / "nothing")], capture_output=True,
                          text=True, timeout=300, cwd=REPO)
     assert bad.returncode != 0 and bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_threads_follow_the_cpus_this_process_may_use_and_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amf.onnx_engine import default_threads
+    from amf.provenance import available_cpus
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_threads() == available_cpus()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "4096")
+    assert default_threads() == available_cpus()  # never more than the process may use
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert default_threads() == available_cpus()
+
+
+def test_the_leaderboard_builds_the_graph_once_for_a_model_without_one(tmp_path: Path) -> None:
+    from leaderboard.jobs import with_current_graph
+
+    source = make_model_dir(tmp_path / "model")
+    said: list[str] = []
+    scored = with_current_graph(source, tmp_path / "out", said.append)
+    assert scored != source and not (source / ONNX_NAME).exists()  # the user's directory is left alone
+    assert json.loads((source / "model.json").read_text()) == OnnxPredictor(scored).card
+    assert "missing" in said[0] and "building it once" in said[0]
+    assert with_current_graph(scored, tmp_path / "again", said.append) == scored and len(said) == 1
+
+
+@pytest.mark.parametrize("input_size", [48, 128])  # resized up to the ViT's 64, and down (antialiased)
+def test_a_vit_with_a_resize_exports_and_matches_torch(tmp_path: Path, input_size: int) -> None:
+    from amf.model_dir import make_card, save_model_dir
+    from amf.network import create_model
+
+    kwargs = {"img_size": 64, "depth": 1, "reg_tokens": 2}
+    torch.manual_seed(0)
+    vit = create_model("vit_tiny_patch16_224", backbone_kwargs=kwargs)
+    card = make_card(vit, backbone="vit_tiny_patch16_224", backbone_kwargs=kwargs, drop_rate=0.0,
+                     input_size=input_size, resize_to=64, threshold=0.5, threshold_source="fixed, for tests",
+                     tta="flip2")
+    folder = save_model_dir(tmp_path / "vit", vit, card)
+    export_onnx(folder)
+    pages = synthetic_pages(4, 128)
+    want = Predictor.from_dir(folder, device="cpu").predict_proba(pages)
+    np.testing.assert_allclose(OnnxPredictor(folder).predict_proba(pages), want, atol=TOLERANCE, rtol=0)
