@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from amf.errors import InputError
+from amf.preprocess import prepare_page, to_rgb_uint8
 
 LABELS: dict[str, int] = {"amf": 1, "atypical": 1, "1": 1, "nmf": 0, "normal": 0, "0": 0}
 """Label cell (stripped, lower-cased) -> class index (1 atypical, 0 normal)."""
@@ -65,8 +66,6 @@ def read_rgb(path: Path) -> np.ndarray:
     the first frame of a multi-frame file. Any failure is a one-line InputError naming the file."""
     from PIL import Image  # only reading patches (training, packing) needs pillow
 
-    from amf.preprocess import to_rgb_uint8  # it imports torch: loaded only when a patch is read
-
     try:
         with Image.open(path) as im:
             mode = im.mode
@@ -85,8 +84,6 @@ def read_rgb(path: Path) -> np.ndarray:
 def decode_image(path: Path, size: int | None = None, center_crop: int = 0) -> np.ndarray:
     """:func:`read_rgb`, then (given a size) :func:`amf.preprocess.prepare_page`: the size×size×3 uint8
     patch the model sees."""
-    from amf.preprocess import prepare_page
-
     rgb = read_rgb(path)
     return rgb if size is None else prepare_page(rgb, size, center_crop)
 
