@@ -79,11 +79,16 @@ set +e
   --read-only --tmpfs /tmp \
   -v "$REPO/test/input:/input:ro" \
   -v "$OUT:/output" \
-  "$IMAGE"
+  "$IMAGE" 2>"$WORK/container.log"
 rc=$?
 set -e
+cat "$WORK/container.log" >&2
 echo "== container exited with $rc after $((SECONDS - start)) s"
 [[ $rc == 0 ]] || fail "the container exited with $rc"
+# The image builds model.onnx for its baked model, so a CPU run must take the ONNX Runtime engine.
+if [[ ${#GPU_ARGS[@]} -eq 0 ]] && ! grep -qF ", engine onnxruntime " "$WORK/container.log"; then
+  fail "a CPU run of the image did not use the ONNX Runtime engine (see its log above)"
+fi
 
 RESULT="$OUT/multiple-mitotic-figure-classification.json"
 [[ -f "$RESULT" ]] || fail "the container wrote no $(basename "$RESULT")"

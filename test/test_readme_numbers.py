@@ -108,11 +108,11 @@ def test_what_the_readme_says_about_bf16_is_what_the_table_shows() -> None:
 
 
 # -- inference latency --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["latency", "onnx_profile"])
+@pytest.mark.parametrize("name", ["latency", "onnx_profile", "image_size"])
 def test_latency_tables_are_generated_from_their_raw_json(tmp_path: Path, name: str) -> None:
-    """latency.md and onnx_profile.md are what their scripts make of the committed raw JSON (the README
+    """latency.md, onnx_profile.md and image_size.md are what their scripts make of the committed raw JSON (the README
     copies their tables verbatim, checked by test_readme_sync.py): no number in them is typed by hand."""
-    from benchmarks import latency, onnx_profile
+    from benchmarks import image_size, latency, onnx_profile
 
     raw = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
     if name == "latency":
@@ -120,7 +120,7 @@ def test_latency_tables_are_generated_from_their_raw_json(tmp_path: Path, name: 
         assert latency.main(["--table-only", "--json", str(RESULTS / "latency.json"), "--out", str(out)]) == 0
         made = out.read_text(encoding="utf-8")
     else:
-        made = onnx_profile.table(raw)
+        made = (onnx_profile if name == "onnx_profile" else image_size).table(raw)
     assert made == (RESULTS / f"{name}.md").read_text(encoding="utf-8")
 
 
