@@ -112,12 +112,15 @@ class OnnxPredictor(ModelCard):
         graph = path / ONNX_NAME
         if not graph.is_file():
             raise OnnxUnusable(f"{graph} is missing; {BUILD_HINT.format(path)}")
+        # An offline job on a read-only file system: nothing to send, and nowhere to keep a device ID
+        # (ORT would warn that it cannot). The variable must be set before the import.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         try:
             import onnxruntime as ort
         except ImportError as err:
             raise OnnxUnusable(f"onnxruntime is not installed ({err})") from err
         self._ort_version = ort.__version__
-        ort.disable_telemetry_events()  # offline, read-only job: nothing to send, nowhere to keep an ID
+        ort.disable_telemetry_events()
         try:
             session = ort.InferenceSession(str(graph), session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own types for a damaged or foreign file
