@@ -124,6 +124,35 @@ def test_ema_update_math_includes_bn_buffers() -> None:
     assert not teacher.train().module.training
 
 
+def test_shared_backbone_teacher_follows_only_the_trainable_parameters_as_an_ema() -> None:
+    """A partly frozen student (LoRA's case) gets a teacher that holds copies of the trainable
+    parameters alone and moves them by the same EMA, counting its updates for the warm-up."""
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    student[0].requires_grad_(False)  # the frozen "backbone"
+    teacher = EmaTeacher(student, decay=0.9)
+    assert teacher.shared and sorted(teacher.module.tracked()) == ["2.bias", "2.weight"]
+    before = {n: t.clone() for n, t in teacher.module.tracked().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    assert teacher.update(student) == pytest.approx(0.1)  # warm-up: (1 + 0) / (10 + 0)
+    for name, t in teacher.module.tracked().items():
+        assert torch.allclose(t, 0.1 * before[name] + 0.9 * dict(student.named_parameters())[name])
+    assert teacher.current_decay() == pytest.approx(2 / 11)  # exactly one update counted
+    x = torch.randn(5, 3)
+    with torch.no_grad():  # the frozen layer is the student's own, the head the teacher's
+        want = nn.functional.linear(student[1](student[0](x)), teacher.module.tracked()["2.weight"],
+                                    teacher.module.tracked()["2.bias"])
+        assert torch.allclose(teacher(x), want, atol=1e-6)
+
+
+def test_the_default_ema_decay_settles_at_0_999() -> None:
+    teacher = EmaTeacher(nn.Linear(2, 2))
+    teacher.updates.fill_(10**6)  # long past the warm-up
+    assert teacher.current_decay() == pytest.approx(0.999)
+
+
 def test_kl_at_temperature() -> None:
     s = torch.tensor([[2.0, -1.0], [0.5, 0.0]])
     t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
