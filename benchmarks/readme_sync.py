@@ -9,7 +9,9 @@ A block is marked in README.md as
     ...the tables of that file, copied...
     <!-- end: benchmarks/results/ablation.md -->
 
-and receives every Markdown table of the named file, in order, separated by a blank line.
+and receives every Markdown table of the named file, in order, separated by a blank line;
+``<!-- begin: FILE#1 -->`` ... ``<!-- end: FILE#1 -->`` receives only its first table (``#2`` the
+second, ...), for a file whose later tables are too long to quote.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 _BLOCK = re.compile(r"(<!-- begin: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end: (?P=path) -->)", re.S)
 
 
-def tables(markdown: str) -> str:
-    """Every table (consecutive lines starting with '|') of a Markdown text."""
+def tables(markdown: str, which: int | None = None) -> str:
+    """Every table (consecutive lines starting with '|') of a Markdown text, or only table ``which`` (1-based)."""
     found, current = [], []
     for line in markdown.splitlines():
         if line.startswith("|"):
@@ -34,13 +36,17 @@ def tables(markdown: str) -> str:
             current = []
     if current:
         found.append("\n".join(current))
+    if which is not None:
+        return found[which - 1] if 0 < which <= len(found) else f"(no table {which})"
     return "\n\n".join(found)
 
 
 def synced(readme: str, root: Path = REPO) -> str:
     def fill(m: re.Match[str]) -> str:
-        source = root / m["path"]
-        body = tables(source.read_text(encoding="utf-8")) if source.is_file() else f"({m['path']} is missing)"
+        name, _, which = m["path"].partition("#")
+        source = root / name
+        body = (tables(source.read_text(encoding="utf-8"), int(which) if which else None) if source.is_file()
+                else f"({name} is missing)")
         return f"{m[1]}{body}\n{m[4]}"
 
     return _BLOCK.sub(fill, readme)

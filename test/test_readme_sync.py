@@ -21,3 +21,10 @@ def test_sync_copies_every_table_and_nothing_else(tmp_path: Path) -> None:
     want = "x\n<!-- begin: r.md -->\n| a |\n|---|\n| 1 |\n\n| b |\n|---|\n<!-- end: r.md -->\ny\n"
     assert synced(readme, tmp_path) == want
     assert tables("no table") == ""
+
+
+def test_a_block_can_take_one_table_of_its_file(tmp_path: Path) -> None:
+    (tmp_path / "r.md").write_text("| a |\n|---|\ntext\n| b |\n|---|\n")
+    readme = "<!-- begin: r.md#2 -->\nold\n<!-- end: r.md#2 -->\n"
+    assert synced(readme, tmp_path) == "<!-- begin: r.md#2 -->\n| b |\n|---|\n<!-- end: r.md#2 -->\n"
+    assert tables("| a |\n|---|\n", 3) == "(no table 3)"
