@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.mutation import TARGETS, _splice, mutants_of, write_report
 
 TOY = '''"""A docstring × with ≥ non-ASCII text, never mutated."""
@@ -52,5 +54,17 @@ def test_report_marks_a_partial_run(tmp_path: Path) -> None:
     write_report(json.loads(json.dumps(data)), out)
     text = out.read_text()
     assert "**PARTIAL RESULT**" in text and "`amf/metrics.py`" in text
-    assert "| `amf/organizer.py` | abc1234 | 2 | 2 | 1 | 0 | 1 | 0 | 50.0% |" in text
+    assert "| `amf/organizer.py` | abc1234 | 2 | 2 | 1 | 0 | 1 | 0 | 0 | 50.0% |" in text
     assert "`p >= t`" in text and "`(p > t)`" in text  # the survivor is listed
+
+
+def test_a_survivor_shown_equivalent_leaves_the_score_and_says_why(monkeypatch) -> None:
+    from benchmarks import mutation
+
+    record = {"operator": "compare >= -> >", "original": "p >= t", "mutated": "(p > t)", "status": "survived"}
+    records = [record, {**record, "status": "killed"}, {**record, "original": "q", "status": "survived"}]
+    assert mutation.summarize(records, "amf/organizer.py")["kill_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    monkeypatch.setitem(mutation.EQUIVALENT, ("amf/organizer.py", "compare >= -> >", "p >= t", "(p > t)"),
+                        "p is never equal to t")
+    s = mutation.summarize(records, "amf/organizer.py")
+    assert (s["equivalent"], s["survived"], s["kill_rate"]) == (1, 1, 0.5)
