@@ -66,17 +66,22 @@ TARGETS: dict[str, list[str]] = {
                            "test/test_training.py"],
 }
 
-# Survivors shown equivalent: (module, operator, original, mutated) -> the one-line reason, naming
-# why no input tells the two apart. Keyed by the text, not the line, so edits above do not orphan it.
-EQUIVALENT: dict[tuple[str, str, str, str], str] = {
-    ("training/distil.py", "constant False -> True",
-     "False", "(True)"): "the shadow copies' requires_grad: EmaTeacher.__init__ calls requires_grad_(False) on "
-                         "the whole teacher right after, for every student, so the flag is False either way",
+# Survivors shown equivalent: (module, line, operator, original, mutated) -> the one-line reason, naming
+# why no input tells the two apart. The line is part of the key (a short text such as "True" recurs in a
+# module): an edit that moves the line orphans the entry, and the mutant shows as a survivor again
+# until someone looks, rather than a new survivor being excused by an old reason.
+EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
+    ("training/distil.py", 28, "constant False -> True", "False", "(True)"):
+        "the shadow copies' requires_grad: EmaTeacher.__init__ calls requires_grad_(False) on the whole "
+        "teacher right after, for every student, so the flag is False either way",
+    ("training/distil.py", 91, "constant True -> False", "True", "(False)"):
+        "the default of EmaTeacher.train's mode: the method ignores its argument (always super().train(False)), "
+        "so teacher.train() and teacher.train(False) behave the same for every teacher",
 }
 
 
 def equivalent_reason(module: str, record: dict) -> str | None:
-    return EQUIVALENT.get((module, record["operator"], record["original"], record["mutated"]))
+    return EQUIVALENT.get((module, record["line"], record["operator"], record["original"], record["mutated"]))
 
 
 _COMPARE_SWAPS: dict[type, list[type]] = {

@@ -61,10 +61,11 @@ def test_report_marks_a_partial_run(tmp_path: Path) -> None:
 def test_a_survivor_shown_equivalent_leaves_the_score_and_says_why(monkeypatch) -> None:
     from benchmarks import mutation
 
-    record = {"operator": "compare >= -> >", "original": "p >= t", "mutated": "(p > t)", "status": "survived"}
+    record = {"line": 3, "operator": "compare >= -> >", "original": "p >= t", "mutated": "(p > t)",
+              "status": "survived"}
     records = [record, {**record, "status": "killed"}, {**record, "original": "q", "status": "survived"}]
     assert mutation.summarize(records, "amf/organizer.py")["kill_rate"] == pytest.approx(1 / 3, abs=1e-4)
-    monkeypatch.setitem(mutation.EQUIVALENT, ("amf/organizer.py", "compare >= -> >", "p >= t", "(p > t)"),
+    monkeypatch.setitem(mutation.EQUIVALENT, ("amf/organizer.py", 3, "compare >= -> >", "p >= t", "(p > t)"),
                         "p is never equal to t")
     s = mutation.summarize(records, "amf/organizer.py")
     assert (s["equivalent"], s["survived"], s["kill_rate"]) == (1, 1, 0.5)

@@ -169,6 +169,7 @@ def test_rampup_goes_from_small_to_one() -> None:
     assert sigmoid_rampup(5, 0) == 1.0
     assert sigmoid_rampup(0, 1) == pytest.approx(math.exp(-5))  # a one-step ramp still starts small
     assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(250, 100) == 1.0  # past the ramp it stays at 1
 
 
 def test_predictions_ignore_the_callers_train_mode_and_restore_it() -> None:
