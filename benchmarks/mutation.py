@@ -55,7 +55,7 @@ TARGETS: dict[str, list[str]] = {
                          "test/test_process.py", "test/test_oracles.py", "test/test_leaderboard.py"],
     "amf/metrics.py": ["test/test_metrics.py", "test/test_oracles.py", "test/test_leaderboard.py"],
     "amf/predict.py": ["test/test_recipe_parts.py", "test/test_oracles.py", "test/test_process.py",
-                       "test/test_training.py"],
+                       "test/test_training.py", "test/test_onnx_engine.py"],
     "amf/preprocess.py": ["test/test_stacks.py", "test/test_training.py", "test/test_oracles.py",
                           "test/test_process.py"],
     "training/mixstyle.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
