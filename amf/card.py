@@ -91,6 +91,14 @@ def verify_weights(path: str | Path, card: dict[str, Any]) -> Path:
     return weights
 
 
+def weights_sha256(path: str | Path, card: dict[str, Any]) -> str:
+    """The sha256 of the directory's weights: the card's record (which :func:`verify_weights` checks
+    against the file), or the file's own hash where an older card records none."""
+    record = card.get("weights")
+    recorded = record.get("sha256") if isinstance(record, dict) else None
+    return str(recorded).lower() if recorded else file_sha256(Path(path) / WEIGHTS_NAME)
+
+
 def format_needed(card: dict[str, Any]) -> int:
     """1 for a single network used as is; 2 once the card holds what a format-1 reader would ignore."""
     return 2 if (card.get("members") or card.get("calibration") or card.get("center_crop")

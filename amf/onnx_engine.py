@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from amf.card import ModelCard, file_sha256, read_card, verify_weights
+from amf.card import ModelCard, read_card, verify_weights, weights_sha256
 from amf.errors import ModelDirError, PredictionError
 from amf.preprocess import VIEW_COUNTS, dihedral_views, prepare_pages
 from amf.provenance import available_cpus
@@ -96,9 +96,8 @@ class OnnxPredictor(ModelCard):
                  batch_size: int = 256) -> None:
         path = Path(path)
         self.card = read_card(path)
-        weights = verify_weights(path, self.card)  # the same check as the torch engine, and it refuses
-        recorded = (self.card.get("weights") or {}).get("sha256")
-        self.digest = graph_digest(self.card, str(recorded).lower() if recorded else file_sha256(weights))
+        verify_weights(path, self.card)  # the same check as the torch engine, and it refuses
+        self.digest = graph_digest(self.card, weights_sha256(path, self.card))
         self.tta = tta or self.card["tta"]
         if self.tta not in VIEW_COUNTS:
             raise ModelDirError(f"unknown TTA setting {self.tta!r}; choose one of {tuple(VIEW_COUNTS)}")

@@ -23,6 +23,7 @@ import torch
 
 from amf import __version__
 from amf.atomic import write_atomic
+from amf.card import weights_sha256
 from amf.errors import AmfError, ModelDirError
 from amf.model_dir import LoadedModel, load_model_dir
 from amf.network import MemberEnsemble
@@ -116,13 +117,9 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, check: boo
     graph = PredictorGraph(loaded).eval()
     size = loaded.input_size
     example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8))
-    weights_sha = loaded.card["weights"]["sha256"] if isinstance(loaded.card.get("weights"), dict) else None
-    if not weights_sha:
-        from amf.card import WEIGHTS_NAME, file_sha256
-
-        weights_sha = file_sha256(model_dir / WEIGHTS_NAME)
-    metadata = {DIGEST_KEY: graph_digest(loaded.card, str(weights_sha).lower()),
-                "amf.graph_source": json.dumps(graph_source(loaded.card, str(weights_sha).lower()), sort_keys=True),
+    weights_sha = weights_sha256(model_dir, loaded.card)
+    metadata = {DIGEST_KEY: graph_digest(loaded.card, weights_sha),
+                "amf.graph_source": json.dumps(graph_source(loaded.card, weights_sha), sort_keys=True),
                 "amf.version": __version__, "amf.torch": torch.__version__}
     write_atomic(out, lambda tmp: _write_graph(graph, example, tmp, metadata))
     return out, (check_graph(out, graph, example) if check else None)
