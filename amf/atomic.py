@@ -34,6 +34,11 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """UTF-8 text, written atomically (a generated table, a config, a JSON document)."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def nan_to_null(obj: Any) -> Any:
     """A copy with every NaN or infinite float as None: strict JSON has no NaN."""
     if isinstance(obj, float):
@@ -48,4 +53,4 @@ def nan_to_null(obj: Any) -> Any:
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2, nan_as_null: bool = False) -> Path:
     """Strict JSON (a NaN raises) unless ``nan_as_null``, for reports where a metric may be undefined."""
     text = json.dumps(nan_to_null(obj) if nan_as_null else obj, indent=indent, allow_nan=False) + "\n"
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_text_atomic(path, text)

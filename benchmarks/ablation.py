@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from amf.atomic import write_atomic, write_json_atomic
+from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state, machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,7 +268,7 @@ def write_outputs(results: Path) -> None:
         f"Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}. Runs: {len(records)}.",
         "",
     ])
-    write_atomic(md, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(md, text)
     plot_curves(records, png)
 
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from amf.atomic import write_atomic, write_json_atomic
+from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
 from benchmarks.ablation import ARMS, EPOCHS, REPO, _stat, commit_files, fmt, load_results, raw_result, run_training
 
@@ -124,7 +124,7 @@ def write_table(results: Path) -> str:
         f"Runs: {len(records)}. Code: "
         + (", ".join(sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in records}))
            or "–") + ".", ""])
-    write_atomic(results.parent / "choices.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(results.parent / "choices.md", text)
     return text
 
 

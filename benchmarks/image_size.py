@@ -71,7 +71,7 @@ def table(raw: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
-    from amf.atomic import write_atomic, write_json_atomic
+    from amf.atomic import write_json_atomic, write_text_atomic
     from leaderboard.engine import container_engine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
            "after": build_size(engine, args.after, "amf-image-size:after")}
     write_json_atomic(args.json, raw)
     text = table(raw)
-    write_atomic(args.out, lambda t: t.write_text(text, encoding="utf-8"))
+    write_text_atomic(args.out, text)
     print(text)
     return 0
 

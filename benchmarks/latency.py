@@ -405,9 +405,9 @@ def render(raw: dict[str, Any]) -> str:
 
 
 def write_json(path: Path, raw: dict[str, Any]) -> None:
-    from amf.atomic import write_atomic
+    from amf.atomic import write_text_atomic
 
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8"))
+    write_text_atomic(path, json.dumps(raw, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,9 +435,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--cold-runs and --warm-runs must be at least 1")
         raw = measure(args)
         write_json(args.json, raw)
+    from amf.atomic import write_text_atomic
+
     text = render(raw)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
+    write_text_atomic(args.out, text)
     print(text)
     return 0
 

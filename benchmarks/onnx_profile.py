@@ -105,7 +105,7 @@ def table(raw: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
-    from amf.atomic import write_atomic, write_json_atomic
+    from amf.atomic import write_json_atomic, write_text_atomic
     from amf.onnx_engine import ONNX_NAME
     from amf.onnx_export import export_onnx
     from amf.provenance import git_state, machine
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                             args.threads)}
     write_json_atomic(args.json, raw)
     text = table(raw)
-    write_atomic(args.out, lambda t: t.write_text(text, encoding="utf-8"))
+    write_text_atomic(args.out, text)
     print(text)
     return 0
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from amf.atomic import write_atomic, write_json_atomic
+from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
 from benchmarks.ablation import EPOCHS, REPO, _stat, commit_files, fmt, load_results, raw_result, run_training
 
@@ -144,7 +144,7 @@ def write_table(study: str, results: Path) -> str:
         "| variant | runs | val AUC | val BA | s / step | images / s | against the default |",
         "|---|---|---|---|---|---|---|", *rows, "",
         f"Runs: {len(records)}. Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}.", ""])
-    write_atomic(table_path(results), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(table_path(results), text)
     return text
 
 

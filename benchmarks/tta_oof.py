@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from amf.atomic import write_atomic, write_json_atomic
+from amf.atomic import write_json_atomic, write_text_atomic
 from amf.metrics import binary_metrics, roc_auc
 from amf.predict import VIEW_COUNTS
 from amf.provenance import git_state, machine
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = measure(args.run, args.bootstrap)
         write_json_atomic(raw_path, raw, nan_as_null=True)
     text = table(raw)
-    write_atomic(args.results / "tta_oof.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(args.results / "tta_oof.md", text)
     print(text)
     return 0
 

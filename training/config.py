@@ -255,7 +255,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from amf.atomic import write_atomic
+    from amf.atomic import write_text_atomic
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(path, text)
