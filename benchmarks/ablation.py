@@ -56,12 +56,10 @@ def run_name(arm: str, dom: str, seed: int) -> str:
 
 def plan(seeds: int) -> list[tuple[str, str, int]]:
     """Priority order, so a budget cut short still yields the most informative table: ERM and Full
-    side by side per domain first, then the single parts, then more seeds."""
-    order = [(arm, dom, 0) for dom in DOMAINS for arm in ("ERM", "Full")]
-    order += [(arm, dom, 0) for arm in ("ERM+Mix", "ERM+Align", "ERM+Distil") for dom in DOMAINS]
-    for seed in range(1, seeds):
-        order += [(arm, dom, seed) for dom in DOMAINS for arm in ("ERM", "Full")]
-        order += [(arm, dom, seed) for arm in ("ERM+Mix", "ERM+Align", "ERM+Distil") for dom in DOMAINS]
+    side by side per domain for every seed first (a verdict needs the seed spread), then the single parts."""
+    order = [(arm, dom, seed) for seed in range(seeds) for dom in DOMAINS for arm in ("ERM", "Full")]
+    order += [(arm, dom, seed) for seed in range(seeds) for arm in ("ERM+Mix", "ERM+Align", "ERM+Distil")
+              for dom in DOMAINS]
     return order
 
 
