@@ -16,7 +16,9 @@ or ``--worktree`` for the working tree as it is), never in the working tree itse
 running there. ``../shared`` is linked beside the copy, so tests that need it run as they would here.
 For every mutant the module's tests (``TARGETS``) run with ``pytest -x``, fastest files first; a
 failing test kills the mutant, passing tests let it survive, and a mutant that runs past
-``--timeout`` counts as killed (a hang is caught too). Bytecode caches are off
+``--timeout`` counts as killed (a hang is caught too). To be quicker about it, a mutant first meets
+only the tests that the traced baseline saw run its lines (``benchmarks/line_tests.py``); whatever
+survives them still runs the full list, so the selection never decides a verdict. Bytecode caches are off
 (``PYTHONDONTWRITEBYTECODE``), so no stale ``.pyc`` of an earlier mutant is ever imported.
 
 Raw results go to ``benchmarks/results/mutation.json`` (merged per module, so runs of different
@@ -256,10 +258,13 @@ def scratch_copy(dest: Path, commit: str | None) -> Path:
     return repo
 
 
-def run_tests(repo: Path, tests: list[str], timeout: float) -> dict:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+def run_tests(repo: Path, tests: list[str], timeout: float, trace: dict[str, str] | None = None) -> dict:
+    """``trace``: the line_tests plugin's environment, to record which tests run which lines."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           **(trace or {})}
     env.pop("PYTHONPATH", None)
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+    plugin = ["-p", "benchmarks.line_tests"] if trace else []
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *plugin, "-o", "addopts=", *tests]
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=timeout, env=env)
@@ -278,34 +283,68 @@ def run_tests(repo: Path, tests: list[str], timeout: float) -> dict:
             "returncode": done.returncode}
 
 
+def statement_lines(source: bytes) -> dict[int, int]:
+    """Line -> first line of the smallest statement holding it: the line a tracer reports when that
+    statement runs, even where the mutated expression sits on a continuation line."""
+    owner: dict[int, tuple[int, int]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.stmt) and node.end_lineno is not None:
+            span = node.end_lineno - node.lineno
+            for line in range(node.lineno, node.end_lineno + 1):
+                if line not in owner or span < owner[line][1]:
+                    owner[line] = (node.lineno, span)
+    return {line: first for line, (first, _) in owner.items()}
+
+
+def tests_running(m: Mutant, traced: dict, stmt_of: dict[int, int]) -> list[str]:
+    """The traced tests, in run order, that execute the mutated lines (or the first line of their statement)."""
+    lines = set(range(m.start[0], m.end[0] + 1))
+    lines |= {stmt_of[line] for line in lines if line in stmt_of}
+    return [t for t in traced["tests"] if lines.intersection(traced["lines"].get(t, ()))]
+
+
 def run_module(repo: Path, module: str, tests: list[str], timeout: float | None, limit: int | None,
                progress=None, log=print) -> dict:
     """Baseline, then every mutant (or the first ``limit``); ``progress(result)`` after each one, so an
-    interrupted run still leaves what it measured. ``timeout`` None: 3× the baseline, at least 120 s."""
+    interrupted run still leaves what it measured. ``timeout`` None: 3× the baseline, at least 120 s.
+
+    The baseline also records which tests run which lines of the module (``benchmarks/line_tests.py``).
+    A mutant first meets only the tests that run its lines: a failure there is a kill. Whatever survives
+    them (or has no such test) then runs the module's full test list, as without the selection, so the
+    selection changes how long a kill takes, never whether a mutant counts as killed."""
     path = repo / module
     original = path.read_bytes()
     mutants = mutants_of(module, original)
     tests = [t for t in tests if (repo / t).is_file()]
     log(f"{module}: {len(mutants)} mutants; tests {', '.join(tests)}")
-    baseline = run_tests(repo, tests, 3600.0)
-    log(f"  baseline: {baseline['status']} in {baseline['seconds']} s")
+    trace_out = repo / ".line-tests.json"
+    baseline = run_tests(repo, tests, 3600.0, {"AMF_LINE_TESTS_MODULE": str(path),
+                                               "AMF_LINE_TESTS_OUT": str(trace_out)})
+    log(f"  baseline (traced): {baseline['status']} in {baseline['seconds']} s")
     timeout = timeout or max(120.0, 3.0 * baseline["seconds"])
     result = {"tests": tests, "baseline": baseline, "timeout_s": timeout, "n_mutants": len(mutants),
               "mutants": [], "complete": False}
     if baseline["status"] != "survived":  # the unmutated code must pass its tests first
         result["error"] = "the tests fail on the unmutated code; no mutant was run"
         return result
+    traced = json.loads(trace_out.read_text(encoding="utf-8"))
+    stmt_of = statement_lines(original)
     chosen = mutants[:limit] if limit else mutants
     try:
         for i, m in enumerate(chosen, 1):
             path.write_bytes(_splice(original, m.start, m.end, m.mutated))
-            outcome = run_tests(repo, tests, timeout)
-            record = {**asdict(m), **outcome}
+            selected = tests_running(m, traced, stmt_of)
+            outcome = run_tests(repo, selected, timeout) if selected else {"status": "survived", "seconds": 0.0}
+            if outcome["status"] in ("survived", "error"):  # "error": e.g. a test id pytest would not take
+                full = run_tests(repo, tests, timeout)
+                outcome = {**full, "seconds": round(outcome["seconds"] + full["seconds"], 1)}
+            record = {**asdict(m), **outcome, "selected_tests": len(selected)}
             del record["start"], record["end"]
             result["mutants"].append(record)
             result["summary"] = summarize(result["mutants"])
-            log(f"  [{i}/{len(chosen)}] line {m.line} {m.operator}: {outcome['status']} ({outcome['seconds']} s)"
-                + (f" by {outcome['killed_by']}" if outcome["status"] == "killed" else ""))
+            log(f"  [{i}/{len(chosen)}] line {m.line} {m.operator}: {outcome['status']} ({outcome['seconds']} s, "
+                f"{len(selected)} tests run it)" + (f" by {outcome['killed_by']}" if outcome["status"] == "killed"
+                                                   else ""))
             if progress is not None:
                 progress(result)
     finally:

@@ -69,3 +69,36 @@ def test_a_survivor_shown_equivalent_leaves_the_score_and_says_why(monkeypatch) 
                         "p is never equal to t")
     s = mutation.summarize(records, "amf/organizer.py")
     assert (s["equivalent"], s["survived"], s["kill_rate"]) == (1, 1, 0.5)
+
+
+def test_line_selected_tests_find_kills_and_a_survivor_still_meets_every_test(tmp_path: Path) -> None:
+    """``f`` runs in the test process, so its mutants meet only ``test_f``; ``h`` runs only in a subprocess,
+    which the tracer cannot see, so its mutant meets no selected test and is killed by the full list."""
+    from benchmarks import mutation
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    for name in ("__init__.py", "line_tests.py"):
+        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    (repo / "m.py").write_text("def f(a):\n    return a + 1\n\n\ndef h():\n    return 3\n")
+    (repo / "test_m.py").write_text(
+        "import subprocess, sys\nimport m\n\n\ndef test_f():\n    assert m.f(1) == 2\n\n\n"
+        "def test_h_in_a_subprocess():\n"
+        "    code = 'import m; assert m.h() == 3'\n"
+        "    assert subprocess.run([sys.executable, '-c', code], cwd=m.__file__.rsplit('/', 1)[0]).returncode == 0\n")
+    result = mutation.run_module(repo, "m.py", ["test_m.py"], timeout=60.0, limit=None, log=lambda *_: None)
+    by_line = {(r["line"], r["operator"]): r for r in result["mutants"]}
+    assert result["complete"] and result["summary"]["kill_rate"] == 1.0, result["mutants"]
+    f_mutants = [r for (line, _), r in by_line.items() if line == 2]
+    assert len(f_mutants) >= 2 and all(r["selected_tests"] == 1 and r["killed_by"] == "test_m.py::test_f"
+                                       for r in f_mutants)
+    h = by_line[(6, "constant 3 -> 4")]
+    assert h["selected_tests"] == 0 and h["killed_by"] == "test_m.py::test_h_in_a_subprocess"
+    assert (repo / "m.py").read_text().endswith("return 3\n")  # the original is back
+
+
+def test_statement_lines_point_continuation_lines_at_their_statement() -> None:
+    from benchmarks.mutation import statement_lines
+
+    lines = statement_lines(b"x = (1 +\n     2)\nif x:\n    y = [\n        3]\n")
+    assert (lines[1], lines[2], lines[3], lines[4], lines[5]) == (1, 1, 3, 4, 4)
