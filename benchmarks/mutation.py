@@ -62,8 +62,8 @@ TARGETS: dict[str, list[str]] = {
                           "test/test_process.py"],
     "training/mixstyle.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
                              "test/test_training.py"],
-    "training/align.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
-                          "test/test_training.py"],
+    "training/align.py": ["test/test_align_reference.py", "test/test_recipe_parts.py",
+                          "test/test_recipe_properties.py", "test/test_learning.py", "test/test_training.py"],
     "training/distil.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
                            "test/test_training.py"],
 }

@@ -49,6 +49,10 @@ def test_mixstyle_crossdomain_picks_partners_from_other_domains() -> None:
 
 
 def test_mixstyle_repr_shows_p_and_alpha() -> None:
+    # the defaults are Zhou et al.'s (ICLR 2021): p 0.5, Beta(0.1, 0.1), eps 1e-6
+    default = MixStyle()
+    assert repr(default) == "MixStyle(p=0.5, alpha=0.1, mix=random)" and default.eps == 1e-6
+    assert default._beta.concentration0.item() == pytest.approx(0.1)
     assert repr(MixStyle(p=0.3, alpha=0.2)) == "MixStyle(p=0.3, alpha=0.2, mix=random)"
     with pytest.raises(ValueError):
         MixStyle(mix="sideways")
