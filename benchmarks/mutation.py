@@ -4,6 +4,8 @@
     python -m benchmarks.mutation --modules amf/organizer.py     # some of them (results merge)
     python -m benchmarks.mutation --list --modules amf/metrics.py   # show the mutants, run nothing
     python -m benchmarks.mutation --report                       # rewrite mutation.md from mutation.json
+    python -m benchmarks.mutation --worktree --modules amf/metrics.py --tests test/test_new.py --out /tmp/m.json
+                                                                 # what one new test file kills, uncommitted
 
 A small AST mutator of our own (no mutmut: it rewrites files in place and wants its own layout).
 Each mutant changes one thing in one module: a comparison operator (``<`` to ``>=``, ``<`` to ``<=``,
@@ -37,6 +39,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -436,7 +439,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     parser.add_argument("--report", action="store_true", help="only regenerate mutation.md from mutation.json")
     parser.add_argument("--out", type=Path, default=JSON_OUT)
+    parser.add_argument("--tests", nargs="+", help="run these tests instead of the module's TARGETS, to see what a "
+                        "new test file kills (needs --out elsewhere: such a run is not the benchmark)")
     args = parser.parse_args(argv)
+    if args.tests and args.out.resolve() == JSON_OUT.resolve():
+        parser.error("--tests measures other tests than the benchmark's: give --out a file of its own")
+    # a plain `kill` still restores the module, kills the running tests and removes the scratch copy
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if args.report:
         write_report(load_results(args.out), args.out.with_suffix(".md"))
@@ -470,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         repo = scratch_copy(Path(tmp), commit)
         for module in args.modules:
             t0 = time.perf_counter()
-            result = run_module(repo, module, TARGETS[module], args.timeout, args.limit,
+            result = run_module(repo, module, args.tests or TARGETS[module], args.timeout, args.limit,
                                 progress=lambda r, module=module, t0=t0: save(module, r, t0))
             save(module, result, t0)
             print(f"{module}: {result.get('summary') or result.get('error')}")
