@@ -58,7 +58,8 @@ MD_OUT = RESULTS / "mutation.md"
 TARGETS: dict[str, list[str]] = {
     "amf/organizer.py": ["test/test_organizer.py", "test/test_output_writer.py", "test/test_metrics.py",
                          "test/test_process.py", "test/test_oracles.py", "test/test_leaderboard.py"],
-    "amf/metrics.py": ["test/test_metrics.py", "test/test_oracles.py", "test/test_leaderboard.py"],
+    "amf/metrics.py": ["test/test_metrics_reference.py", "test/test_metrics.py", "test/test_oracles.py",
+                       "test/test_leaderboard.py"],
     "amf/predict.py": ["test/test_recipe_parts.py", "test/test_oracles.py", "test/test_process.py",
                        "test/test_training.py", "test/test_onnx_engine.py"],
     "amf/preprocess.py": ["test/test_stacks.py", "test/test_training.py", "test/test_oracles.py",
