@@ -102,3 +102,27 @@ def test_statement_lines_point_continuation_lines_at_their_statement() -> None:
 
     lines = statement_lines(b"x = (1 +\n     2)\nif x:\n    y = [\n        3]\n")
     assert (lines[1], lines[2], lines[3], lines[4], lines[5]) == (1, 1, 3, 4, 4)
+
+
+def test_a_timeout_stands_only_when_a_second_run_with_twice_the_time_times_out_too(monkeypatch) -> None:
+    from benchmarks import mutation
+
+    def fake(outcomes: list[str]):
+        calls: list[float] = []
+
+        def run_tests(repo: Path, tests: list[str], timeout: float, trace: object = None) -> dict:
+            calls.append(timeout)
+            return {"status": outcomes[len(calls) - 1], "seconds": timeout, "killed_by": None}
+        return calls, run_tests
+
+    calls, run = fake(["timeout", "survived"])
+    monkeypatch.setattr(mutation, "run_tests", run)
+    got = mutation._run_confirming_timeouts(Path("."), ["t.py"], 10.0)
+    assert calls == [10.0, 20.0] and got["status"] == "survived" and got["seconds"] == 30.0
+    assert got["retried_after_timeout"]
+    calls, run = fake(["timeout", "timeout"])
+    monkeypatch.setattr(mutation, "run_tests", run)
+    assert mutation._run_confirming_timeouts(Path("."), ["t.py"], 10.0)["status"] == "timeout"
+    calls, run = fake(["killed"])
+    monkeypatch.setattr(mutation, "run_tests", run)
+    assert mutation._run_confirming_timeouts(Path("."), ["t.py"], 10.0)["status"] == "killed" and calls == [10.0]
