@@ -165,7 +165,8 @@ def best_threshold(y_true: ArrayLike, y_score: ArrayLike) -> float:
     bacc = ((tpr + 1.0 - fpr) / 2.0)[1:]  # drop the "nothing is atypical" point at +inf
     scores = thresholds[1:]  # unique scores, descending
     cuts = np.concatenate(((scores[:-1] + scores[1:]) / 2.0, scores[-1:]))
-    best = np.flatnonzero(np.isclose(bacc, bacc.max()))
+    # ties to float rounding only: numpy's default rtol (1e-5) would merge cuts that really differ
+    best = np.flatnonzero(np.isclose(bacc, bacc.max(), rtol=0.0, atol=1e-12))
     return float(cuts[best[np.argmin(np.abs(cuts[best] - 0.5))]])
 
 

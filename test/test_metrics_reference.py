@@ -237,6 +237,16 @@ def test_of_two_tied_cuts_the_upper_one_wins_when_nearer_one_half() -> None:
     assert best_threshold(y, s) == pytest.approx(0.6)
 
 
+def test_a_cut_better_by_a_hair_is_not_a_tie() -> None:
+    """Balanced accuracies 0.9500025 (cut 0.2) and 0.95 (cut 0.65): numpy's default relative tolerance
+    (1e-5) once called them equal and took 0.65, nearer one half; only float rounding is a tie."""
+    y = np.r_[np.ones(900), np.zeros(5), np.ones(5), np.ones(95), np.zeros(996)].astype(int)
+    s = np.r_[np.full(900, 0.9), np.full(5, 0.4), np.full(5, 0.3), np.full(1091, 0.1)]
+    t = best_threshold(y, s)
+    assert t == pytest.approx(0.2)
+    assert balanced_accuracy_score(y, s >= t) > balanced_accuracy_score(y, s >= 0.65)
+
+
 def test_when_nothing_separates_everything_is_atypical_at_the_lowest_score() -> None:
     # scores run against the labels: 0.9 and 0.5 normal, 0.1 atypical. Cut 0.7 gives (0 + 1/2) / 2,
     # cut 0.3 gives (0 + 0) / 2, the lowest score 0.1 gives (1 + 0) / 2 = 0.5: the best of the three.
