@@ -34,10 +34,11 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 def to_rgb_uint8(page: np.ndarray) -> np.ndarray:
     """Any 2-D page (H×W, H×W×1, H×W×2, H×W×3, H×W×4; uint8/uint16/float) as H×W×3 uint8."""
     a = np.asarray(page)
+    shape = a.shape  # as given, for the message
     if a.ndim == 2:
         a = a[..., None]
-    if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
-        raise InputError(f"a page must be a 2-D image, got an array of shape {a.shape}")
+    if a.ndim != 3 or 0 in a.shape:
+        raise InputError(f"a page must be a 2-D image with at least one channel, got an array of shape {shape}")
     channels = a.shape[2]
     if channels in (1, 2):  # gray, or gray + alpha
         a = np.repeat(a[..., :1], 3, axis=2)

@@ -95,6 +95,37 @@ EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
         "a scale by 4: same argmax, and no two cuts differ by under 1e-12 below ~7e5 cases of each class",
     ("amf/metrics.py", 165, "constant 2.0 -> 3.0", "2.0", "(3.0)"):
         "a scale by 2/3: same argmax, and no two cuts differ by under 1.5e-12 below ~7e5 cases of each class",
+    # amf/preprocess.py, found by helper-11 (test/test_preprocess_reference.py kills every other mutant)
+    ("amf/preprocess.py", 45, "compare >= -> >", "channels >= 3", "(channels > 3)"):
+        "for exactly 3 channels a[..., :3] is the whole array, so skipping the slice returns the same page",
+    ("amf/preprocess.py", 45, "constant 3 -> 4", "3", "(4)"):
+        "the same: a 3-channel page sliced to 3 channels or left alone is the same page; 4+ are still cut to 3",
+    ("amf/preprocess.py", 53, "constant 0 -> 1", "0", "(1)"):
+        "max(initial=1) <= 255 exactly when max(initial=0) <= 255, and an empty page is refused before",
+    ("amf/preprocess.py", 54, "constant 255 -> 256", "255", "(256)"):
+        "the clip's top: a * 255/top never exceeds 255, as top is 255 or the dtype's maximum, at least the page's",
+    ("amf/preprocess.py", 57, "constant 0.0 -> 1.0", "0.0", "(1.0)"):
+        "max(initial=1.0) <= 1.0 exactly when max(initial=0.0) <= 1.0, NaN and inf being zeroed before",
+    ("amf/preprocess.py", 65, "compare > -> >=", "h > size", "(h >= size)"):
+        "at h == size the centre crop is page[0:size], the whole page",
+    ("amf/preprocess.py", 68, "compare > -> >=", "w > size", "(w >= size)"):
+        "at w == size the centre crop is [:, 0:size], the whole page",
+    ("amf/preprocess.py", 72, "compare < -> <=", "h < size", "(h <= size)"):
+        "after the crop h <= size always; at h == w == size the padding adds 0 rows: the same values",
+    ("amf/preprocess.py", 72, "compare < -> <=", "w < size", "(w <= size)"):
+        "after the crop w <= size always; at h == w == size the padding adds 0 columns: the same values",
+    ("amf/preprocess.py", 85, "constant 0 -> 1", "0", "(1)"):
+        "patch.shape[1] for shape[0]: crop_and_upscale takes square patches only (its contract; fit_to_size's output)",
+    ("amf/preprocess.py", 86, "compare < -> <=", "0 < crop <= size", "(0 <= crop <= size)"):
+        "crop == 0 has returned above (`if not crop`), so 0 never reaches the range check",
+    ("amf/preprocess.py", 166, "drop unary -", "-2", "(2)"):
+        "x.shape[2:] is x.shape[-2:] for the N×3×H×W batch that resize_batch takes",
+    ("amf/preprocess.py", 168, "drop unary -", "-2", "(2)"):
+        "x.shape[2:] is x.shape[-2:] for the N×3×H×W batch that resize_batch takes",
+    ("amf/preprocess.py", 168, "compare < -> <=", "size < max(x.shape[-2:])", "(size <= max(x.shape[-2:]))"):
+        "antialias on where nothing shrinks: torch uses the same bilinear kernel (measured: within 6e-8, rounding)",
+    ("amf/preprocess.py", 168, "constant 2 -> 3", "2", "(3)"):
+        "max over (3, H, W) differs from max over (H, W) only when H, W < 3, which only grow: no antialias either way",
 }
 
 
