@@ -4,6 +4,7 @@
     python -m benchmarks.mutation --modules amf/organizer.py     # some of them (results merge)
     python -m benchmarks.mutation --list --modules amf/metrics.py   # show the mutants, run nothing
     python -m benchmarks.mutation --report                       # rewrite mutation.md from mutation.json
+    python -m benchmarks.mutation --recheck --modules amf/metrics.py  # its survivors against today's tests
     python -m benchmarks.mutation --worktree --modules amf/metrics.py --tests test/test_new.py --out /tmp/m.json
                                                                  # what one new test file kills, uncommitted
 
@@ -411,6 +412,38 @@ def run_module(repo: Path, module: str, tests: list[str], timeout: float | None,
     return result
 
 
+def recheck_module(repo: Path, module: str, result: dict, tests: list[str], commit: str, log=print) -> dict:
+    """Run a finished module's survivors again against ``tests`` at ``commit`` (a test added since may
+    kill them), only where the module itself is byte for byte what was mutated, so each mutant is the
+    same. Kills replace the survivor's record; the recheck is logged in ``result["rechecks"]``."""
+    path = repo / module
+    original = path.read_bytes()
+    if _git("show", f"{result['commit']}:{module}") != original.decode("utf-8").strip():
+        raise SystemExit(f"{module} changed since {result['commit']}: its mutants are not the same; run it again")
+    by_id = {m.id: m for m in mutants_of(module, original)}
+    survivors = [r for r in result["mutants"] if r["status"] == "survived" and not equivalent_reason(module, r)]
+    tests = [t for t in tests if (repo / t).is_file()]
+    log(f"{module}: rechecking {len(survivors)} survivors of {result['commit']} at {commit}; tests {', '.join(tests)}")
+    killed = 0
+    try:
+        for record in survivors:
+            m = by_id[record["id"]]
+            assert (m.line, m.operator, m.original, m.mutated) == (record["line"], record["operator"],
+                                                                  record["original"], record["mutated"]), m.id
+            path.write_bytes(_splice(original, m.start, m.end, m.mutated))
+            outcome = _run_confirming_timeouts(repo, tests, result["timeout_s"])
+            log(f"  line {m.line} {m.operator}: {outcome['status']} ({outcome['seconds']} s)")
+            if outcome["status"] in ("killed", "timeout"):
+                killed += 1
+                record.update(outcome, rechecked_at=commit)
+    finally:
+        path.write_bytes(original)
+    result.setdefault("rechecks", []).append({"commit": commit, "tests": tests, "survivors": len(survivors),
+                                              "killed": killed})
+    result["summary"] = summarize(result["mutants"], module)
+    return result
+
+
 def summarize(records: list[dict], module: str | None = None) -> dict:
     """Counts per status; survivors listed in EQUIVALENT count as ``equivalent`` and leave the kill
     rate's denominator (the usual mutation score: killed / (run − equivalent − error))."""
@@ -443,11 +476,13 @@ def write_report(data: dict, path: Path = MD_OUT) -> None:
         s = summarize(r.get("mutants", []), module)
         rate = "–" if s["kill_rate"] is None else f"{s['kill_rate']:.1%}"
         tests = ", ".join(Path(t).name for t in r["tests"])
-        lines.append(f"| `{module}` | {r.get('commit', '?')} | {r['n_mutants']} | {s['run']} | {s['killed']} | "
+        commit = r.get("commit", "?") + "".join(f", survivors rechecked at {c['commit']}"
+                                                for c in r.get("rechecks", []))
+        lines.append(f"| `{module}` | {commit} | {r['n_mutants']} | {s['run']} | {s['killed']} | "
                      f"{s['timeout']} | {s['survived']} | {s['equivalent']} | {s['error']} | {rate} | {tests} |")
-    lines += ["", "Kill rate: (killed + timeout) / (run − equivalent − error). A mutant that survived the run "
-              "named in the table but is killed by a test added since is still counted as a survivor here, "
-              "until the module runs again.", ""]
+    lines += ["", "Kill rate: (killed + timeout) / (run − equivalent − error). A survivor counts as killed only "
+              "once a run kills it: the module's run, or `--recheck`, which runs the recorded survivors again "
+              "against the tests of a later commit while the module's own code is unchanged.", ""]
     lines.append("")
     for module in TARGETS:
         r = data["modules"].get(module)
@@ -493,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     parser.add_argument("--report", action="store_true", help="only regenerate mutation.md from mutation.json")
     parser.add_argument("--out", type=Path, default=JSON_OUT)
+    parser.add_argument("--recheck", action="store_true", help="run only the recorded survivors again, against "
+                        "today's tests (the module's own code must be unchanged)")
     parser.add_argument("--tests", nargs="+", help="run these tests instead of the module's TARGETS, to see what a "
                         "new test file kills (needs --out elsewhere: such a run is not the benchmark)")
     args = parser.parse_args(argv)
@@ -531,6 +568,19 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="amf-mutation-") as tmp:
         repo = scratch_copy(Path(tmp), commit)
+        if args.recheck:
+            for module in args.modules:
+                if not data["modules"].get(module, {}).get("complete"):
+                    print(f"{module}: no complete run to recheck; skipped")
+                    continue
+                result = data["modules"][module]
+                t0, seconds = time.perf_counter(), result.get("seconds", 0.0)
+                recheck_module(repo, module, result, args.tests or TARGETS[module], commit or label)
+                result["seconds"] = round(seconds + time.perf_counter() - t0, 1)
+                args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+                write_report(data, args.out.with_suffix(".md"))
+                print(f"{module}: {result['summary']}")
+            return 0
         for module in args.modules:
             t0 = time.perf_counter()
             result = run_module(repo, module, args.tests or TARGETS[module], args.timeout, args.limit,

@@ -126,3 +126,35 @@ def test_a_timeout_stands_only_when_a_second_run_with_twice_the_time_times_out_t
     calls, run = fake(["killed"])
     monkeypatch.setattr(mutation, "run_tests", run)
     assert mutation._run_confirming_timeouts(Path("."), ["t.py"], 10.0)["status"] == "killed" and calls == [10.0]
+
+
+def test_recheck_runs_only_the_survivors_against_new_tests_and_refuses_a_changed_module(
+        tmp_path: Path, monkeypatch) -> None:
+    from benchmarks import mutation
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    for name in ("__init__.py", "line_tests.py"):
+        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    source = "def f(a):\n    return a + 1\n"
+    (repo / "m.py").write_text(source)
+    (repo / "test_weak.py").write_text("import m\n\n\ndef test_f():\n    assert m.f(0) > 0\n")  # + -> - survives
+    result = mutation.run_module(repo, "m.py", ["test_weak.py"], timeout=60.0, limit=None, log=lambda *_: None)
+    result["commit"] = "abc1234"
+    survived = [r for r in result["mutants"] if r["status"] == "survived"]
+    assert survived and result["summary"]["kill_rate"] < 1.0
+    (repo / "test_strong.py").write_text("import m\n\n\ndef test_f():\n    assert m.f(1) == 2\n")
+    monkeypatch.setattr(mutation, "_git", lambda *args: source.strip())  # the module as it was at abc1234
+    ran: list[list[str]] = []
+    real = mutation.run_tests
+    monkeypatch.setattr(mutation, "run_tests", lambda repo, tests, timeout, trace=None: ran.append(tests)
+                        or real(repo, tests, timeout, trace))
+    mutation.recheck_module(repo, "m.py", result, ["test_strong.py"], "def5678", log=lambda *_: None)
+    assert len(ran) == len(survived)  # only the survivors ran again
+    assert result["summary"]["kill_rate"] == 1.0 and all(r["rechecked_at"] == "def5678" for r in survived)
+    assert result["rechecks"] == [{"commit": "def5678", "tests": ["test_strong.py"], "survivors": len(survived),
+                                   "killed": len(survived)}]
+    assert (repo / "m.py").read_text() == source
+    monkeypatch.setattr(mutation, "_git", lambda *args: "def f(a):\n    return a + 2")
+    with pytest.raises(SystemExit, match="changed since abc1234"):
+        mutation.recheck_module(repo, "m.py", result, ["test_strong.py"], "def5678", log=lambda *_: None)
