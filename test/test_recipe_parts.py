@@ -48,6 +48,16 @@ def test_mixstyle_crossdomain_picks_partners_from_other_domains() -> None:
             assert int(domains[partners[i]]) >= 0
 
 
+def test_mixstyle_switched_off_draws_no_random_numbers() -> None:
+    """p = 0 must leave the random stream alone, so that a run with the mixers attached at p = 0 is the
+    run without them (the augmentations and dropout after it draw the same numbers)."""
+    op = MixStyle(p=0.0, alpha=0.1).train()
+    x = torch.randn(4, 3, 5, 5)
+    state = torch.get_rng_state()
+    assert op(x) is x
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_mixstyle_repr_shows_p_and_alpha() -> None:
     # the defaults are Zhou et al.'s (ICLR 2021): p 0.5, Beta(0.1, 0.1), eps 1e-6
     default = MixStyle()
