@@ -96,6 +96,8 @@ EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
         "a scale by 4: same argmax, and no two cuts differ by under 1e-12 below ~7e5 cases of each class",
     ("amf/metrics.py", 165, "constant 2.0 -> 3.0", "2.0", "(3.0)"):
         "a scale by 2/3: same argmax, and no two cuts differ by under 1.5e-12 below ~7e5 cases of each class",
+    ("training/mixstyle.py", 43, "compare > -> >=", "torch.rand(()) > self.p", "(torch.rand(()) >= self.p)"):
+        "the two differ only when torch.rand draws exactly p, a float32 in [0, 1): probability at most 2^-24 a call",
     # amf/preprocess.py, found by helper-11 (test/test_preprocess_reference.py kills every other mutant)
     ("amf/preprocess.py", 45, "compare >= -> >", "channels >= 3", "(channels > 3)"):
         "for exactly 3 channels a[..., :3] is the whole array, so skipping the slice returns the same page",

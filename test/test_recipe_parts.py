@@ -58,6 +58,20 @@ def test_mixstyle_switched_off_draws_no_random_numbers() -> None:
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_mixstyle_mixes_a_batch_of_two_and_passes_a_single_sample_through() -> None:
+    """Two samples are the smallest batch with a partner; one sample has none, so it passes as it is,
+    without drawing a mixing weight or a partner."""
+    op = MixStyle(p=1.0, alpha=0.5, mix="crossdomain").train()
+    op.sites = torch.tensor([0, 1])  # each sample's partner is the other one
+    pair = torch.randn(2, 3, 5, 5) * torch.tensor([1.0, 4.0]).view(2, 1, 1, 1)
+    torch.manual_seed(0)
+    assert not torch.allclose(op(pair).std((2, 3)), pair.std((2, 3)), atol=1e-3)
+    op.sites = None
+    one = torch.randn(1, 3, 5, 5)
+    state = torch.get_rng_state()
+    assert op(one) is one and torch.equal(torch.get_rng_state(), state)
+
+
 def test_mixstyle_repr_shows_p_and_alpha() -> None:
     # the defaults are Zhou et al.'s (ICLR 2021): p 0.5, Beta(0.1, 0.1), eps 1e-6
     default = MixStyle()
