@@ -96,6 +96,15 @@ EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
         "a scale by 4: same argmax, and no two cuts differ by under 1e-12 below ~7e5 cases of each class",
     ("amf/metrics.py", 165, "constant 2.0 -> 3.0", "2.0", "(3.0)"):
         "a scale by 2/3: same argmax, and no two cuts differ by under 1.5e-12 below ~7e5 cases of each class",
+    ("amf/predict.py", 58, "constant True -> False", "True", "(False)"):
+        "non_blocking only lets a host-to-GPU copy overlap; the values that arrive are the same on every device",
+    ("amf/predict.py", 89, "constant 256 -> 257", "256", "(257)"):
+        "the default batch size: in eval mode each page's output is its own, so any batching gives the same numbers "
+        "(test_predict_reference checks batches of 3 against 256)",
+    ("amf/predict.py", 112, "constant 256 -> 257", "256", "(257)"):
+        "the default batch size of predict_view_logits: per-page outputs do not depend on the batching",
+    ("amf/predict.py", 118, "drop unary -", "-1", "(1)"):
+        "logits.shape[1] for shape[-1]: one network's logits are 2-D (rows × classes), so both are the class count",
     ("training/mixstyle.py", 43, "compare > -> >=", "torch.rand(()) > self.p", "(torch.rand(()) >= self.p)"):
         "the two differ only when torch.rand draws exactly p, a float32 in [0, 1): probability at most 2^-24 a call",
     # amf/preprocess.py, found by helper-11 (test/test_preprocess_reference.py kills every other mutant)

@@ -156,3 +156,27 @@ def test_the_predictor_refuses_a_non_finite_probability(tmp_path: Path) -> None:
         next(predictor.model.parameters()).fill_(float("nan"))
     with pytest.raises(PredictionError, match="non-finite"):
         predictor.predict_proba(page)
+
+
+def test_mixed_precision_is_asked_for_by_default(pages: np.ndarray, weights: np.ndarray,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both entry points ask for autocast unless told not to (it acts on CUDA only: fp16 on the T4)."""
+    import contextlib
+
+    import amf.predict as predict
+
+    asked: list[bool] = []
+    monkeypatch.setattr(predict, "autocast_for", lambda device, enabled=True: asked.append(enabled)
+                        or contextlib.nullcontext())
+    predict_proba(LinearLogit(weights), pages, mean=MEAN, std=STD)
+    predict_view_logits(LinearLogit(weights), pages, mean=MEAN, std=STD)
+    predict_proba(LinearLogit(weights), pages, mean=MEAN, std=STD, amp=False)
+    assert asked == [True, True, False]
+
+
+def test_the_predictor_takes_the_cards_tta_unless_told_otherwise(tmp_path: Path) -> None:
+    from conftest import make_model_dir
+
+    model_dir = make_model_dir(tmp_path / "m", tta="dihedral4")
+    assert Predictor.from_dir(model_dir, device="cpu").tta == "dihedral4"
+    assert Predictor.from_dir(model_dir, device="cpu", tta="flip2").tta == "flip2"
