@@ -24,9 +24,11 @@ only the tests that the traced baseline saw run its lines (``benchmarks/line_tes
 survives them still runs the full list, so the selection never decides a verdict. Bytecode caches are off
 (``PYTHONDONTWRITEBYTECODE``), so no stale ``.pyc`` of an earlier mutant is ever imported.
 
-Raw results go to ``benchmarks/results/mutation.json`` (merged per module, so runs of different
-modules add up; ``partial`` says whether every target has results) and a generated
-``benchmarks/results/mutation.md`` (kill rate per module, every survivor).
+An interrupted module resumes where it stopped when the module, its tests and ``test/conftest.py``
+are unchanged since (the JSON keeps every measured mutant). Raw results go to
+``benchmarks/results/mutation.json`` (merged per module, so runs of different modules add up;
+``partial`` says whether every target has results) and a generated ``benchmarks/results/mutation.md``
+(kill rate per module, every survivor).
 """
 
 from __future__ import annotations
@@ -372,15 +374,30 @@ def tests_running(m: Mutant, traced: dict, stmt_of: dict[int, int]) -> list[str]
     return [t for t in traced["tests"] if lines.intersection(traced["lines"].get(t, ()))]
 
 
+def resumable(prev: dict | None, module: str, tests: list[str], commit: str | None) -> list[dict]:
+    """The records of an unfinished run of ``module`` that still hold at ``commit``: the module, its
+    tests and the shared fixtures are unchanged since, so each mutant meets the same code and tests."""
+    if not prev or prev.get("complete") or prev.get("error") or commit is None or prev.get("tests") != tests:
+        return []
+    old = prev.get("commit", "")
+    if old != commit:
+        paths = [module, *tests, "test/conftest.py"]
+        if subprocess.run(["git", "diff", "--quiet", old, commit, "--", *paths], cwd=REPO).returncode != 0:
+            return []
+    return [{**r, "measured_at": r.get("measured_at", old)} for r in prev.get("mutants", [])]
+
+
 def run_module(repo: Path, module: str, tests: list[str], timeout: float | None, limit: int | None,
-               progress=None, log=print) -> dict:
+               progress=None, log=print, earlier: list[dict] | None = None) -> dict:
     """Baseline, then every mutant (or the first ``limit``); ``progress(result)`` after each one, so an
     interrupted run still leaves what it measured. ``timeout`` None: 3× the baseline, at least 120 s.
 
     The baseline also records which tests run which lines of the module (``benchmarks/line_tests.py``).
     A mutant first meets only the tests that run its lines: a failure there is a kill. Whatever survives
     them (or has no such test) then runs the module's full test list, as without the selection, so the
-    selection changes how long a kill takes, never whether a mutant counts as killed."""
+    selection changes how long a kill takes, never whether a mutant counts as killed.
+
+    ``earlier``: records of an interrupted run (:func:`resumable`); those mutants are not run again."""
     path = repo / module
     original = path.read_bytes()
     mutants = mutants_of(module, original)
@@ -391,14 +408,19 @@ def run_module(repo: Path, module: str, tests: list[str], timeout: float | None,
                                                "AMF_LINE_TESTS_OUT": str(trace_out)})
     log(f"  baseline (traced): {baseline['status']} in {baseline['seconds']} s")
     timeout = timeout or max(120.0, 3.0 * baseline["seconds"])
+    keys = {m.id: (m.line, m.operator, m.original, m.mutated) for m in mutants}
+    kept = [r for r in earlier or [] if keys.get(r["id"]) == (r["line"], r["operator"], r["original"], r["mutated"])]
     result = {"tests": tests, "baseline": baseline, "timeout_s": timeout, "n_mutants": len(mutants),
-              "mutants": [], "complete": False}
+              "mutants": kept, "complete": False}
+    if kept:
+        log(f"  resuming: {len(kept)} mutants measured before")
     if baseline["status"] != "survived":  # the unmutated code must pass its tests first
         result["error"] = "the tests fail on the unmutated code; no mutant was run"
         return result
     traced = json.loads(trace_out.read_text(encoding="utf-8"))
     stmt_of = statement_lines(original)
-    chosen = mutants[:limit] if limit else mutants
+    done = {r["id"] for r in kept}
+    chosen = [m for m in (mutants[:limit] if limit else mutants) if m.id not in done]
     try:
         for i, m in enumerate(chosen, 1):
             path.write_bytes(_splice(original, m.start, m.end, m.mutated))
@@ -594,8 +616,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for module in args.modules:
             t0 = time.perf_counter()
-            result = run_module(repo, module, args.tests or TARGETS[module], args.timeout, args.limit,
-                                progress=lambda r, module=module, t0=t0: save(module, r, t0))
+            tests = args.tests or TARGETS[module]
+            earlier = resumable(data["modules"].get(module), module, tests, commit) if not args.tests else []
+            result = run_module(repo, module, tests, args.timeout, args.limit,
+                                progress=lambda r, module=module, t0=t0: save(module, r, t0), earlier=earlier)
             save(module, result, t0)
             print(f"{module}: {result.get('summary') or result.get('error')}")
     return 0

@@ -158,3 +158,25 @@ def test_recheck_runs_only_the_survivors_against_new_tests_and_refuses_a_changed
     monkeypatch.setattr(mutation, "_git", lambda *args: "def f(a):\n    return a + 2")
     with pytest.raises(SystemExit, match="changed since abc1234"):
         mutation.recheck_module(repo, "m.py", result, ["test_strong.py"], "def5678", log=lambda *_: None)
+
+
+def test_an_interrupted_module_resumes_without_running_its_measured_mutants_again(tmp_path: Path) -> None:
+    from benchmarks import mutation
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    for name in ("__init__.py", "line_tests.py"):
+        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    (repo / "m.py").write_text("def f(a):\n    return a + 1\n")
+    (repo / "test_m.py").write_text("import m\n\n\ndef test_f():\n    assert m.f(1) == 2\n")
+    first = mutation.run_module(repo, "m.py", ["test_m.py"], 60.0, limit=1, log=lambda *_: None)
+    assert len(first["mutants"]) == 1 and not first["complete"]
+    first["commit"] = "abc1234"
+    earlier = mutation.resumable(first, "m.py", ["test_m.py"], "abc1234")
+    assert earlier and earlier[0]["measured_at"] == "abc1234"
+    logged: list[str] = []
+    second = mutation.run_module(repo, "m.py", ["test_m.py"], 60.0, limit=None, log=logged.append, earlier=earlier)
+    assert second["complete"] and second["mutants"][0]["id"] == first["mutants"][0]["id"]
+    assert sum("] line" in line for line in logged) == len(second["mutants"]) - 1  # the first was not run again
+    assert mutation.resumable(second, "m.py", ["test_m.py"], "abc1234") == []  # complete: nothing to resume
+    assert mutation.resumable(first, "m.py", ["other_test.py"], "abc1234") == []  # other tests: start again
