@@ -388,7 +388,7 @@ def resumable(prev: dict | None, module: str, tests: list[str], commit: str | No
 
 
 def run_module(repo: Path, module: str, tests: list[str], timeout: float | None, limit: int | None,
-               progress=None, log=print, earlier: list[dict] | None = None) -> dict:
+               progress=None, log=print, earlier: list[dict] | None = None, skip_equivalent: bool = True) -> dict:
     """Baseline, then every mutant (or the first ``limit``); ``progress(result)`` after each one, so an
     interrupted run still leaves what it measured. ``timeout`` None: 3× the baseline, at least 120 s.
 
@@ -397,7 +397,9 @@ def run_module(repo: Path, module: str, tests: list[str], timeout: float | None,
     them (or has no such test) then runs the module's full test list, as without the selection, so the
     selection changes how long a kill takes, never whether a mutant counts as killed.
 
-    ``earlier``: records of an interrupted run (:func:`resumable`); those mutants are not run again."""
+    ``earlier``: records of an interrupted run (:func:`resumable`); those mutants are not run again.
+    ``skip_equivalent``: a mutant listed in EQUIVALENT is recorded as such without running (a survivor
+    costs the whole test list, minutes); the report marks it "not run"."""
     path = repo / module
     original = path.read_bytes()
     mutants = mutants_of(module, original)
@@ -423,6 +425,12 @@ def run_module(repo: Path, module: str, tests: list[str], timeout: float | None,
     chosen = [m for m in (mutants[:limit] if limit else mutants) if m.id not in done]
     try:
         for i, m in enumerate(chosen, 1):
+            if skip_equivalent and equivalent_reason(module, asdict(m)):
+                record = {**asdict(m), "status": "equivalent", "seconds": 0.0, "killed_by": None, "not_run": True}
+                del record["start"], record["end"]
+                result["mutants"].append(record)
+                log(f"  [{i}/{len(chosen)}] line {m.line} {m.operator}: listed as equivalent, not run")
+                continue
             path.write_bytes(_splice(original, m.start, m.end, m.mutated))
             selected = tests_running(m, traced, stmt_of)
             outcome = run_tests(repo, selected, timeout) if selected else {"status": "survived", "seconds": 0.0}
@@ -481,9 +489,11 @@ def summarize(records: list[dict], module: str | None = None) -> dict:
     """Counts per status; survivors listed in EQUIVALENT count as ``equivalent`` and leave the kill
     rate's denominator (the usual mutation score: killed / (run − equivalent − error))."""
     counts = {s: sum(r["status"] == s for r in records) for s in ("killed", "timeout", "survived", "error")}
-    counts["equivalent"] = sum(r["status"] == "survived" and bool(equivalent_reason(module or r.get("module", ""), r))
-                               for r in records)
-    counts["survived"] -= counts["equivalent"]
+    excused = [r["status"] in ("survived", "equivalent") and bool(equivalent_reason(module or r.get("module", ""), r))
+               for r in records]
+    counts["equivalent"] = sum(excused)
+    # not run because listed, and no longer listed: an unverified survivor
+    counts["survived"] += sum(r["status"] == "equivalent" for r in records) - counts["equivalent"]
     scored = counts["killed"] + counts["timeout"] + counts["survived"]
     counts["run"] = len(records)
     counts["kill_rate"] = round((counts["killed"] + counts["timeout"]) / scored, 4) if scored else None
@@ -523,13 +533,14 @@ def write_report(data: dict, path: Path = MD_OUT) -> None:
             continue
         if r.get("error"):
             lines += [f"`{module}`: {r['error']}", ""]
-        survivors = [m for m in r.get("mutants", []) if m["status"] in ("survived", "error")]
+        survivors = [m for m in r.get("mutants", []) if m["status"] in ("survived", "error", "equivalent")]
         if survivors:
             lines += [f"## Survivors in `{module}`", "", "| line | change | original | mutated | status |",
                       "|---|---|---|---|---|"]
             for m in survivors:
-                reason = equivalent_reason(module, m) if m["status"] == "survived" else None
-                status = f"equivalent: {reason}" if reason else m["status"]
+                reason = equivalent_reason(module, m) if m["status"] != "error" else None
+                not_run = " (not run)" if m["status"] == "equivalent" else ""
+                status = f"equivalent{not_run}: {reason}" if reason else "survived" if not_run else m["status"]
                 lines.append(f"| {m['line']} | {m['operator']} | `{_cell(m['original'])}` | `{_cell(m['mutated'])}` | "
                              f"{_cell(status, 300)} |")
             lines.append("")
@@ -561,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     parser.add_argument("--report", action="store_true", help="only regenerate mutation.md from mutation.json")
     parser.add_argument("--out", type=Path, default=JSON_OUT)
+    parser.add_argument("--run-equivalents", action="store_true",
+                        help="run the mutants listed as equivalent too (they are recorded without running otherwise)")
     parser.add_argument("--recheck", action="store_true", help="run only the recorded survivors again, against "
                         "today's tests (the module's own code must be unchanged)")
     parser.add_argument("--tests", nargs="+", help="run these tests instead of the module's TARGETS, to see what a "
@@ -619,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
             tests = args.tests or TARGETS[module]
             earlier = resumable(data["modules"].get(module), module, tests, commit) if not args.tests else []
             result = run_module(repo, module, tests, args.timeout, args.limit,
-                                progress=lambda r, module=module, t0=t0: save(module, r, t0), earlier=earlier)
+                                progress=lambda r, module=module, t0=t0: save(module, r, t0), earlier=earlier,
+                                skip_equivalent=not args.run_equivalents)
             save(module, result, t0)
             print(f"{module}: {result.get('summary') or result.get('error')}")
     return 0

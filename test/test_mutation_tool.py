@@ -180,3 +180,29 @@ def test_an_interrupted_module_resumes_without_running_its_measured_mutants_agai
     assert sum("] line" in line for line in logged) == len(second["mutants"]) - 1  # the first was not run again
     assert mutation.resumable(second, "m.py", ["test_m.py"], "abc1234") == []  # complete: nothing to resume
     assert mutation.resumable(first, "m.py", ["other_test.py"], "abc1234") == []  # other tests: start again
+
+
+def test_a_listed_equivalent_is_recorded_without_running_and_counts_as_a_survivor_once_unlisted(
+        tmp_path: Path, monkeypatch) -> None:
+    from benchmarks import mutation
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    for name in ("__init__.py", "line_tests.py"):
+        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    (repo / "m.py").write_text("def f(a):\n    return a + 1\n")
+    (repo / "test_m.py").write_text("import m\n\n\ndef test_f():\n    assert m.f(1) == 2\n")
+    key = ("m.py", 2, "arith + -> -", "a + 1", "(a - 1)")
+    monkeypatch.setitem(mutation.EQUIVALENT, key, "a reason")
+    result = mutation.run_module(repo, "m.py", ["test_m.py"], 60.0, limit=None, log=lambda *_: None)
+    listed = [r for r in result["mutants"] if (r["line"], r["operator"]) == (2, "arith + -> -")]
+    assert listed[0]["status"] == "equivalent" and listed[0]["not_run"]
+    s = mutation.summarize(result["mutants"], "m.py")
+    assert (s["equivalent"], s["survived"], s["kill_rate"]) == (1, 0, 1.0)
+    result.update(commit="abc1234", complete=True)
+    monkeypatch.setitem(mutation.TARGETS, "m.py", ["test_m.py"])
+    mutation.write_report({"modules": {"m.py": result}}, tmp_path / "m.md")
+    assert "equivalent (not run): a reason" in (tmp_path / "m.md").read_text()
+    monkeypatch.delitem(mutation.EQUIVALENT, key)
+    s = mutation.summarize(result["mutants"], "m.py")
+    assert (s["equivalent"], s["survived"]) == (0, 1) and s["kill_rate"] < 1.0
