@@ -216,6 +216,35 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def against_erm(arm: list[float], erm: list[float]) -> str:
+    """The arm's mean minus ERM's, called a difference only beyond the seed spread: when it exceeds
+    the larger of the two seed standard deviations; with fewer than 2 seeds on either side, no call."""
+    (m_a, sd_a, n_a), (m_e, sd_e, n_e) = _stat(arm), _stat(erm)
+    if n_a < 2 or n_e < 2:
+        return "needs 2 seeds"
+    diff, spread = m_a - m_e, max(sd_a, sd_e)
+    call = "higher" if diff > spread else "lower" if diff < -spread else "no difference"
+    return f"{diff:+.3f} {call}"
+
+
+def verdict_table(records: list[dict[str, Any]]) -> str:
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        by.setdefault((r["arm"], r["held_out"]), []).append(r)
+    lines = ["| arm | " + " | ".join(f"{d}: ΔBA / ΔAUC" for d in DOMAINS) + " |", "|---|" + "---|" * len(DOMAINS)]
+    for arm in ARMS:
+        if arm == "ERM" or not any(by.get((arm, d)) for d in DOMAINS):
+            continue
+        cells = []
+        for dom in DOMAINS:
+            mine, erm = by.get((arm, dom), []), by.get(("ERM", dom), [])
+            cells.append(" / ".join(against_erm([r["student"]["test"][k] for r in mine],
+                                                [r["student"]["test"][k] for r in erm])
+                                    for k in ("balanced_accuracy", "roc_auc")))
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def shares_table(records: list[dict[str, Any]]) -> str:
     lines = ["| arm | term | loss (mean over steps) | gradient share at the last stage (mean) | in the last epoch |",
              "|---|---|---|---|---|"]
@@ -255,6 +284,14 @@ def write_outputs(results: Path) -> None:
         "the Hamamatsu scanners by Scanner.",
         "",
         table(records),
+        "",
+        "## Against ERM",
+        "",
+        "Each arm's mean minus ERM's on the held-out domain. A difference is called only beyond the seed spread "
+        "(larger than the larger of the two seed standard deviations); within it, or with fewer than two seeds "
+        "on either side, it is not called.",
+        "",
+        verdict_table(records) if records else "no runs yet",
         "",
         "## What each term weighs",
         "",
