@@ -20,6 +20,17 @@ def f(a: int, b: float = 0.5) -> bool:
 '''.encode()
 
 
+def toy_repo(tmp_path: Path) -> Path:
+    """A scratch repository with only the tracing plugin: a toy module and its tests go in by hand."""
+    from benchmarks import mutation
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    for name in ("__init__.py", "line_tests.py"):
+        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    return repo
+
+
 def test_every_mutant_changes_one_thing_and_compiles() -> None:
     mutants = mutants_of("toy.py", TOY)
     kinds = {m.operator for m in mutants}
@@ -76,10 +87,7 @@ def test_line_selected_tests_find_kills_and_a_survivor_still_meets_every_test(tm
     which the tracer cannot see, so its mutant meets no selected test and is killed by the full list."""
     from benchmarks import mutation
 
-    repo = tmp_path / "repo"
-    (repo / "benchmarks").mkdir(parents=True)
-    for name in ("__init__.py", "line_tests.py"):
-        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    repo = toy_repo(tmp_path)
     (repo / "m.py").write_text("def f(a):\n    return a + 1\n\n\ndef h():\n    return 3\n")
     (repo / "test_m.py").write_text(
         "import subprocess, sys\nimport m\n\n\ndef test_f():\n    assert m.f(1) == 2\n\n\n"
@@ -132,10 +140,7 @@ def test_recheck_runs_only_the_survivors_against_new_tests_and_refuses_a_changed
         tmp_path: Path, monkeypatch) -> None:
     from benchmarks import mutation
 
-    repo = tmp_path / "repo"
-    (repo / "benchmarks").mkdir(parents=True)
-    for name in ("__init__.py", "line_tests.py"):
-        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    repo = toy_repo(tmp_path)
     source = "def f(a):\n    return a + 1\n"
     (repo / "m.py").write_text(source)
     (repo / "test_weak.py").write_text("import m\n\n\ndef test_f():\n    assert m.f(0) > 0\n")  # + -> - survives
@@ -163,10 +168,7 @@ def test_recheck_runs_only_the_survivors_against_new_tests_and_refuses_a_changed
 def test_an_interrupted_module_resumes_without_running_its_measured_mutants_again(tmp_path: Path) -> None:
     from benchmarks import mutation
 
-    repo = tmp_path / "repo"
-    (repo / "benchmarks").mkdir(parents=True)
-    for name in ("__init__.py", "line_tests.py"):
-        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    repo = toy_repo(tmp_path)
     (repo / "m.py").write_text("def f(a):\n    return a + 1\n")
     (repo / "test_m.py").write_text("import m\n\n\ndef test_f():\n    assert m.f(1) == 2\n")
     first = mutation.run_module(repo, "m.py", ["test_m.py"], 60.0, limit=1, log=lambda *_: None)
@@ -186,10 +188,7 @@ def test_a_listed_equivalent_is_recorded_without_running_and_counts_as_a_survivo
         tmp_path: Path, monkeypatch) -> None:
     from benchmarks import mutation
 
-    repo = tmp_path / "repo"
-    (repo / "benchmarks").mkdir(parents=True)
-    for name in ("__init__.py", "line_tests.py"):
-        (repo / "benchmarks" / name).write_bytes((mutation.REPO / "benchmarks" / name).read_bytes())
+    repo = toy_repo(tmp_path)
     (repo / "m.py").write_text("def f(a):\n    return a + 1\n")
     (repo / "test_m.py").write_text("import m\n\n\ndef test_f():\n    assert m.f(1) == 2\n")
     key = ("m.py", 2, "arith + -> -", "a + 1", "(a - 1)")
