@@ -48,6 +48,16 @@ def test_mixstyle_crossdomain_picks_partners_from_other_domains() -> None:
             assert int(domains[partners[i]]) >= 0
 
 
+def test_mixstyle_crossdomain_pairs_with_site_zero_too() -> None:
+    """Site code 0 is a known site like any other (only -1 is unknown): the lone site-1 sample must
+    always get a site-0 partner, and the site-0 samples the site-1 one."""
+    op = MixStyle(p=1.0, alpha=0.1, mix="crossdomain")
+    domains = torch.tensor([0, 0, 1])
+    for _ in range(20):
+        partners = op._partners(3, domains, torch.device("cpu")).tolist()
+        assert partners[2] in (0, 1) and partners[0] == partners[1] == 2
+
+
 def test_mixstyle_switched_off_draws_no_random_numbers() -> None:
     """p = 0 must leave the random stream alone, so that a run with the mixers attached at p = 0 is the
     run without them (the augmentations and dropout after it draw the same numbers)."""
