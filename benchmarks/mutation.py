@@ -109,6 +109,9 @@ EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
         "logits.shape[1] for shape[-1]: one network's logits are 2-D (rows × classes), so both are the class count",
     ("training/mixstyle.py", 43, "compare > -> >=", "torch.rand(()) > self.p", "(torch.rand(()) >= self.p)"):
         "the two differ only when torch.rand draws exactly p, a float32 in [0, 1): probability at most 2^-24 a call",
+    ("training/mixstyle.py", 77, "constant 1.0 -> 2.0", "1.0", "(2.0)"):
+        "the fill for invalid partners, -1 or -2: either lies below every torch.rand score in [0, 1), so argmax "
+        "picks the same valid partner",
     # amf/preprocess.py, found by helper-11 (test/test_preprocess_reference.py kills every other mutant)
     ("amf/preprocess.py", 45, "compare >= -> >", "channels >= 3", "(channels > 3)"):
         "for exactly 3 channels a[..., :3] is the whole array, so skipping the slice returns the same page",

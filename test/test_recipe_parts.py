@@ -58,6 +58,21 @@ def test_mixstyle_crossdomain_pairs_with_site_zero_too() -> None:
         assert partners[2] in (0, 1) and partners[0] == partners[1] == 2
 
 
+def test_unknown_or_empty_stages_are_refused_with_the_stage_names() -> None:
+    """An empty name would hook the whole network's output; the message lists the stages a user can
+    name (the top two levels), not every leaf."""
+    from collections import OrderedDict
+
+    from training.mixstyle import StyleMixers
+
+    block = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 3, 1)))
+    backbone = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 3, 1), blocks=nn.Sequential(block, nn.Conv2d(3, 3, 1))))
+    for stage in ("blocks.9", ""):
+        with pytest.raises(ValueError, match="stages are: ") as err:
+            StyleMixers(backbone, [stage])
+        assert str(err.value).endswith("stages are: stem, blocks, blocks.0, blocks.1")
+
+
 def test_mixstyle_switched_off_draws_no_random_numbers() -> None:
     """p = 0 must leave the random stream alone, so that a run with the mixers attached at p = 0 is the
     run without them (the augmentations and dropout after it draw the same numbers)."""
