@@ -112,6 +112,8 @@ EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
     ("training/mixstyle.py", 77, "constant 1.0 -> 2.0", "1.0", "(2.0)"):
         "the fill for invalid partners, -1 or -2: either lies below every torch.rand score in [0, 1), so argmax "
         "picks the same valid partner",
+    ("training/align.py", 28, "constant True -> False", "True", "(False)"):
+        "keepdim of a CORAL mean: (C,) or (1, C) broadcast to the same centred rows and the same squared gap",
     # amf/preprocess.py, found by helper-11 (test/test_preprocess_reference.py kills every other mutant)
     ("amf/preprocess.py", 45, "compare >= -> >", "channels >= 3", "(channels > 3)"):
         "for exactly 3 channels a[..., :3] is the whole array, so skipping the slice returns the same page",
