@@ -112,11 +112,12 @@ def test_class_conditional_losses_need_two_of_a_class_on_each_side() -> None:
     rng = np.random.default_rng(1)
     emb = rng.normal(size=(8, 3))
     codes = {"Scanner": torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])}
-    # class 1 has two samples on site 0 but one on site 1: only class 0 takes part
-    y = np.array([0, 0, 1, 1, 0, 0, 0, 1])
+    # class 0: exactly two a side, so it takes part; class 1: two on site 0 but one on site 1, so it
+    # sits out; class 2 has one sample
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 2])
     align = DomainAlignment("centroid", {"Scanner": 1.0}, normalize="none")
     got = float(align(torch.from_numpy(emb), torch.from_numpy(y), codes)[0])
-    assert got == pytest.approx(np_centroid(emb[[0, 1]], emb[[4, 5, 6]]), rel=1e-6)
+    assert got == pytest.approx(np_centroid(emb[[0, 1]], emb[[4, 5]]), rel=1e-6)
     # no class with two samples on both sides: zero, not NaN
     y_none = np.array([0, 1, 1, 1, 1, 0, 0, 0])
     assert float(align(torch.from_numpy(emb), torch.from_numpy(y_none), codes)[0]) == pytest.approx(
