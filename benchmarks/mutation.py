@@ -117,6 +117,9 @@ EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
     ("training/align.py", 101, "compare > -> >=", "len(emb) > 1", "(len(emb) >= 1)"):
         "standardising a batch of one gives NaN, but one sample forms no pair of domains, so no loss reads it: "
         "total and parts are 0 either way",
+    ("training/align.py", 102, "arith - -> +", "emb - emb.mean(0, keepdim=True)", "(emb + emb.mean(0, keepdim=True))"):
+        "adding the batch mean instead of subtracting it shifts every row by the same 2·mean/std; CORAL, MMD and "
+        "the centroid gap depend only on differences between rows, which a common shift leaves alone",
     # amf/preprocess.py, found by helper-11 (test/test_preprocess_reference.py kills every other mutant)
     ("amf/preprocess.py", 45, "compare >= -> >", "channels >= 3", "(channels > 3)"):
         "for exactly 3 channels a[..., :3] is the whole array, so skipping the slice returns the same page",
