@@ -193,10 +193,15 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.3f} ± {sd:.3f}" if n > 1 else f"{mean:.3f}¹"
 
 
-def table(records: list[dict[str, Any]]) -> str:
-    by = {(r["arm"], r["held_out"]): [] for r in records}
+def by_arm_and_domain(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
-        by[(r["arm"], r["held_out"])].append(r)
+        by.setdefault((r["arm"], r["held_out"]), []).append(r)
+    return by
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    by = by_arm_and_domain(records)
     lines = ["| arm | " + " | ".join(f"{d}: BA / AUC" for d in DOMAINS) + " | mean over domains: BA / AUC | runs |",
              "|---|" + "---|" * (len(DOMAINS) + 2)]
     for arm in ARMS:
@@ -228,9 +233,7 @@ def against_erm(arm: list[float], erm: list[float]) -> str:
 
 
 def verdict_table(records: list[dict[str, Any]]) -> str:
-    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in records:
-        by.setdefault((r["arm"], r["held_out"]), []).append(r)
+    by = by_arm_and_domain(records)
     lines = ["| arm | " + " | ".join(f"{d}: ΔBA / ΔAUC" for d in DOMAINS) + " |", "|---|" + "---|" * len(DOMAINS)]
     for arm in ARMS:
         if arm == "ERM" or not any(by.get((arm, d)) for d in DOMAINS):

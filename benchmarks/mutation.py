@@ -52,6 +52,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from amf.atomic import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 JSON_OUT = RESULTS / "mutation.json"
@@ -385,6 +387,13 @@ def tests_running(m: Mutant, traced: dict, stmt_of: dict[int, int]) -> list[str]
     return [t for t in traced["tests"] if lines.intersection(traced["lines"].get(t, ()))]
 
 
+def _record(m: Mutant, **outcome: object) -> dict:
+    """A mutant's JSON record: what changed, where (by line; byte offsets stay out), and what happened."""
+    record = {**asdict(m), **outcome}
+    del record["start"], record["end"]
+    return record
+
+
 def resumable(prev: dict | None, module: str, tests: list[str], commit: str | None) -> list[dict]:
     """The records of an unfinished run of ``module`` that still hold at ``commit``: the module, its
     tests and the shared fixtures are unchanged since, so each mutant meets the same code and tests."""
@@ -437,9 +446,7 @@ def run_module(repo: Path, module: str, tests: list[str], timeout: float | None,
     try:
         for i, m in enumerate(chosen, 1):
             if skip_equivalent and equivalent_reason(module, asdict(m)):
-                record = {**asdict(m), "status": "equivalent", "seconds": 0.0, "killed_by": None, "not_run": True}
-                del record["start"], record["end"]
-                result["mutants"].append(record)
+                result["mutants"].append(_record(m, status="equivalent", seconds=0.0, killed_by=None, not_run=True))
                 log(f"  [{i}/{len(chosen)}] line {m.line} {m.operator}: listed as equivalent, not run")
                 continue
             path.write_bytes(_splice(original, m.start, m.end, m.mutated))
@@ -448,9 +455,7 @@ def run_module(repo: Path, module: str, tests: list[str], timeout: float | None,
             if outcome["status"] != "killed":  # survived, error (a test id pytest would not take), or timeout
                 full = _run_confirming_timeouts(repo, tests, timeout)
                 outcome = {**full, "seconds": round(outcome["seconds"] + full["seconds"], 1)}
-            record = {**asdict(m), **outcome, "selected_tests": len(selected)}
-            del record["start"], record["end"]
-            result["mutants"].append(record)
+            result["mutants"].append(_record(m, **outcome, selected_tests=len(selected)))
             result["summary"] = summarize(result["mutants"])
             log(f"  [{i}/{len(chosen)}] line {m.line} {m.operator}: {outcome['status']} ({outcome['seconds']} s, "
                 f"{len(selected)} tests run it)" + (f" by {outcome['killed_by']}" if outcome["status"] == "killed"
@@ -558,12 +563,19 @@ def write_report(data: dict, path: Path = MD_OUT) -> None:
     env = data.get("environment", {})
     lines += [f"Last run: {data.get('updated', '?')} on {env.get('machine', '?')}, Python {env.get('python', '?')}; "
               "per-mutant times are in the JSON.", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines))
 
 
 def _cell(text: str, width: int = 90) -> str:
     text = text.replace("|", "\\|").replace("`", "'")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def store(data: dict, path: Path = JSON_OUT) -> None:
+    """The raw JSON and the report generated from it, each written atomically: a run stopped mid-write
+    leaves the previous file, and a later run resumes from it."""
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    write_report(data, path.with_suffix(".md"))
 
 
 def load_results(path: Path = JSON_OUT) -> dict:
@@ -619,9 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         data["environment"] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                                "python": platform.python_version(),
                                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        write_report(data, args.out.with_suffix(".md"))
+        store(data, args.out)
 
     with tempfile.TemporaryDirectory(prefix="amf-mutation-") as tmp:
         repo = scratch_copy(Path(tmp), commit)
@@ -634,8 +644,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0, seconds = time.perf_counter(), result.get("seconds", 0.0)
                 recheck_module(repo, module, result, args.tests or TARGETS[module], commit or label)
                 result["seconds"] = round(seconds + time.perf_counter() - t0, 1)
-                args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-                write_report(data, args.out.with_suffix(".md"))
+                store(data, args.out)
                 print(f"{module}: {result['summary']}")
             return 0
         for module in args.modules:
