@@ -17,6 +17,7 @@ overall and per tumour domain. The edge cases follow the MIDOG 2025 Track 2 eval
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,13 +114,23 @@ def organizer_errors(metrics: dict[str, Any]) -> list[str]:
     return errors
 
 
-def _domain_order(values: Sequence[Any]) -> list[Any]:
+def _domain_name(value: Any) -> str:
+    """One spelling per domain, as a groupby on the value gives: 1, 1.0 and np.int64(1) are all "1"."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        f = float(value)
+        if f.is_integer():
+            return str(int(f))
+        return str(f)
+    return str(value)
+
+
+def _domain_order(names: Sequence[str]) -> list[str]:
     """Distinct domains in the organizer's order: numerically when they are numbers."""
-    distinct = list(dict.fromkeys(values))
+    distinct = list(dict.fromkeys(names))
     try:
         return sorted(distinct, key=float)
-    except (TypeError, ValueError):
-        return sorted(distinct, key=str)
+    except ValueError:
+        return sorted(distinct)
 
 
 def domain_metrics(y_true: ArrayLike, y_score: ArrayLike, domains: Sequence[Any] | None = None,
@@ -140,11 +151,11 @@ def domain_metrics(y_true: ArrayLike, y_score: ArrayLike, domains: Sequence[Any]
         d = list(domains)
         if len(d) != len(y):
             raise ValueError(f"{len(y)} labels but {len(d)} domains")
-        keys = np.asarray([str(v) for v in d])
+        names = np.asarray([_domain_name(v) for v in d])
         result["per_domain"] = {}
-        for value in _domain_order(d):
-            mask = keys == str(value)
-            result["per_domain"][str(value)] = binary_metrics(
+        for name in _domain_order(list(names)):
+            mask = names == name
+            result["per_domain"][name] = binary_metrics(
                 y[mask], s[mask], threshold, None if p is None else p[mask], zero_division=0.0)
     return result
 

@@ -182,6 +182,21 @@ def test_domain_without_atypical_cases_warns_nothing() -> None:
     assert d2["sensitivity"] == 0.0 and math.isnan(d2["roc_auc"]) and d2["specificity"] == 0.5
 
 
+def test_a_domain_is_its_value_however_it_is_spelled() -> None:
+    """pandas reads a tumor code as 1 in one file and 1.0 in another; a groupby (the organizer's
+    per-domain split) puts them together, and no page may fall out of every domain."""
+    y = np.array([1, 0, 1, 0, 1, 0])
+    s = np.array([0.9, 0.1, 0.4, 0.6, 0.8, 0.3])
+    domains = [1, 1.0, np.int64(1), "1", 2.5, np.float64(2.5)]
+    result = domain_metrics(y, s, domains)
+    assert list(result["per_domain"]) == ["1", "2.5"]
+    one, other = result["per_domain"]["1"], result["per_domain"]["2.5"]
+    tn, fp, fn, tp = confusion_matrix(y[:4], s[:4] >= 0.5, labels=[0, 1]).ravel()
+    assert (one["tp"], one["fn"], one["fp"], one["tn"]) == (tp, fn, fp, tn) == (1, 1, 1, 1)
+    assert other["roc_auc"] == roc_auc_score(y[4:], s[4:])
+    assert sum(m["tp"] + m["fn"] + m["fp"] + m["tn"] for m in result["per_domain"].values()) == len(y)
+
+
 def test_predictions_override_the_threshold_in_every_domain() -> None:
     # the scores alone (at 0.5) would get every case right; the given predictions get some wrong
     y = np.array([1, 0, 1, 0, 1, 0])
