@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from amf.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from amf.preprocess import VIEW_COUNTS  # noqa: E402  (torch-free; torch and onnxruntime load only to measure)
 
 JOB = REPO / "test" / "input"
@@ -404,12 +405,6 @@ def render(raw: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, raw: dict[str, Any]) -> None:
-    from amf.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps(raw, indent=1) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "model")
@@ -434,9 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cold_runs < 1 or args.warm_runs < 1:
             parser.error("--cold-runs and --warm-runs must be at least 1")
         raw = measure(args)
-        write_json(args.json, raw)
-    from amf.atomic import write_text_atomic
-
+        write_json_atomic(args.json, raw, indent=1)
     text = render(raw)
     write_text_atomic(args.out, text)
     print(text)
