@@ -185,7 +185,9 @@ class Config:
             raise ValueError(f"align.normalize must be standardize or none, got {self.align.normalize!r}")
         if self.optim.loss == "focal" and self.optim.label_smoothing:
             raise ValueError("optim.label_smoothing does nothing with optim.loss=focal; drop one of them")
-        if "optim.focal_gamma" in given and self.optim.loss != "focal":
+        # at its default it changes nothing: a run's own config.yaml (every key written) must load again
+        if "optim.focal_gamma" in given and self.optim.loss != "focal" and \
+                self.optim.focal_gamma != OptimConfig().focal_gamma:
             raise ValueError(f"optim.focal_gamma does nothing with optim.loss={self.optim.loss}; "
                              "set optim.loss=focal or drop it")
         lora = self.model.lora
