@@ -226,7 +226,8 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate:
                      backbone_kwargs=arch.get("backbone_kwargs"), resize_to=first.get("resize_to"))
     card["ensemble"] = ("P(atypical) is the mean of the members' calibrated probabilities (over the TTA views too); "
                         "threshold and calibration were fitted on single members' out-of-fold predictions and are "
-                        "applied to that average")
+                        "applied to that average (how far that carries over, measured where all members left a "
+                        "domain out: benchmarks/results/threshold_transfer.md)")
     calibration = None
     if calibrate:
         calibration = {"kind": "temperature", "temperature": fit["temperature"],
