@@ -122,6 +122,9 @@ EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
     ("training/align.py", 102, "arith - -> +", "emb - emb.mean(0, keepdim=True)", "(emb + emb.mean(0, keepdim=True))"):
         "adding the batch mean instead of subtracting it shifts every row by the same 2·mean/std; CORAL, MMD and "
         "the centroid gap depend only on differences between rows, which a common shift leaves alone",
+    ("training/align.py", 102, "constant True -> False", "True", "(False)"):
+        "keepdim of the standardising mean or std: a (C,) statistic broadcasts over the N×C batch exactly as "
+        "(1, C) does, so every standardised row is the same",
     # amf/preprocess.py, found by helper-11 (test/test_preprocess_reference.py kills every other mutant)
     ("amf/preprocess.py", 45, "compare >= -> >", "channels >= 3", "(channels > 3)"):
         "for exactly 3 channels a[..., :3] is the whole array, so skipping the slice returns the same page",
