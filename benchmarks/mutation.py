@@ -90,15 +90,15 @@ EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
         "so teacher.train() and teacher.train(False) behave the same for every teacher",
     # best_threshold's balanced accuracy, which only ranks cuts: a shift keeps every difference, so
     # the argmax and the 1e-12 tie window are the same
-    ("amf/metrics.py", 165, "arith + -> -", "tpr + 1.0", "(tpr - 1.0)"):
+    ("amf/metrics.py", 176, "arith + -> -", "tpr + 1.0", "(tpr - 1.0)"):
         "a shift of every cut's score by -1: the same best cut and the same ties on every input",
-    ("amf/metrics.py", 165, "constant 1.0 -> 2.0", "1.0", "(2.0)"):
+    ("amf/metrics.py", 176, "constant 1.0 -> 2.0", "1.0", "(2.0)"):
         "a shift of every cut's score by +0.5: the same best cut and the same ties on every input",
     # a scale keeps the argmax; it moves the absolute tie window (1e-12), but two balanced accuracies
     # differ by 0 or by at least 1/(2·P·N), which exceeds 1e-12 unless P·N > 5e11 (~7e5 cases a class)
-    ("amf/metrics.py", 165, "arith / -> *", "(tpr + 1.0 - fpr) / 2.0", "((tpr + 1.0 - fpr) * 2.0)"):
+    ("amf/metrics.py", 176, "arith / -> *", "(tpr + 1.0 - fpr) / 2.0", "((tpr + 1.0 - fpr) * 2.0)"):
         "a scale by 4: same argmax, and no two cuts differ by under 1e-12 below ~7e5 cases of each class",
-    ("amf/metrics.py", 165, "constant 2.0 -> 3.0", "2.0", "(3.0)"):
+    ("amf/metrics.py", 176, "constant 2.0 -> 3.0", "2.0", "(3.0)"):
         "a scale by 2/3: same argmax, and no two cuts differ by under 1.5e-12 below ~7e5 cases of each class",
     ("amf/predict.py", 58, "constant True -> False", "True", "(False)"):
         "non_blocking only lets a host-to-GPU copy overlap; the values that arrive are the same on every device",
