@@ -146,6 +146,18 @@ def test_only_labels_with_two_known_values_are_active() -> None:
     assert align.active_labels({"Origin": torch.tensor([0, 1])}) == ["Origin"]  # a label absent from codes is not
 
 
+def test_a_label_weighing_zero_or_missing_from_the_batch_sits_out() -> None:
+    """A weak label may weigh 0 or be absent from the data (the recipe drops single-valued ones):
+    it is skipped, not looked up, and its loss is neither added nor reported."""
+    rng = np.random.default_rng(3)
+    emb, y = torch.from_numpy(rng.normal(size=(8, 3))), torch.zeros(8, dtype=torch.long)
+    codes = {"Scanner": torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), "Tumor": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
+    only = DomainAlignment("coral", {"Scanner": 1.0})(emb, y, {"Scanner": codes["Scanner"]})
+    total, parts = DomainAlignment("coral", {"Scanner": 1.0, "Tumor": 0.0, "Species": 0.5})(emb, y, codes)
+    assert list(parts) == ["Scanner"]
+    assert float(total) == float(only[0]) and parts == only[1]
+
+
 def test_two_samples_from_two_sites_are_standardised_too() -> None:
     emb = np.array([[1.0, 5.0], [3.0, -1.0]])
     align = DomainAlignment("coral", {"Scanner": 1.0}, min_per_domain=1)
