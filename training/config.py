@@ -172,8 +172,10 @@ class Config:
                     d[section].pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
-    def check(self, given: set[str]) -> None:
-        """Refuse settings that name nothing or do nothing; ``given`` holds the keys the user set."""
+    def check(self) -> None:
+        """Refuse settings that name nothing or do nothing. A setting left at its default does nothing
+        either way, so only values off the default are judged: a run's own config.yaml, which writes
+        every key, loads again."""
         unknown = sorted(set(self.align.label_weights) - set(self.data.weak_labels))
         if unknown:
             raise ValueError(f"align.label_weights names {', '.join(unknown)}, which is not a weak label "
@@ -185,9 +187,7 @@ class Config:
             raise ValueError(f"align.normalize must be standardize or none, got {self.align.normalize!r}")
         if self.optim.loss == "focal" and self.optim.label_smoothing:
             raise ValueError("optim.label_smoothing does nothing with optim.loss=focal; drop one of them")
-        # at its default it changes nothing: a run's own config.yaml (every key written) must load again
-        if "optim.focal_gamma" in given and self.optim.loss != "focal" and \
-                self.optim.focal_gamma != OptimConfig().focal_gamma:
+        if self.optim.loss != "focal" and self.optim.focal_gamma != OptimConfig().focal_gamma:
             raise ValueError(f"optim.focal_gamma does nothing with optim.loss={self.optim.loss}; "
                              "set optim.loss=focal or drop it")
         lora = self.model.lora
@@ -221,23 +221,21 @@ def _apply(section: Any, key: str, value: Any, where: str) -> None:
     setattr(section, key, value)
 
 
-def _merge(cfg: Config, tree: dict[str, Any], given: set[str]) -> None:
+def _merge(cfg: Config, tree: dict[str, Any]) -> None:
     for section_name, values in tree.items():
         if not hasattr(cfg, section_name) or not isinstance(values, dict):
             raise ValueError(f"unknown config section {section_name!r}")
         section = getattr(cfg, section_name)
         for key, value in values.items():
             _apply(section, key, value, f"{section_name}.{key}")
-            given.add(f"{section_name}.{key}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file, then ``section.key=value`` overrides (values parsed as YAML)."""
     cfg = Config()
-    given: set[str] = set()
     if path is not None:
         tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        _merge(cfg, tree, given)
+        _merge(cfg, tree)
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
@@ -247,12 +245,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             key, sub = key.split(".", 1)
             current = getattr(getattr(cfg, section_name), key, None)
             if dataclasses.is_dataclass(current):
-                _merge(cfg, {section_name: {key: {sub: yaml.safe_load(raw)}}}, given)
+                _merge(cfg, {section_name: {key: {sub: yaml.safe_load(raw)}}})
             else:
-                _merge(cfg, {section_name: {key: {**(current or {}), sub: yaml.safe_load(raw)}}}, given)
+                _merge(cfg, {section_name: {key: {**(current or {}), sub: yaml.safe_load(raw)}}})
         else:
-            _merge(cfg, {section_name: {key: yaml.safe_load(raw)}}, given)
-    cfg.check(given)
+            _merge(cfg, {section_name: {key: yaml.safe_load(raw)}})
+    cfg.check()
     return cfg
 
 
