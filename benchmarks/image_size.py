@@ -71,7 +71,7 @@ def table(raw: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
-    from amf.atomic import write_json_atomic, write_text_atomic
+    from benchmarks.publish import publish
     from leaderboard.engine import container_engine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "engine": engine, "base": base,
            "before": build_size(engine, args.before, "amf-image-size:before"),
            "after": build_size(engine, args.after, "amf-image-size:after")}
-    write_json_atomic(args.json, raw)
-    text = table(raw)
-    write_text_atomic(args.out, text)
-    print(text)
-    return 0
+    return publish(raw, table, args.out, args.json)
 
 
 if __name__ == "__main__":

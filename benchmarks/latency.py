@@ -44,8 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from amf.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from amf.preprocess import VIEW_COUNTS  # noqa: E402  (torch-free; torch and onnxruntime load only to measure)
+from benchmarks.publish import publish  # noqa: E402
 
 JOB = REPO / "test" / "input"
 OUTPUT = "multiple-mitotic-figure-classification.json"
@@ -422,18 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="regenerate --out from --json without measuring")
     args = parser.parse_args(argv)
     if args.table_only:
-        raw = json.loads(args.json.read_text(encoding="utf-8"))
-    else:
-        if not (args.model / "model.json").is_file():
-            parser.error(f"--model {args.model} is not a model directory")
-        if args.cold_runs < 1 or args.warm_runs < 1:
-            parser.error("--cold-runs and --warm-runs must be at least 1")
-        raw = measure(args)
-        write_json_atomic(args.json, raw, indent=1)
-    text = render(raw)
-    write_text_atomic(args.out, text)
-    print(text)
-    return 0
+        return publish(json.loads(args.json.read_text(encoding="utf-8")), render, args.out)
+    if not (args.model / "model.json").is_file():
+        parser.error(f"--model {args.model} is not a model directory")
+    if args.cold_runs < 1 or args.warm_runs < 1:
+        parser.error("--cold-runs and --warm-runs must be at least 1")
+    return publish(measure(args), render, args.out, args.json)
 
 
 if __name__ == "__main__":

@@ -105,10 +105,10 @@ def table(raw: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
-    from amf.atomic import write_json_atomic, write_text_atomic
     from amf.onnx_engine import ONNX_NAME
     from amf.onnx_export import export_onnx
     from amf.provenance import git_state, machine
+    from benchmarks.publish import publish
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "model")
@@ -132,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                "pages": args.pages, "input_size": size, "runs": args.runs, "threads": args.threads,
                "flops": forward_flops(copy, args.pages), "profile": profile(copy / ONNX_NAME, pages, args.runs,
                                                                             args.threads)}
-    write_json_atomic(args.json, raw)
-    text = table(raw)
-    write_text_atomic(args.out, text)
-    print(text)
-    return 0
+    return publish(raw, table, args.out, args.json)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from amf.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from amf.metrics import best_threshold, binary_metrics, expected_calibration_error  # noqa: E402
 from amf.provenance import git_state, machine  # noqa: E402
+from benchmarks.publish import publish  # noqa: E402
 
 RAW = REPO / "benchmarks/results/threshold_transfer.json"
 TABLE = REPO / "benchmarks/results/threshold_transfer.md"
@@ -224,14 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         import json
 
-        raw = json.loads(args.json.read_text(encoding="utf-8"))
-    else:
-        raw = measure(args.runs, args.tta)
-        write_json_atomic(args.json, raw, indent=1, nan_as_null=True)
-    text = table(raw)
-    write_text_atomic(args.out, text)
-    print(text)
-    return 0
+        return publish(json.loads(args.json.read_text(encoding="utf-8")), table, args.out)
+    return publish(measure(args.runs, args.tta), table, args.out, args.json)
 
 
 if __name__ == "__main__":
