@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from amf.atomic import write_json_atomic, write_text_atomic
 from amf.metrics import binary_metrics, roc_auc
 from amf.predict import VIEW_COUNTS
 from amf.provenance import git_state, machine
+from benchmarks.publish import publish
 from training.ensemble import FOLD_DIR, OutOfFold, fit_oof, pool_oof
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,14 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raw_path = args.results / "tta_oof.json"
     if args.table_only:
-        raw = json.loads(raw_path.read_text())
-    else:
-        raw = measure(args.run, args.bootstrap)
-        write_json_atomic(raw_path, raw, nan_as_null=True)
-    text = table(raw)
-    write_text_atomic(args.results / "tta_oof.md", text)
-    print(text)
-    return 0
+        return publish(json.loads(raw_path.read_text()), table, args.results / "tta_oof.md")
+    return publish(measure(args.run, args.bootstrap), table, args.results / "tta_oof.md", raw_path)
 
 
 if __name__ == "__main__":
