@@ -1,6 +1,7 @@
 """Latency and memory of a 16-page job: the ONNX Runtime engine, the torch engine and the reference design.
 
-    python benchmarks/latency.py [--model DIR] [--cold-runs 5] [--warm-runs 30] [--reference-warm-runs 5]
+    python benchmarks/latency.py [--model DIR] [--baseline-model DIR] [--cold-runs 5] [--warm-runs 30]
+                                 [--reference-warm-runs 5]
     python benchmarks/latency.py --table-only   # regenerate latency.md from latency.json, measure nothing
 
 Everything is measured on one machine, paired and interleaved: run i of every contender before
@@ -10,6 +11,8 @@ run i+1 of any (A, B, C, A, B, C, ...), so that a change in the machine's load h
   --engine onnx`` (the model card's TTA, and ``--tta none``), ``process.py --engine torch``, and
   ``benchmarks/baseline_reference.py`` (the organizer's reference design: efficientnetv2_m at 224 px,
   one page at a time, random weights); wall seconds, CPU seconds and the child's peak RSS (wait4);
+  with ``--baseline-model DIR``, also ``process.py --engine onnx`` on that model at its own card's TTA,
+  and the table states the ``--model`` job's median wall time as a ratio of the baseline's;
 * warm: a loaded predictor scoring the 16 pages in-process (page preparation + forward pass,
   ``predict_proba``), ONNX Runtime with as many threads as CPUs are available and with 1 thread,
   torch with its default thread count and 1 thread, each with TTA none and dihedral4 (and the
@@ -17,6 +20,8 @@ run i+1 of any (A, B, C, A, B, C, ...), so that a change in the machine's load h
 
 The benchmark exports ``model.onnx`` itself into a temporary copy of the model directory (so a
 stale graph beside the real model can never be measured) and passes that copy to ``process.py``.
+The same is done for ``--baseline-model``. DIR is any model directory, for instance a kept copy of the
+model shipped before (nothing needs checking out: the benchmark measures whatever directory it is given).
 It writes the raw numbers to benchmarks/results/latency.json and then generates latency.md from
 that file; ``--table-only`` regenerates the table alone. CPU only: the ONNX Runtime engine is
 CPU-only, and a CUDA job (torch) is not measured here.
@@ -52,6 +57,7 @@ OUTPUT = "multiple-mitotic-figure-classification.json"
 RESULTS = REPO / "benchmarks" / "results"
 COLD_SPEEDUP_TARGET = 5.0  # cold 16-page CPU job with ONNX Runtime vs the reference design (issue #13)
 WARM_MS_PER_MEMBER_VIEW = 30.0  # warm 16-page forward, per ensemble member and TTA view, on 2 cores
+BASELINE_COLD_RATIO_TARGET = 1.5  # cold 16-page CPU job, ensemble vs the single model it replaces
 SHARED_LOAD = 0.8  # a 1-minute load average at least this high at the start: the machine was not ours
 
 
@@ -175,7 +181,13 @@ def model_copy(src: Path, dest: Path) -> tuple[Path, float, float | None]:
     return dest, time.perf_counter() - start, check_gap
 
 
+def shown_dir(path: Path) -> str:
+    """A model directory as recorded: relative to the repository when inside it."""
+    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from amf.card import weights_sha256
     from amf.provenance import available_cpus, git_state, machine
     from amf.stacks import read_stack
 
@@ -189,6 +201,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         print("exporting model.onnx into a copy of the model directory ...", flush=True)
         model, export_s, check_gap = model_copy(args.model, tmp / "model")
+        baseline: dict[str, Any] | None = None
+        if args.baseline_model is not None:
+            print("exporting model.onnx into a copy of the baseline model directory ...", flush=True)
+            base_card = json.loads((args.baseline_model / "model.json").read_text(encoding="utf-8"))
+            base_model, base_export_s, base_check_gap = model_copy(args.baseline_model, tmp / "baseline")
+            baseline = {"model": shown_dir(args.baseline_model), "card_tta": base_card["tta"],
+                        "members": len(base_card.get("members") or []) or 1,
+                        "weights_sha256": weights_sha256(args.baseline_model, base_card),
+                        "onnx_export_s": base_export_s, "onnx_export_check_gap": base_check_gap}
         weights = tmp / "reference.pt"
         subprocess.run([sys.executable, str(REPO / "benchmarks" / "baseline_reference.py"), "--make-weights",
                         str(weights)], check=True, cwd=REPO)
@@ -208,6 +229,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
              "argv": [sys.executable, str(REPO / "benchmarks" / "baseline_reference.py"), "--input", str(JOB),
                       "--weights", str(weights), "--device", "cpu"]},
         ]
+        if baseline is not None:
+            # Right after the model's own ONNX job, so the two jobs the ratio compares run back to back.
+            base_job = [sys.executable, str(REPO / "process.py"), "--input", str(JOB), "--model", str(base_model),
+                        "--device", "cpu", "--engine", "onnx"]
+            cold_set.insert(1, {"name": "baseline", "label": f"process.py, ONNX Runtime, baseline `{baseline['model']}`"
+                                f" ({members_text(baseline['members'])}), TTA {baseline['card_tta']} (its card's)",
+                                "argv": base_job})
         for c in cold_set:
             c["command"] = shown(c["argv"])
         cold = measure_cold(cold_set, args.cold_runs, args.cold_warmup, len(pages))
@@ -262,13 +290,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "config": {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "table_only"},
-            "model": str(args.model.resolve().relative_to(REPO)) if args.model.resolve().is_relative_to(REPO)
-            else str(args.model),
+            "model": shown_dir(args.model),
             "card_tta": card_tta, "members": members, "n_pages": len(pages), "available_cpus": cpus,
             "torch_default_threads": torch_default, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "nice": os.nice(0), "onnx_export_s": export_s, "onnx_export_check_gap": check_gap,
             "shared_with": args.shared_with,
-        },
+        } | ({"baseline": baseline} if baseline is not None else {}),
         "cold": cold,
         "warm": warm,
         "image_size": image_size(),
@@ -282,6 +309,36 @@ def stats(xs: list[float]) -> dict[str, float]:
 
 def verdict(ok: bool) -> str:
     return "**MET**" if ok else "**NOT met**"
+
+
+def members_text(members: int) -> str:
+    return f"{members} member{'s' * (members > 1)}"
+
+
+def cold_ratio(model_s: float, baseline_s: float) -> float:
+    """How many times the baseline's time the model's job takes (above 1: the model is slower)."""
+    if baseline_s <= 0:
+        raise ValueError(f"baseline time must be positive, got {baseline_s}")
+    return model_s / baseline_s
+
+
+def baseline_line(raw: dict[str, Any]) -> str | None:
+    """The ``--model`` cold ONNX job against the baseline's, median wall (and CPU) seconds; None
+    when the run measured no baseline."""
+    cfg, cold = raw["config"], raw["cold"]
+    base = cfg.get("baseline")
+    if base is None or "baseline" not in cold:
+        return None
+    model_s, base_s = statistics.median(cold["onnx"]["wall_s"]), statistics.median(cold["baseline"]["wall_s"])
+    ratio = cold_ratio(model_s, base_s)
+    cpu = cold_ratio(statistics.median(cold["onnx"]["cpu_s"]), statistics.median(cold["baseline"]["cpu_s"]))
+    return (f"Cold {cfg['n_pages']}-page job, ONNX Runtime as shipped: model ({members_text(cfg['members'])}, "
+            f"TTA {cfg['card_tta']}) {model_s:.2f} s vs baseline ({members_text(base['members'])}, TTA "
+            f"{base['card_tta']}) {base_s:.2f} s: {ratio:.2f}× (CPU seconds {cpu:.2f}×; budget ≤ "
+            f"{BASELINE_COLD_RATIO_TARGET:g}×: {verdict(ratio <= BASELINE_COLD_RATIO_TARGET)}). Baseline: "
+            f"`{base['model']}`, weights sha256 {base['weights_sha256'][:12]}…, its `model.onnx` exported afresh "
+            f"into a temporary copy ({base['onnx_export_s']:.1f} s, matches torch to "
+            f"{base['onnx_export_check_gap']:.1e}).")
 
 
 def targets(raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -354,13 +411,15 @@ def render(raw: dict[str, Any]) -> str:
         "| contender | wall median | min – max | CPU s (median) | peak RSS | reference ÷ this |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("onnx", "onnx_tta_none", "torch", "reference"):
+    names = ("onnx", *(("baseline",) if "baseline" in cold else ()), "onnx_tta_none", "torch", "reference")
+    for name in names:
         r = cold[name]
         s, c = stats(r["wall_s"]), statistics.median(r["cpu_s"])
         lines.append(f"| {r['label']} | {s['median']:.2f} s | {s['min']:.2f} – {s['max']:.2f} s | {c:.2f} s | "
                      f"{max(r['peak_rss_mib']):,.0f} MiB | {ref_cold / s['median']:.2f}× |")
-    lines += ["", "Commands: " + "; ".join(f"`{cold[n]['command']}`" for n in ("onnx", "onnx_tta_none", "torch",
-                                                                              "reference")) + "."]
+    lines += ["", "Commands: " + "; ".join(f"`{cold[n]['command']}`" for n in names) + "."]
+    if (line := baseline_line(raw)) is not None:
+        lines += ["", line]
     if "agreement" in cold:
         lines += ["", "The ONNX Runtime and torch jobs wrote confidences within "
                   f"{cold['agreement']['max_abs_confidence_gap_onnx_vs_torch']:.1e} of each other."]
@@ -408,6 +467,9 @@ def render(raw: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "model")
+    parser.add_argument("--baseline-model", type=Path, default=None,
+                        help="a second model directory whose cold ONNX job (at its card's TTA) the --model job is "
+                             "compared with, interleaved in the same rounds")
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--cold-warmup", type=int, default=1, help="discarded interleaved rounds before the cold runs")
     parser.add_argument("--warm-runs", type=int, default=30)
@@ -425,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         return publish(json.loads(args.json.read_text(encoding="utf-8")), render, args.out)
     if not (args.model / "model.json").is_file():
         parser.error(f"--model {args.model} is not a model directory")
+    if args.baseline_model is not None and not (args.baseline_model / "model.json").is_file():
+        parser.error(f"--baseline-model {args.baseline_model} is not a model directory")
     if args.cold_runs < 1 or args.warm_runs < 1:
         parser.error("--cold-runs and --warm-runs must be at least 1")
     return publish(measure(args), render, args.out, args.json)
