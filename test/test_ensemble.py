@@ -229,6 +229,13 @@ def test_ensemble_command_writes_one_loadable_model_dir_that_process_runs(ensemb
     assert card["calibration"]["kind"] == "temperature" and card["tta"] == "none"
     assert "single members" in card["threshold_source"] and "average" in card["ensemble"]
     assert card["weights"]["dtype"] == "float16"
+    # the card says how its members were trained, and scores them out of fold by every weak label
+    config = card["provenance"]["config"]
+    assert config["optim"]["epochs"] == 1 and config["data"]["input_size"] == 64 and "fold" not in config["data"]
+    assert "out" not in config["run"] and config["data"]["folds"] == 2
+    by_scanner = card["metrics"]["oof"]["by_label"]["Scanner"]
+    assert {name: m["n"] for name, m in by_scanner.items()} == {"Aperio CS2": 18, "Hamamatsu XR": 18, "unknown": 12}
+    assert sum(m["n_atypical"] for m in by_scanner.values()) == card["metrics"]["oof"]["overall"]["n_atypical"]
     report = json.loads((out / "ensemble_report.json").read_text())
     assert report["patches"] == 48 and report["threshold"] == card["threshold"]
     assert {"ece_before", "ece_after", "overall", "per_fold"} <= report.keys()

@@ -160,12 +160,18 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def digest(self) -> str:
-        """A hash of what determines the weights (see ``_NOT_IN_DIGEST`` for what is left out)."""
+    def weights_settings(self) -> dict[str, Any]:
+        """Every setting that determines the weights (``_NOT_IN_DIGEST`` lists what does not), nested by
+        section: what a model card records so that the model describes how it was trained."""
         d = self.to_dict()
         for section, keys in _NOT_IN_DIGEST.items():
             for k in keys:
                 d[section].pop(k)
+        return d
+
+    def digest(self) -> str:
+        """A hash of :meth:`weights_settings`, where a setting added later is left out at its neutral value."""
+        d = self.weights_settings()
         for section, neutral in _DIGEST_SINCE.items():
             for k, v in neutral.items():
                 if d[section][k] == v:

@@ -72,6 +72,15 @@ def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: lis
                    cache_dir: str | None = None, center_crop: int = 0) -> PatchSet:
     """Read and combine manifests; decode every image once (cached as .npy keyed by content), as
     :func:`amf.preprocess.prepare_page` makes it for the model (``center_crop`` included)."""
+    paths, labels, slides, meta = read_rows(manifests, image_dirs, weak_labels)
+    images = _load_images(paths, size, cache_dir or None, center_crop)
+    return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()})
+
+
+def read_rows(manifests: list[str], image_dirs: list[str],
+              weak_labels: list[str]) -> tuple[list[Path], list[int], list[str], dict[str, list[str]]]:
+    """The manifests' rows in patch-set order, without decoding an image: paths, labels, slides and
+    the weak labels (what a PatchSet's row index refers to)."""
     if not manifests:
         raise InputError("no manifest given")
     if image_dirs and len(image_dirs) != len(manifests):
@@ -91,8 +100,7 @@ def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: lis
                 meta[k].append(case.cell(k))
         if not any(case.cell("filename") for case in cases):
             log.warning("%s has no slide (filename) column: splits cannot be grouped by slide", manifest)
-    images = _load_images(paths, size, cache_dir or None, center_crop)
-    return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()})
+    return paths, labels, slides, meta
 
 
 def _load_images(paths: list[Path], size: int, cache_dir: str | None, center_crop: int = 0) -> np.ndarray:

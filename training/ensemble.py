@@ -45,6 +45,7 @@ from amf.model_dir import TTA_VIEWS, load_model_dir, make_card, read_card, save_
 from amf.predict import VIEW_COUNTS
 from training import plots
 from training.config import Config, load_config
+from training.data import read_rows
 from training.train import VAL_PREDICTIONS, train
 
 log = logging.getLogger("training.ensemble")
@@ -162,8 +163,10 @@ def fit_temperature(margins: np.ndarray, y: np.ndarray) -> float:
     return float(math.exp((lo + hi) / 2))
 
 
-def fit_oof(oof: OutOfFold, tta: str, calibrate: bool = True) -> dict[str, Any]:
-    """Temperature, threshold and out-of-fold metrics for the shipped views ``tta``."""
+def fit_oof(oof: OutOfFold, tta: str, calibrate: bool = True,
+            weak_labels: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Temperature, threshold and out-of-fold metrics for the shipped views ``tta``; ``weak_labels``
+    (one value per row of the patch set) add a breakdown by each (empty: "unknown")."""
     m, y = oof.margins(tta), oof.label
     temperature = fit_temperature(m, y) if calibrate else 1.0
     before, after = calibrated_probs(m), calibrated_probs(m, temperature)
@@ -184,11 +187,44 @@ def fit_oof(oof: OutOfFold, tta: str, calibrate: bool = True) -> dict[str, Any]:
         "overall": pooled["overall"],
         "per_domain": pooled.get("per_domain", {}),
         "per_fold": per_fold,
+        "by_label": {name: domain_metrics(y, after, np.where(values[oof.index] == "", "unknown",
+                                                             values[oof.index]), threshold)["per_domain"]
+                     for name, values in (weak_labels or {}).items()},
     }
 
 
 def _public(fit: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fit.items() if not k.startswith("probs_")}
+
+
+def weak_labels_of(run: Path, oof: OutOfFold) -> dict[str, np.ndarray]:
+    """The weak labels of every row of the folds' patch set, read back from the manifests (no image is
+    decoded); nothing, with a warning, when the manifests no longer match the folds' data."""
+    config = members_config(run, read_card(run / "model"))
+    if config is None:
+        return {}
+    data = config["data"]
+    try:
+        _, labels, _, meta = read_rows(data["manifests"], data["image_dirs"], data["weak_labels"])
+    except (AmfError, OSError) as err:
+        log.warning("no out-of-fold breakdown by weak label: %s", err)
+        return {}
+    labels_now = np.asarray(labels)
+    if oof.index.max() >= len(labels_now) or not np.array_equal(labels_now[oof.index], oof.label):
+        log.warning("no out-of-fold breakdown by weak label: the manifests changed since the folds were trained")
+        return {}
+    return {name: np.asarray(values) for name, values in meta.items()}
+
+
+def members_config(run: Path, card: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings the members share: fold 0's record without its fold number. A fold trained by
+    code older than that record has it back from its run's config.yaml."""
+    config = card["provenance"].get("config")
+    if config is None and (run / "config.yaml").is_file():
+        config = load_config(run / "config.yaml").weights_settings()
+    if config is None:
+        return None
+    return {**config, "data": {k: v for k, v in config["data"].items() if k != "fold"}}
 
 
 def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate: bool) -> Path:
@@ -211,6 +247,7 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate:
                     for i, (run, one) in enumerate(zip(runs, loaded, strict=True))]
     provenance = {key: value for key, value in first["provenance"].items()
                   if key not in ("config_digest", "git_commit", "git_dirty", "trained_at")}
+    provenance["config"] = members_config(runs[0], first)
     provenance["data"] = {**first["provenance"].get("data", {}),
                           "split": f"{k} slide-grouped stratified folds; member k trained on every fold but k"}
     provenance["ensemble_built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -220,8 +257,9 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate:
     card = make_card(loaded[0].model, backbone=arch["backbone"], drop_rate=arch["drop_rate"],
                      input_size=first["input_size"], center_crop=first.get("center_crop") or 0,
                      threshold=fit["threshold"], threshold_source=source, tta=fit["tta"], provenance=provenance,
-                     metrics={"oof": {key: fit[key] for key in ("overall", "per_domain", "per_fold", "ece_before",
-                                                                  "ece_after", "nll_before", "nll_after")}},
+                     metrics={"oof": {key: fit[key] for key in ("overall", "per_domain", "per_fold", "by_label",
+                                                                  "ece_before", "ece_after", "nll_before",
+                                                                  "nll_after")}},
                      mean=tuple(first["mean"]), std=tuple(first["std"]),
                      backbone_kwargs=arch.get("backbone_kwargs"), resize_to=first.get("resize_to"))
     card["ensemble"] = ("P(atypical) is the mean of the members' calibrated probabilities (over the TTA views too); "
@@ -242,7 +280,7 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate:
 def build(out: Path, runs: list[Path], tta: str, calibrate: bool = True) -> dict[str, Any]:
     """Pool, fit, plot, report and write the model directory; the report comes back."""
     oof = pool_oof(runs)
-    fit = fit_oof(oof, tta, calibrate)
+    fit = fit_oof(oof, tta, calibrate, weak_labels_of(runs[0], oof))
     model_dir = build_model_dir(out, runs, fit, calibrate)
     plots.reliability_plot({"before calibration": (oof.label, fit["probs_before"]),
                             f"after (T = {fit['temperature']:.3f})": (oof.label, fit["probs_after"])},

@@ -281,6 +281,7 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
            if spec.registered else {}),
         **({"lora": algo.lora_report} if algo.lora_report else {}),
         "trainable_parameters": algo.parameter_counts["trainable_parameters"],
+        "config": cfg.weights_settings(),
         "config_digest": cfg.digest(),
         "git_commit": code["commit"],
         "git_dirty": code["dirty"],
