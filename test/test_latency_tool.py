@@ -92,6 +92,10 @@ def test_baseline_comparison_is_rendered_with_its_ratio(model_cold: float, basel
     # The baseline's job is a row of the cold table and its command is listed with the others.
     assert f"| baseline | {baseline_cold:.2f} s |" in text
     assert "`python baseline --output $OUT`" in text
+    # ... and a row of the targets table (the README quotes the tables, not the line)
+    row = next(t for t in latency.targets(raw(ort_cold=model_cold, members=5, card_tta="none",
+                                              baseline_cold=baseline_cold)) if "the model it replaces" in t["what"])
+    assert row["measured"].startswith(f"{ratio} ") and row["met"] is (met == "**MET**")
 
 
 def test_no_baseline_no_comparison_line() -> None:
