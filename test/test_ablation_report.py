@@ -31,3 +31,14 @@ def test_the_verdict_table_has_a_row_per_arm_that_ran_and_a_cell_per_domain() ->
     lines = verdict_table(records).splitlines()
     assert len(lines) == 3 and lines[2].startswith("| Full | +0.150 higher / +0.010 no difference | needs 2 seeds")
     assert not any(line.startswith("| ERM |") for line in lines)  # ERM is the reference, not a row
+
+
+def test_both_plan_orders_hold_every_run_once_and_a_fast_machine_finishes_a_seed_first() -> None:
+    from benchmarks.ablation import ARMS, DOMAINS, plan
+
+    default, per_seed = plan(2), plan(2, all_arms_per_seed=True)
+    assert sorted(default) == sorted(per_seed) and len(set(per_seed)) == len(ARMS) * len(DOMAINS) * 2
+    first = len(ARMS) * len(DOMAINS)
+    assert {(a, d) for a, d, s in per_seed[:first] if s == 0} == {(a, d) for a in ARMS for d in DOMAINS}
+    assert [a for a, _, _ in default[:4]] == ["ERM", "Full", "ERM", "Full"]  # the verdict's pair first
+    assert {s for _, _, s in default[: 2 * len(DOMAINS) * 2]} == {0, 1}
