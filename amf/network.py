@@ -19,6 +19,8 @@ returns all K members' logits from one call.
 from __future__ import annotations
 
 import copy
+import logging
+import types
 
 import timm
 import torch
@@ -166,6 +168,34 @@ def create_model(
 
 
 ENSEMBLE_ENGINES = ("auto", "vmap", "loop")
+log = logging.getLogger(__name__)
+
+
+def _multiply_add_batchnorm(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode batch norm as one multiply-add, then timm's BatchNormAct2d tail (dropout, activation)."""
+    scale = torch.rsqrt(self.running_var + self.eps)
+    if self.weight is not None:
+        scale = scale * self.weight
+    shift = -self.running_mean * scale
+    if self.bias is not None:
+        shift = shift + self.bias
+    x = x * scale[:, None, None] + shift[:, None, None]
+    for name in ("drop", "act"):
+        if hasattr(self, name):
+            x = getattr(self, name)(x)
+    return x
+
+
+def _vmap_skeleton(skeleton: nn.Module) -> nn.Module:
+    """A copy of the (storage-less) skeleton whose BatchNorm layers are plain multiply-adds. Inside vmap on
+    CUDA, F.batch_norm asks its input whether it is channels_last (to choose cuDNN), which a batched tensor
+    cannot answer: "NYI: querying is_contiguous inside of vmap" (torch 2.11 on an H200, see
+    benchmarks/results/gpu-h200/). The multiply-add asks nothing and gives the same numbers."""
+    net = copy.deepcopy(skeleton)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.forward = types.MethodType(_multiply_add_batchnorm, module)  # type: ignore[method-assign]
+    return net
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -234,6 +264,7 @@ class MemberEnsemble(nn.Module):
             if isinstance(t, nn.Parameter) else torch.empty_like(t, device="meta")
             for t in [*skeleton.parameters(), *skeleton.buffers()]}
         object.__setattr__(self, "skeleton", copy.deepcopy(skeleton, memo).eval())
+        object.__setattr__(self, "vmap_skeleton", _vmap_skeleton(self.skeleton))
 
     def member_state(self, k: int | None = None) -> dict[str, torch.Tensor]:
         """Every member's tensors stacked (``k`` None), or views of member ``k``'s."""
@@ -252,8 +283,18 @@ class MemberEnsemble(nn.Module):
         return self.engine == "vmap" or (self.engine == "auto" and device.type == "cuda")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skeleton = self.skeleton
         if self.batched(x.device):
-            return vmap(lambda state, images: functional_call(skeleton, state, (images,)),
-                        in_dims=(0, None))(self.member_state(), x)
-        return torch.stack([functional_call(skeleton, self.member_state(k), (x,)) for k in range(self.num_members)])
+            skeleton = self.vmap_skeleton
+            try:
+                return vmap(lambda state, images: functional_call(skeleton, state, (images,)),
+                            in_dims=(0, None))(self.member_state(), x)
+            except RuntimeError as err:
+                if self.engine != "auto" or "vmap" not in str(err):
+                    raise
+                # A torch build whose batching rules miss an op of this network: the same numbers, member by
+                # member, rather than a failed job.
+                log.warning("batched ensemble forward failed (%s); running the %d members one by one from now on",
+                            str(err).splitlines()[0], self.num_members)
+                self.engine = "loop"
+        return torch.stack([functional_call(self.skeleton, self.member_state(k), (x,))
+                            for k in range(self.num_members)])

@@ -75,6 +75,41 @@ def test_batched_ensemble_equals_the_mean_of_its_members_run_one_by_one(tmp_path
     assert np.abs(uncalibrated - alone).max() > 1e-4  # the temperature does act
 
 
+def test_the_batched_forward_never_calls_batch_norm_and_falls_back_member_by_member(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """On CUDA, F.batch_norm under vmap asks a batched tensor for its channels_last contiguity and fails
+    (torch 2.11, H200: benchmarks/results/gpu-h200/). The batched path must not call it at all; and should a
+    torch build still fail there, an ``auto`` ensemble finishes the job member by member."""
+    import amf.network
+
+    nets = members(2)
+    model = load_model_dir(ensemble_dir(tmp_path / "m", nets, dtype=torch.float32)).model
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.stack([m(x) for m in nets])
+
+    def no_batch_norm(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("NYI: querying is_contiguous inside of vmap for memory_format other than ...")
+
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", no_batch_norm)
+    model.engine = "vmap"
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
+    monkeypatch.undo()
+
+    def broken_vmap(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("NYI: some op inside of vmap")
+
+    monkeypatch.setattr(amf.network, "vmap", broken_vmap)
+    with pytest.raises(RuntimeError, match="vmap"):  # asked for explicitly: no silent fallback
+        model(x)
+    model.engine = "auto"
+    monkeypatch.setattr(MemberEnsemble, "batched", lambda self, device: self.engine != "loop")
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
+    assert model.engine == "loop" and "one by one" in caplog.text
+
+
 def test_fp16_storage_moves_probabilities_by_under_1e3_and_halves_the_directory(tmp_path: Path) -> None:
     nets = members(3)
     half = ensemble_dir(tmp_path / "half", nets)
