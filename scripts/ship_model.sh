@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Make a trained model directory the shipped default, and regenerate everything derived from it.
+#
+#   scripts/ship_model.sh runs/ensemble/model            # model/, test fixture, model card, README
+#   scripts/ship_model.sh runs/ensemble/model --latency  # also benchmarks/latency.py against the model it replaces
+#
+# Steps: check that the new directory loads (nothing changes if it does not); keep the current model/
+# as the latency baseline; swap model/ in (the card and the weights only: an ONNX export is built, not
+# shipped); rewrite test/input and test/expected_output.json so that no test page lies within 0.02 of
+# the new threshold; export model.onnx; with --latency, measure the cold 16-page job against the old
+# model, paired and interleaved; regenerate benchmarks/results/model_card.md and the README's copies.
+# Then review `git diff`, run the tests and commit model/, test/ and benchmarks/results/ together.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SRC=${1:?usage: scripts/ship_model.sh MODEL_DIR [--latency]}
+LATENCY=${2:-}
+PY=${PYTHON:-.venv/bin/python}
+[[ -z $LATENCY || $LATENCY == --latency ]] || { echo "error: unknown option $LATENCY" >&2; exit 2; }
+[[ $(realpath "$SRC") != $(realpath model) ]] || { echo "error: $SRC is model/ already" >&2; exit 2; }
+
+"$PY" -c "import sys; from amf.model_dir import load_model_dir; load_model_dir(sys.argv[1])" "$SRC"
+PREVIOUS=$(mktemp -d /tmp/amf-previous-model.XXXXXX)
+trap 'rm -rf "$PREVIOUS" model.new' EXIT
+cp model/model.json model/model.safetensors "$PREVIOUS/"
+rm -rf model.new && mkdir model.new
+cp "$SRC/model.json" "$SRC/model.safetensors" model.new/
+rm -rf model.old && mv model model.old && mv model.new model && rm -rf model.old
+echo "model/ is now $SRC ($(du -sh model | cut -f1))"
+
+"$PY" test/make_fixtures.py --expected
+"$PY" -m amf.onnx_export model
+if [[ $LATENCY == --latency ]]; then
+  "$PY" benchmarks/latency.py --model model --baseline-model "$PREVIOUS"
+fi
+"$PY" -m benchmarks.model_card >/dev/null
+"$PY" -m benchmarks.readme_sync
+echo "shipped. Next: git diff --stat; .venv/bin/python -m pytest -q; commit model/ test/ benchmarks/results/ README.md"
