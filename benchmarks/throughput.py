@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from amf.atomic import write_json_atomic
 from amf.network import create_model
-from amf.provenance import describe_machine
+from amf.provenance import describe_machine, git_state, machine
 from benchmarks.ablation import ARMS
 from training.config import load_config
 from training.recipe import MixAlignDistil
@@ -64,28 +65,44 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast on the CPU")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="Markdown file the section is appended to")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="raw results (default: beside --out, named after it with .json)")
     args = parser.parse_args()
     device = torch.device(args.device)
     precisions = {"fp32": []} if device.type == "cpu" else {"fp16 AMP": ["run.amp=true"]}
     if args.bf16 and device.type == "cpu":
         precisions["bf16 autocast"] = ["run.cpu_bf16=true"]
-    lines = [f"## {device.type.upper()}: {describe_machine()}", "",
-             f"Batch {args.batch_size} at 128 px, EfficientNet-Lite0 + CBAM, channels_last; median of {args.steps} "
-             f"steps after {args.warmup} warm-up steps.", "",
-             "| arm | " + " | ".join(f"{p} images/s | {p} step vs ERM" for p in precisions) + " |",
-             "|---|" + "---|---|" * len(precisions)]
     results = {p: {arm: measure(arm, extra, device, args.batch_size, args.steps, args.warmup) for arm in ARMS}
                for p, extra in precisions.items()}
-    for arm in ARMS:
-        cells = [f"{results[p][arm]:.1f} | {results[p]['ERM'] / results[p][arm]:.2f}×" for p in precisions]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    raw = {"benchmark": "throughput", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "commit": git_state(Path(__file__).resolve().parents[1]), "machine": machine(),
+           "machine_text": describe_machine(), "device": device.type,
+           "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+           "images_per_s": results}
+    raw_path = args.json or (args.out.with_suffix(".json") if args.out else None)
+    if raw_path:
+        write_json_atomic(raw_path, raw, indent=1)
+    text = section(raw)
     print(text)
     if args.out:
         with open(args.out, "a") as fh:
             fh.write(text + "\n")
     return 0
+
+
+def section(raw: dict[str, Any]) -> str:
+    """The Markdown section of one measurement, from its raw record alone."""
+    results, a = raw["images_per_s"], raw["args"]
+    lines = [f"## {raw['device'].upper()}: {raw['machine_text']}", "",
+             f"Batch {a['batch_size']} at 128 px, EfficientNet-Lite0 + CBAM, channels_last; median of {a['steps']} "
+             f"steps after {a['warmup']} warm-up steps.", "",
+             "| arm | " + " | ".join(f"{p} images/s | {p} step vs ERM" for p in results) + " |",
+             "|---|" + "---|---|" * len(results)]
+    for arm in ARMS:
+        cells = [f"{results[p][arm]:.1f} | {results[p]['ERM'] / results[p][arm]:.2f}×" for p in results]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

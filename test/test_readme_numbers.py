@@ -162,3 +162,15 @@ def test_model_card_dataset_counts_are_the_manifests() -> None:
     atypical = sum(r["majority"] == "AMF" for r in rows)
     slides = len({r["filename"] for r in rows})
     assert f"{len(rows):,} patches of 128 px from {slides} human breast cancer slides, {atypical} atypical" in text
+
+
+def test_throughput_section_is_rendered_from_its_raw_record() -> None:
+    from benchmarks.ablation import ARMS
+    from benchmarks.throughput import section
+
+    rates = dict(zip(ARMS, (100.0, 95.0, 90.0, 80.0, 50.0), strict=True))
+    raw = {"device": "cuda", "machine_text": "a GPU", "args": {"batch_size": 256, "steps": 30, "warmup": 1},
+           "images_per_s": {"fp16 AMP": rates}}
+    text = section(raw)
+    assert text.startswith("## CUDA: a GPU\n") and "Batch 256 at 128 px" in text and "median of 30 steps" in text
+    assert "| ERM | 100.0 | 1.00× |" in text and "| Full | 50.0 | 2.00× |" in text
