@@ -60,9 +60,11 @@ def recipe_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def recipe_differences(card_config: dict[str, Any], run_config: dict[str, Any]) -> list[str]:
-    """``key: card value vs run value`` for every recipe setting where the two differ."""
+    """``key: card value vs run value`` for every recipe setting both record and set differently (a setting
+    one side's code did not have yet is no difference: settings are added at values that change nothing)."""
     a, b = recipe_settings(card_config), recipe_settings(run_config)
-    return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    return [f"{k} {a[k]!r} vs {b[k]!r}" for k in sorted(a.keys() & b.keys())
+            if a[k] != b[k] and a[k] is not None and b[k] is not None]
 
 
 def _recipe_text(provenance: dict[str, Any]) -> str:
