@@ -160,6 +160,13 @@ def domain_metrics(y_true: ArrayLike, y_score: ArrayLike, domains: Sequence[Any]
     return result
 
 
+def weak_label_metrics(y_true: ArrayLike, y_score: ArrayLike, labels: dict[str, np.ndarray],
+                       threshold: float) -> dict[str, dict[str, Any]]:
+    """Per weak label (Scanner, Origin, ...), the metrics of each of its values; an empty value is "unknown"."""
+    return {name: domain_metrics(y_true, y_score, np.where(values == "", "unknown", values), threshold)["per_domain"]
+            for name, values in labels.items()}
+
+
 def best_threshold(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """The threshold on P(atypical) that maximises balanced accuracy.
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from amf.atomic import write_json_atomic
 from amf.errors import AmfError
-from amf.metrics import best_threshold, domain_metrics, expected_calibration_error
+from amf.metrics import best_threshold, domain_metrics, expected_calibration_error, weak_label_metrics
 from amf.model_dir import TTA_VIEWS, load_model_dir, make_card, read_card, save_ensemble_dir
 from amf.predict import VIEW_COUNTS
 from training import plots
@@ -187,9 +187,8 @@ def fit_oof(oof: OutOfFold, tta: str, calibrate: bool = True,
         "overall": pooled["overall"],
         "per_domain": pooled.get("per_domain", {}),
         "per_fold": per_fold,
-        "by_label": {name: domain_metrics(y, after, np.where(values[oof.index] == "", "unknown",
-                                                             values[oof.index]), threshold)["per_domain"]
-                     for name, values in (weak_labels or {}).items()},
+        "by_label": weak_label_metrics(y, after, {k: v[oof.index] for k, v in (weak_labels or {}).items()},
+                                       threshold),
     }
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from amf.atomic import nan_to_null, write_atomic, write_json_atomic
 from amf.backbones import resolve_backbone
 from amf.errors import AmfError
-from amf.metrics import best_threshold, domain_metrics
+from amf.metrics import best_threshold, domain_metrics, weak_label_metrics
 from amf.model_dir import make_card, save_model_dir
 from amf.network import create_model
 from amf.predict import predict_proba, predict_view_logits
@@ -96,10 +96,7 @@ def _metrics(data: PatchSet, idx: np.ndarray, probs: np.ndarray, threshold: floa
     y = data.labels[idx]
     column = cfg.run.eval_domain_column
     result = domain_metrics(y, probs, data.meta[column][idx] if column in data.meta else None, threshold)
-    result["by_label"] = {
-        k: domain_metrics(y, probs, np.where(v[idx] == "", "unknown", v[idx]), threshold)["per_domain"]
-        for k, v in data.meta.items()
-    }
+    result["by_label"] = weak_label_metrics(y, probs, {k: v[idx] for k, v in data.meta.items()}, threshold)
     return result
 
 
