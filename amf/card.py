@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ WEIGHTS_NAME = "model.safetensors"
 TTA_VIEWS = ("none", "flip2", "dihedral4", "dihedral8")
 POSITIVE_CLASS = CLASS_NAMES[1]
 PREPROCESSING = "RGB uint8; centre crop or reflect pad to input_size, no resampling; ImageNet normalisation"
-CALIBRATION_KINDS = ("temperature",)
+CALIBRATION_KINDS = ("temperature", "platt")
 REQUIRED_KEYS = ("format_version", "architecture", "input_size", "mean", "std", "class_names", "threshold", "tta")
 
 
@@ -115,9 +116,7 @@ def check_extensions(card: dict[str, Any], where: str) -> None:
         kind = calibration.get("kind") if isinstance(calibration, dict) else None
         if kind not in CALIBRATION_KINDS:
             raise ModelDirError(f"{where}: unknown calibration {kind!r}; this code knows {CALIBRATION_KINDS}")
-        t = calibration.get("temperature")
-        if not isinstance(t, (int, float)) or not 0 < t < float("inf"):
-            raise ModelDirError(f"{where}: the calibration temperature must be a positive number, got {t!r}")
+        _check_calibration_numbers(calibration, where)
     crop = card.get("center_crop") or 0
     if not isinstance(crop, int) or not 0 <= crop <= int(card["input_size"]):
         raise ModelDirError(f"{where}: center_crop must be 0 (off) or 1..input_size, got {crop!r}")
@@ -125,6 +124,44 @@ def check_extensions(card: dict[str, Any], where: str) -> None:
     if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
         raise ModelDirError(f"{where}: resize_to must be a positive integer (the network's input side), "
                             f"got {resize!r}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_calibration_numbers(calibration: dict[str, Any], where: str) -> None:
+    """temperature: T > 0; platt: scale > 0 (a negative one would swap the classes) and a finite bias."""
+    if calibration["kind"] == "temperature":
+        t = calibration.get("temperature")
+        if not _number(t) or t <= 0:
+            raise ModelDirError(f"{where}: the calibration temperature must be a positive number, got {t!r}")
+        return
+    scale, bias = calibration.get("scale"), calibration.get("bias")
+    if not _number(scale) or scale <= 0:
+        raise ModelDirError(f"{where}: the Platt calibration's scale must be a positive number, got {scale!r}")
+    if not _number(bias):
+        raise ModelDirError(f"{where}: the Platt calibration's bias must be a finite number, got {bias!r}")
+
+
+def describe_calibration(calibration: dict[str, Any] | None) -> str:
+    """The calibration in a few words, for logs, plots and the model card."""
+    if calibration is None:
+        return "uncalibrated"
+    if calibration["kind"] == "temperature":
+        return f"temperature {calibration['temperature']:.3f}"
+    return f"Platt, scale {calibration['scale']:.3f}, bias {calibration['bias']:+.3f}"
+
+
+def calibration_formula(calibration: dict[str, Any] | None) -> str:
+    """P(atypical) of one network as the calibration computes it (amf.predict.calibrated)."""
+    if calibration is None:
+        return "softmax(logits)"
+    if calibration["kind"] == "temperature":
+        return f"softmax(logits / {calibration['temperature']:.3f})"
+    bias = calibration["bias"]
+    return (f"sigmoid({calibration['scale']:.3f} · margin {'−' if bias < 0 else '+'} {abs(bias):.3f}), "
+            "margin = logit(atypical) − logit(normal) (Platt scaling)")
 
 
 def read_card(path: str | Path) -> dict[str, Any]:

@@ -7,12 +7,13 @@ Nothing outside this module reads the weights directly.
 
 Format 1: one network, fp32 weights. Format 2 adds what a format-1 reader would silently get
 wrong, so such a reader refuses it: ``members`` (K networks of one architecture in the one
-safetensors file, keys prefixed ``member.<k>.``, stored in fp16 and upcast to fp32 on load;
-the members' calibrated probabilities are averaged), ``calibration`` (a temperature applied to
-each member's logits), ``center_crop`` (> 0) and ``resize_to`` (a ViT's native input side: the
-input_size patch is resized to it on the device). A directory is written in the lowest format
-that holds it, so a plain single network stays format 1. ``architecture.backbone_kwargs`` (the
-timm keyword arguments of a ViT) needs no new format: a reader without it fails the strict load.
+safetensors file, keys prefixed ``member.<k>.``, stored in fp16 and upcast to fp32 on load; the
+members' calibrated probabilities are averaged), ``calibration`` (a temperature or Platt's scale
+and bias, applied to each member's logits), ``center_crop`` (> 0) and ``resize_to`` (a ViT's
+native input side: the input_size patch is resized to it on the device). A directory is written in
+the lowest format that holds it, so a plain single network stays format 1.
+``architecture.backbone_kwargs`` (the timm keyword arguments of a ViT) needs no new format: a
+reader without it fails the strict load.
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ def save_ensemble_dir(path: str | Path, members: list[AtypicalClassifier], card:
 
     Their weights share ``model.safetensors`` under ``member.<k>.`` prefixes, in ``dtype`` (fp16
     halves the directory; the loader upcasts to fp32). ``member_cards`` describe the members (fold,
-    metrics) in order; ``calibration`` (``{"kind": "temperature", "temperature": T, ...}``) applies
-    to each member's logits before the members' probabilities are averaged.
+    metrics) in order; ``calibration`` (``{"kind": "temperature", "temperature": T, ...}`` or
+    ``{"kind": "platt", "scale": a, "bias": b, ...}``) applies to each member's logits before the
+    members' probabilities are averaged.
     """
     if not members or len(members) != len(member_cards):
         raise ModelDirError(f"{len(members)} networks but {len(member_cards)} member descriptions")

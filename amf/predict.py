@@ -64,18 +64,26 @@ def _view_logits(model: torch.nn.Module, pages: np.ndarray | torch.Tensor, mean:
         model.train(was_training)
 
 
-def calibrated(logits: torch.Tensor, calibration: dict[str, Any] | None) -> torch.Tensor:
-    """Logits as the card's calibration sees them: divided by its temperature (none: unchanged)."""
+def calibrated(logits: torch.Tensor, calibration: dict[str, Any] | None,
+               positive_index: int = POSITIVE_INDEX) -> torch.Tensor:
+    """Logits as the card's calibration sees them (none: unchanged). ``temperature``: divided by T.
+    ``platt``: every logit times ``scale``, plus ``bias`` on the positive class's; a two-class softmax
+    sees only the margin, so P(atypical) becomes sigmoid(scale · margin + bias), Platt's form."""
     if calibration is None:
         return logits
-    if calibration.get("kind") != "temperature":
-        raise PredictionError(f"unknown calibration {calibration.get('kind')!r}")
-    return logits / float(calibration["temperature"])
+    kind = calibration.get("kind")
+    if kind == "temperature":
+        return logits / float(calibration["temperature"])
+    if kind == "platt":
+        bias = torch.zeros(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+        bias[positive_index] = float(calibration["bias"])
+        return logits * float(calibration["scale"]) + bias
+    raise PredictionError(f"unknown calibration {kind!r}")
 
 
 def positive_probability(logits: torch.Tensor, calibration: dict[str, Any] | None, positive_index: int) -> torch.Tensor:
     """P(atypical) of each row of (K×)rows×classes logits: calibrated, softmax, the positive column."""
-    return torch.softmax(calibrated(logits.float(), calibration), dim=-1)[..., positive_index]
+    return torch.softmax(calibrated(logits.float(), calibration, positive_index), dim=-1)[..., positive_index]
 
 
 @torch.no_grad()

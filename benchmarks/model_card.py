@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from amf.card import CARD_NAME, WEIGHTS_NAME, read_card, weights_sha256
+from amf.card import CARD_NAME, WEIGHTS_NAME, calibration_formula, describe_calibration, read_card, weights_sha256
 from benchmarks.ablation import DOMAINS, _stat, fmt, load_results
 from benchmarks.publish import publish
 
@@ -130,8 +130,7 @@ def summary_table(card: dict[str, Any], model_dir: Path) -> str:
                       + (f", centre {card['center_crop']} px upscaled back" if card.get("center_crop") else "")
                       + f"; mean {card['mean']}, std {card['std']}"),
             ("output", "P(atypical)" + (" = mean over the members" if members else "")
-                       + (f" of softmax(logits / {card['calibration']['temperature']:.3f})"
-                          if card.get("calibration") else " of softmax(logits)")
+                       + f" of {calibration_formula(card.get('calibration'))}"
                        + f", TTA {card['tta']}; class atypical when P ≥ **{card['threshold']:.3f}**"),
             ("threshold", card.get("threshold_source", "")),
             ("files", f"{_size_mb(model_dir):.1f} MB ({CARD_NAME} + {WEIGHTS_NAME}, "
@@ -180,14 +179,23 @@ def metrics_table(card: dict[str, Any]) -> str:
 
 
 def calibration_table(card: dict[str, Any]) -> str | None:
+    """ECE and NLL out of fold before and after the shipped calibration, then each kind's
+    cross-fitted score, the one that chose it."""
     oof = card.get("metrics", {}).get("oof")
     if not oof or "ece_before" not in oof:
         return None
-    t = (card.get("calibration") or {}).get("temperature")
-    return "\n".join(["| out of fold | ECE (15 bins) | negative log-likelihood |", "|---|---|---|",
-                      f"| before calibration | {_num(oof['ece_before'], 4)} | {_num(oof.get('nll_before'), 4)} |",
-                      f"| after (temperature {_num(t)}) | {_num(oof['ece_after'], 4)} | "
-                      f"{_num(oof.get('nll_after'), 4)} |"])
+    lines = ["| out of fold | ECE (15 bins) | negative log-likelihood |", "|---|---|---|",
+             f"| before calibration | {_num(oof['ece_before'], 4)} | {_num(oof.get('nll_before'), 4)} |",
+             f"| after ({describe_calibration(card.get('calibration'))}) | {_num(oof['ece_after'], 4)} | "
+             f"{_num(oof.get('nll_after'), 4)} |"]
+    choice = oof.get("calibration_choice") or {}
+    if choice.get("cross_fitted"):
+        chosen = choice.get("chosen")
+        lines += ["", f"Chosen by {choice.get('rule', '?')}:", "",
+                  "| calibration | cross-fitted ECE | cross-fitted NLL |", "|---|---|---|"]
+        lines += [f"| {'**' + kind + '** (shipped)' if kind == chosen else kind} | {_num(s['ece'], 4)} | "
+                  f"{_num(s['nll'], 4)} |" for kind, s in choice["cross_fitted"].items()]
+    return "\n".join(lines)
 
 
 def lodo_table(card: dict[str, Any], records: list[dict[str, Any]]) -> tuple[str | None, list[str]]:

@@ -5,7 +5,7 @@ without dihedral TTA.
     python -m benchmarks.tta_oof --table-only                   # regenerate the table from the raw JSON
 
 For each setting (``none``, ``flip2``, ``dihedral4``, and ``dihedral8`` where the folds saved it)
-the temperature and the threshold are fitted on the pooled out-of-fold predictions exactly as
+the calibration and the threshold are fitted on the pooled out-of-fold predictions exactly as
 ``training.ensemble`` does, then: ROC AUC, balanced accuracy at that threshold, the spread over
 the folds, and a paired bootstrap over slides (resampling whole slides, as patches of one slide
 are not independent) of each setting minus ``none``. No patch is scored by a member that trained
@@ -90,7 +90,7 @@ def measure(run: Path, resamples: int) -> dict[str, Any]:
     for t, f in fits.items():
         folds_auc = [r["roc_auc"] for r in f["per_fold"]]
         folds_ba = [r["balanced_accuracy"] for r in f["per_fold"]]
-        per_setting[t] = {"views": VIEW_COUNTS[t], "temperature": f["temperature"], "threshold": f["threshold"],
+        per_setting[t] = {"views": VIEW_COUNTS[t], "calibration": f["calibration"], "threshold": f["threshold"],
                           "auc": f["overall"]["roc_auc"], "ba": f["overall"]["balanced_accuracy"],
                           "sensitivity": f["overall"]["sensitivity"], "specificity": f["overall"]["specificity"],
                           "ece_after": f["ece_after"], "per_fold_auc": folds_auc, "per_fold_ba": folds_ba,

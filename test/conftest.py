@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,20 @@ def write_job(input_dir: Path, pages: np.ndarray | None = None, name: str = "sta
     if pages is not None:
         tifffile.imwrite(folder / name, pages, photometric="rgb", compression="zlib")
     return folder / name
+
+
+@pytest.fixture(autouse=True)
+def _drop_handlers_a_test_installed() -> Any:
+    """training.train and training.ensemble take the root logger over (basicConfig(force=True)) with
+    handlers on the test's captured stderr, which pytest closes afterwards; process.main's own
+    basicConfig then keeps them, and a later test's log lines fail to write. Each test leaves the
+    root logger with pytest's handlers only."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture(scope="session")

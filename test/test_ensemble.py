@@ -14,13 +14,25 @@ import torch
 from conftest import REPO, make_model_dir, synthetic_pages, write_job
 from test_training import make_dataset
 
+from amf.card import calibration_formula, describe_calibration
 from amf.errors import AmfError, ModelDirError
 from amf.metrics import best_threshold, expected_calibration_error
 from amf.model_dir import format_needed, load_model_dir, make_card, read_card, save_ensemble_dir
 from amf.network import MemberEnsemble, create_model
 from amf.predict import Predictor, predict_proba
 from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from training.ensemble import OutOfFold, calibrated_probs, fit_oof, fit_temperature, pool_oof
+from training.ensemble import (
+    CALIBRATIONS,
+    OutOfFold,
+    calibrated_probs,
+    choose_calibration,
+    cross_fitted,
+    fit_oof,
+    fit_platt,
+    fit_temperature,
+    member_probs,
+    pool_oof,
+)
 from training.train import VAL_PREDICTIONS
 
 BACKBONE = "mobilenetv2_050"
@@ -42,11 +54,12 @@ def members(n: int, seed: int = 0) -> list[torch.nn.Module]:
     return out
 
 
-def ensemble_dir(path: Path, nets: list[torch.nn.Module], dtype: torch.dtype = torch.float16, **card_keys) -> Path:
+def ensemble_dir(path: Path, nets: list[torch.nn.Module], dtype: torch.dtype = torch.float16,
+                 calibration: dict | None = CALIBRATION, **card_keys) -> Path:
     card = make_card(nets[0], backbone=BACKBONE, drop_rate=0.2, input_size=64, threshold=0.4,
                      threshold_source="fixed, for tests", tta="flip2")
     card.update(card_keys)
-    return save_ensemble_dir(path, nets, card, [{"fold": k} for k in range(len(nets))], CALIBRATION, dtype=dtype)
+    return save_ensemble_dir(path, nets, card, [{"fold": k} for k in range(len(nets))], calibration, dtype=dtype)
 
 
 def pages(n: int = 5, size: int = 64) -> np.ndarray:
@@ -153,8 +166,11 @@ def test_format_versions(tmp_path: Path) -> None:
 def test_damaged_ensemble_cards_and_weights_are_refused(tmp_path: Path) -> None:
     d = ensemble_dir(tmp_path / "m", members(2))
     card = json.loads((d / "model.json").read_text())
-    for bad, match in (({"calibration": {"kind": "platt"}}, "unknown calibration"),
+    for bad, match in (({"calibration": {"kind": "isotonic"}}, "unknown calibration"),
                        ({"calibration": {"kind": "temperature", "temperature": 0}}, "positive"),
+                       ({"calibration": {"kind": "platt", "bias": -1.0}}, "scale must be a positive"),
+                       ({"calibration": {"kind": "platt", "scale": -0.5, "bias": 0.0}}, "scale must be a positive"),
+                       ({"calibration": {"kind": "platt", "scale": 0.5, "bias": True}}, "bias must be a finite"),
                        ({"members": "two"}, "members must be a list")):
         (d / "model.json").write_text(json.dumps({**card, **bad}))
         with pytest.raises(ModelDirError, match=match):
@@ -213,14 +229,18 @@ def test_oof_threshold_and_temperature_use_only_out_of_fold_predictions(tmp_path
     oof = pool_oof(runs)
     assert sorted(oof.index.tolist()) == list(range(n))
     assert all(set(oof.index[oof.fold == k]) == set(np.flatnonzero(folds == k)) for k in range(3))
-    fit = fit_oof(oof, "none")
+    fit = fit_oof(oof, "none", "temperature")
     m = (logits[oof.index, :1, 1] - logits[oof.index, :1, 0]).astype(np.float64)
-    assert fit["temperature"] == pytest.approx(fit_temperature(m, oof.label))
-    assert 2.0 < fit["temperature"] < 8.0  # it finds the overconfidence
-    assert fit["threshold"] == best_threshold(oof.label, calibrated_probs(m, fit["temperature"]))
+    t = fit["calibration"]["temperature"]
+    assert t == pytest.approx(fit_temperature(m, oof.label))
+    assert 2.0 < t < 8.0  # it finds the overconfidence
+    assert fit["threshold"] == best_threshold(oof.label, calibrated_probs(m, t))
     assert fit["ece_after"] < fit["ece_before"]
     assert fit["ece_before"] == pytest.approx(expected_calibration_error(oof.label, calibrated_probs(m)))
     assert len(fit["per_fold"]) == 3 and fit_oof(oof, "dihedral4")["tta"] == "dihedral4"
+    assert fit_oof(oof, "none", "none")["calibration"] is None
+    with pytest.raises(ValueError, match="unknown calibration"):
+        fit_oof(oof, "none", "isotonic")
     # a fold that validated on its own training patches is refused
     leaky = fake_fold(tmp_path / "leaky", np.flatnonzero(folds == 2), np.arange(n), n, labels, logits)
     with pytest.raises(AmfError, match="not out of fold"):
@@ -232,6 +252,44 @@ def test_oof_threshold_and_temperature_use_only_out_of_fold_predictions(tmp_path
         pool_oof(runs[:2])
     with pytest.raises(AmfError, match="needs more"):
         OutOfFold(oof.index, oof.fold, oof.label, oof.slide, oof.domain, oof.logits[:, :1], "none").margins("flip2")
+
+
+def test_platt_recovers_the_scale_and_bias_that_made_the_labels() -> None:
+    rng = np.random.default_rng(3)
+    margins = rng.normal(0, 3, (40000, 2))
+    y = (rng.random(40000) < member_probs(margins, {"kind": "platt", "scale": 0.6, "bias": -1.2})).astype(np.int64)
+    scale, bias = fit_platt(margins, y)
+    assert scale == pytest.approx(0.6, abs=0.05) and bias == pytest.approx(-1.2, abs=0.08)
+
+
+def balanced_sampler_margins(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fifth atypical, scored by members that learnt on half atypical: their margins carry a
+    prior offset of log(4) that no temperature can remove."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.2).astype(np.int64)
+    margins = (np.where(y == 1, 1.0, -1.0) * 1.5 + rng.normal(0, 1.5, n) + np.log(4.0))[:, None]
+    return margins, y, np.arange(n) % 5
+
+
+def test_auto_calibration_picks_by_cross_fitted_nll_and_platt_undoes_the_samplers_prior() -> None:
+    margins, y, fold = balanced_sampler_margins()
+    fitted, choice = choose_calibration(margins, y, fold)
+    scores = choice["cross_fitted"]
+    assert set(scores) == set(CALIBRATIONS) and choice["chosen"] == min(scores, key=lambda k: scores[k]["nll"])
+    assert choice["chosen"] == "platt" and fitted["kind"] == "platt"
+    assert scores["platt"]["ece"] < 0.03 < scores["temperature"]["ece"]
+    assert np.mean(member_probs(margins, fitted)) == pytest.approx(y.mean(), abs=0.01)
+    # cross-fitted: fold k is scored under the fit to the other folds, never to itself
+    held = fold == 2
+    want = member_probs(margins[held], {"kind": "platt", **dict(zip(("scale", "bias"),
+                                                                     fit_platt(margins[~held], y[~held]),
+                                                                     strict=True))})
+    np.testing.assert_allclose(cross_fitted(margins, y, fold, "platt")[held], want)
+    assert not np.allclose(want, member_probs(margins[held], fitted))
+    # asked for one kind, it fits that kind
+    assert choose_calibration(margins, y, fold, "temperature")[0]["kind"] == "temperature"
+    with pytest.raises(ValueError, match="two folds"):
+        choose_calibration(margins, y, np.zeros(len(y)))
 
 
 # -- the command, end to end --------------------------------------------------------------------------
@@ -261,7 +319,9 @@ def test_ensemble_command_writes_one_loadable_model_dir_that_process_runs(ensemb
             assert z["logits"].shape[1:] == (4, 2) and not set(z["index"]) & set(z["train_index"])
     card = read_card(out / "model")
     assert card["format_version"] == 2 and [m["fold"] for m in card["members"]] == [0, 1]
-    assert card["calibration"]["kind"] == "temperature" and card["tta"] == "none"
+    choice = card["metrics"]["oof"]["calibration_choice"]
+    assert choice["asked"] == "auto" and card["calibration"]["kind"] == choice["chosen"] and card["tta"] == "none"
+    assert choice["chosen"] == min(choice["cross_fitted"], key=lambda k: choice["cross_fitted"][k]["nll"])
     assert "single members" in card["threshold_source"] and "average" in card["ensemble"]
     assert card["weights"]["dtype"] == "float16"
     # the card says how its members were trained, and scores them out of fold by every weak label
@@ -389,13 +449,16 @@ def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run:
                  "--out", str(md)]) == 0
     text = md.read_text()
     assert f"class atypical when P ≥ **{card['threshold']:.3f}**" in text
-    assert f"softmax(logits / {card['calibration']['temperature']:.3f})" in text and "| members | 2: " in text
+    assert f"mean over the members of {calibration_formula(card['calibration'])}" in text
+    assert "| members | 2: " in text
     assert "| budget | 1 epochs, batch 8," in text and "Distil: EMA teacher (decay 0.99" in text
     oof = card["metrics"]["oof"]
     assert f"| all, out of fold | 48 | {oof['overall']['n_atypical']} |" in text
     assert "| Scanner: Aperio CS2 | 18 |" in text and "| Scanner: unknown | 12 |" in text
     assert "Species:" not in text  # one value: no breakdown
-    assert f"| after (temperature {card['calibration']['temperature']:.3f}) | {oof['ece_after']:.4f} |" in text
+    assert f"| after ({describe_calibration(card['calibration'])}) | {oof['ece_after']:.4f} |" in text
+    chosen = oof["calibration_choice"]["chosen"]
+    assert f"| **{chosen}** (shipped) | {oof['calibration_choice']['cross_fitted'][chosen]['ece']:.4f} |" in text
     assert "| TUPAC16 (10 patches) | 0.750 ± 0.071 |" in text
     assert "optim.epochs 1 vs 15" in text
     assert "median 2.00 s wall" in text

@@ -70,11 +70,12 @@ def test_engines_agree_on_the_shipped_model(shipped: Path, tta: str) -> None:
         assert np.array_equal(got >= onnx_engine.threshold, want >= torch_engine.threshold), name
 
 
-def test_a_calibrated_ensemble_is_one_graph_that_matches_torch(tmp_path: Path) -> None:
-    folder = ensemble_dir(tmp_path / "ens", members(3))
+@pytest.mark.parametrize("calibration", [CALIBRATION, {"kind": "platt", "scale": 0.6, "bias": -1.1}])
+def test_a_calibrated_ensemble_is_one_graph_that_matches_torch(tmp_path: Path, calibration: dict) -> None:
+    folder = ensemble_dir(tmp_path / "ens", members(3), calibration=calibration)
     export_onnx(folder)
     engine = OnnxPredictor(folder)
-    assert engine.calibration == CALIBRATION and engine.members == 3 and engine.tta == "flip2"
+    assert engine.calibration == calibration and engine.members == 3 and engine.tta == "flip2"
     pages = np.random.default_rng(1).integers(0, 256, (7, 80, 50, 3), dtype=np.uint8)  # prepared to 64 px
     want = Predictor.from_dir(folder, device="cpu").predict_proba(pages)
     np.testing.assert_allclose(engine.predict_proba(pages), want, atol=TOLERANCE, rtol=0)

@@ -79,8 +79,20 @@ def test_temperature_and_the_positive_column(pages: np.ndarray, weights: np.ndar
     np.testing.assert_allclose(got, np_probability(pages, weights * 20, "flip2", temperature=2.5), atol=1e-6)
     normal = predict_proba(model, pages, mean=MEAN, std=STD, amp=False, positive_index=0)
     np.testing.assert_allclose(normal, np_probability(pages, weights * 20, "none", positive=0), atol=1e-6)
-    with pytest.raises(PredictionError, match="platt"):
-        predict_proba(model, pages, mean=MEAN, std=STD, amp=False, calibration={"kind": "platt"})
+    with pytest.raises(PredictionError, match="isotonic"):
+        predict_proba(model, pages, mean=MEAN, std=STD, amp=False, calibration={"kind": "isotonic"})
+
+
+@pytest.mark.parametrize("positive", [1, 0])
+def test_platt_is_sigmoid_of_scale_times_margin_plus_bias(pages: np.ndarray, weights: np.ndarray,
+                                                           positive: int) -> None:
+    x = (pages.transpose(0, 3, 1, 2) / 255.0 - np.reshape(MEAN, (1, 3, 1, 1))) / np.reshape(STD, (1, 3, 1, 1))
+    f = np.einsum("nchw,chw->n", x, weights * 20)  # logits (0, f): the margin of class 1 over class 0
+    margin = f if positive == 1 else -f
+    cal = {"kind": "platt", "scale": 0.4, "bias": -1.3}
+    got = predict_proba(LinearLogit(weights * 20), pages, mean=MEAN, std=STD, amp=False, calibration=cal,
+                        positive_index=positive)
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-(0.4 * margin - 1.3))), atol=1e-6)
 
 
 def test_members_and_views_are_averaged_alike(pages: np.ndarray) -> None:

@@ -182,7 +182,8 @@ def test_nan_output_writes_nothing(tmp_path: Path, model_dir: Path, monkeypatch:
     code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                          "--model", str(model_dir), "--quiet"])
     assert code == 4
-    assert capsys.readouterr().err.strip().startswith("error: the model produced a non-finite")
+    err = capsys.readouterr().err
+    assert err.strip().startswith("error: the model produced a non-finite"), err
     assert not (tmp_path / "out" / OUTPUT_FILENAME).exists()
 
 

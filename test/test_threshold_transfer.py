@@ -12,7 +12,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from amf.metrics import best_threshold
 from benchmarks import threshold_transfer as tt
-from training.ensemble import calibrated_probs, fit_temperature
+from training.ensemble import choose_calibration, member_probs
 
 
 def _member(rng: np.random.Generator, shift: float, test_margins: np.ndarray, test_y: np.ndarray) -> dict:
@@ -30,11 +30,12 @@ def test_the_fit_is_the_ensembles_fit_on_the_pooled_validation_predictions() -> 
     r = tt.transfer([a, b])
     val_m = np.concatenate([a["val_margins"], b["val_margins"]])
     val_y = np.concatenate([a["val_labels"], b["val_labels"]])
-    t = fit_temperature(val_m, val_y)
-    assert r["temperature"] == pytest.approx(t)
-    assert r["threshold"] == pytest.approx(best_threshold(val_y, calibrated_probs(val_m, t)))
+    # the kind is chosen by cross-fitting over the two members' validation splits, as over folds
+    cal, _ = choose_calibration(val_m, val_y, np.repeat([0, 1], 200))
+    assert r["calibration"] == pytest.approx(cal) and set(r["calibration_choice"]) == {"none", "temperature", "platt"}
+    assert r["threshold"] == pytest.approx(best_threshold(val_y, member_probs(val_m, cal)))
     # members and average are scored at that one threshold, on calibrated probabilities
-    pa, pb = calibrated_probs(a["test_margins"], t), calibrated_probs(b["test_margins"], t)
+    pa, pb = member_probs(a["test_margins"], cal), member_probs(b["test_margins"], cal)
     assert r["members"][0]["balanced_accuracy"] == pytest.approx(
         balanced_accuracy_score(test_y, pa >= r["threshold"]))
     assert r["average"]["balanced_accuracy"] == pytest.approx(
@@ -96,6 +97,10 @@ def test_the_table_is_made_from_the_raw_file(tmp_path: Path) -> None:
     assert tt.main(["--table-only", "--json", str(tmp_path / "raw.json"), "--out", str(tmp_path / "t.md")]) == 0
     text = (tmp_path / "t.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| Full"))
-    assert "| 0.350 | 0.720 | 0.750 | +0.030 | 0.790 | 0.810 |" in row
+    assert "| temperature 1.200 | 0.350 | 0.720 | 0.750 | +0.030 | 0.790 | 0.810 |" in row  # an older raw file
+    raw["rows"][0] = {**raw["rows"][0], "calibration": {"kind": "platt", "scale": 0.5, "bias": -1.0}}
+    (tmp_path / "raw.json").write_text(json.dumps(raw))
+    assert tt.main(["--table-only", "--json", str(tmp_path / "raw.json"), "--out", str(tmp_path / "t.md")]) == 0
+    assert "| Platt, scale 0.500, bias -1.000 | 0.350 |" in (tmp_path / "t.md").read_text()
     assert "0.30 / 0.30 / 0.25" in row
     assert "scores +0.030 balanced accuracy" in text and "averaging adds -0.010" in text and "abc1234" in text

@@ -1,5 +1,5 @@
 """A K-fold ensemble: train the K folds of the slide-grouped stratified split, pool their
-out-of-fold predictions, fit the threshold and a temperature on them, and ship the K students
+out-of-fold predictions, fit the calibration and the threshold on them, and ship the K students
 as one model directory.
 
     python -m training.ensemble --config training/configs/default.yaml --folds 5 --out runs/ensemble [overrides...]
@@ -11,18 +11,21 @@ a finished fold is kept (and checked to belong to the same config), an interrupt
 from its checkpoint. Once all folds are done:
 
 * every patch has exactly one out-of-fold prediction, from the one member that never trained on it;
-* a temperature is fitted on those pooled out-of-fold logits (negative log-likelihood), so that a
-  member's ``confidence`` is a calibrated P(atypical);
+* a calibration is fitted on those pooled out-of-fold logits (negative log-likelihood), so that a
+  member's ``confidence`` is a calibrated P(atypical). ``--calibration auto`` (the default) takes,
+  of none, a temperature and Platt scaling (scale and bias), the one whose cross-fitted NLL is
+  lowest: each fold scored under the fit to the other folds. A temperature cannot undo the balanced
+  sampler's prior (the members see half atypical; the data has about a fifth), a Platt bias can;
 * the decision threshold maximises balanced accuracy on the pooled, calibrated out-of-fold
   probabilities;
 * ``<out>/model/`` holds the K members (format 2, fp16 weights); the ensemble averages the members'
-  calibrated probabilities. Threshold and temperature were fitted on single members and are
+  calibrated probabilities. Threshold and calibration were fitted on single members and are
   applied to their average; the card says so.
 
 ``<out>/ensemble_report.json`` holds the out-of-fold numbers (BA, AUC, ECE before and after
-calibration, per fold and per domain) and ``<out>/reliability.png`` the reliability diagram.
-``--tta`` picks the shipped test-time views; the fit uses the same views (refitting for another
-``--tta`` retrains nothing).
+calibration, per fold and per domain, and each calibration's cross-fitted score) and
+``<out>/reliability.png`` the reliability diagram. ``--tta`` picks the shipped test-time views;
+the fit uses the same views (refitting for another ``--tta`` retrains nothing).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from amf.atomic import write_json_atomic
+from amf.card import describe_calibration
 from amf.errors import AmfError
 from amf.metrics import best_threshold, domain_metrics, expected_calibration_error, weak_label_metrics
 from amf.model_dir import TTA_VIEWS, load_model_dir, make_card, read_card, save_ensemble_dir
@@ -163,20 +167,107 @@ def fit_temperature(margins: np.ndarray, y: np.ndarray) -> float:
     return float(math.exp((lo + hi) / 2))
 
 
-def fit_oof(oof: OutOfFold, tta: str, calibrate: bool = True,
+CALIBRATIONS = ("none", "temperature", "platt")
+CALIBRATION_RULE = ("the lowest cross-fitted out-of-fold NLL: each fold's predictions scored under the calibration "
+                    "fitted on the other folds' predictions")
+
+
+def fit_platt(margins: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt's scale and bias minimising the negative log-likelihood of the views' mean of
+    sigmoid(scale · margin + bias). The scale is fitted as its logarithm, so it stays positive: a
+    calibration may reshape the confidence but never swap the classes."""
+    import torch  # the inference side reads the result without torch's optimisers
+
+    m = torch.as_tensor(margins, dtype=torch.float64)
+    target = torch.as_tensor(y, dtype=torch.float64)
+    log_scale = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([log_scale, bias], lr=1.0, max_iter=200, tolerance_grad=1e-10,
+                                  tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        optimiser.zero_grad()
+        p = torch.sigmoid(log_scale.exp() * m + bias).mean(dim=1).clamp(1e-12, 1 - 1e-12)
+        loss = -(target * p.log() + (1 - target) * (-p).log1p()).mean()
+        loss.backward()
+        return loss
+
+    optimiser.step(nll)
+    return float(log_scale.detach().exp()), float(bias.detach())
+
+
+def fit_calibration(margins: np.ndarray, y: np.ndarray, kind: str) -> dict[str, Any] | None:
+    """The card's ``calibration`` of one kind, fitted on N×V margins (``none``: None)."""
+    if kind == "none":
+        return None
+    if kind == "temperature":
+        return {"kind": "temperature", "temperature": fit_temperature(margins, y)}
+    if kind == "platt":
+        scale, bias = fit_platt(margins, y)
+        return {"kind": "platt", "scale": scale, "bias": bias}
+    raise ValueError(f"unknown calibration {kind!r}; choose from {CALIBRATIONS}")
+
+
+def member_probs(margins: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """P(atypical) of single members as the shipped model computes it (amf.predict.calibrated, then the
+    views' mean), from N×V margins."""
+    if calibration is None:
+        return calibrated_probs(margins)
+    if calibration["kind"] == "temperature":
+        return calibrated_probs(margins, calibration["temperature"])
+    return _sigmoid(calibration["scale"] * margins + calibration["bias"]).mean(axis=1)
+
+
+def cross_fitted(margins: np.ndarray, y: np.ndarray, fold: np.ndarray, kind: str) -> np.ndarray:
+    """Every fold's probabilities under the calibration fitted on the other folds' predictions, so a
+    two-parameter fit cannot win by fitting the very predictions it is scored on."""
+    out = np.empty(len(y))
+    for k in np.unique(fold):
+        held = fold == k
+        out[held] = member_probs(margins[held], fit_calibration(margins[~held], y[~held], kind))
+    return out
+
+
+def compare_calibrations(margins: np.ndarray, y: np.ndarray, fold: np.ndarray) -> dict[str, dict[str, float]]:
+    """Cross-fitted out-of-fold NLL and ECE of each kind of calibration."""
+    y = y.astype(np.float64)
+    scores = {}
+    for kind in CALIBRATIONS:
+        p = cross_fitted(margins, y, fold, kind)
+        scores[kind] = {"nll": _nll(y, p), "ece": expected_calibration_error(y, p)}
+    return scores
+
+
+def choose_calibration(margins: np.ndarray, y: np.ndarray, fold: np.ndarray,
+                       asked: str = "auto") -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The calibration fitted on all of ``margins``, of the kind ``asked`` or, for ``auto``, the kind
+    of :data:`CALIBRATIONS` with the lowest cross-fitted NLL over ``fold``; and how it was chosen."""
+    if asked not in (*CALIBRATIONS, "auto"):
+        raise ValueError(f"unknown calibration {asked!r}; choose from auto, {', '.join(CALIBRATIONS)}")
+    scores = compare_calibrations(margins, y, fold) if len(np.unique(fold)) > 1 else {}
+    if asked == "auto" and not scores:
+        raise ValueError("calibration auto needs predictions from at least two folds to cross-fit")
+    kind = min(scores, key=lambda k: scores[k]["nll"]) if asked == "auto" else asked
+    return fit_calibration(margins, y, kind), {"asked": asked, "chosen": kind, "rule": CALIBRATION_RULE,
+                                               "cross_fitted": scores}
+
+
+def fit_oof(oof: OutOfFold, tta: str, calibration: str = "auto",
             weak_labels: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Temperature, threshold and out-of-fold metrics for the shipped views ``tta``; ``weak_labels``
-    (one value per row of the patch set) add a breakdown by each (empty: "unknown")."""
+    """Calibration, threshold and out-of-fold metrics for the shipped views ``tta``; ``calibration``
+    is a kind of :data:`CALIBRATIONS` or ``auto``, which takes the one with the lowest cross-fitted NLL.
+    ``weak_labels`` (one value per row of the patch set) add a breakdown by each (empty: "unknown")."""
     m, y = oof.margins(tta), oof.label
-    temperature = fit_temperature(m, y) if calibrate else 1.0
-    before, after = calibrated_probs(m), calibrated_probs(m, temperature)
+    fitted, choice = choose_calibration(m, y, oof.fold, calibration)
+    before, after = member_probs(m, None), member_probs(m, fitted)
     threshold = best_threshold(y, after)
     pooled = domain_metrics(y, after, oof.domain, threshold)
     per_fold = [domain_metrics(y[oof.fold == k], after[oof.fold == k], None, threshold)["overall"]
                 for k in range(int(oof.fold.max()) + 1)]
     return {
         "tta": tta,
-        "temperature": temperature,
+        "calibration": fitted,
+        "calibration_choice": choice,
         "threshold": threshold,
         "probs_before": before,
         "probs_after": after,
@@ -226,8 +317,8 @@ def members_config(run: Path, card: dict[str, Any]) -> dict[str, Any] | None:
     return {**config, "data": {k: v for k, v in config["data"].items() if k != "fold"}}
 
 
-def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate: bool) -> Path:
-    """The K members as one format-2 model directory with the out-of-fold threshold and temperature."""
+def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any]) -> Path:
+    """The K members as one format-2 model directory with the out-of-fold threshold and calibration."""
     loaded = [load_model_dir(run / "model") for run in runs]
     first = loaded[0].card
     arch = first["architecture"]
@@ -250,15 +341,16 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate:
     provenance["data"] = {**first["provenance"].get("data", {}),
                           "split": f"{k} slide-grouped stratified folds; member k trained on every fold but k"}
     provenance["ensemble_built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    after = ", after calibration" if fit["calibration"] else ""
     source = ("maximises balanced accuracy on the pooled out-of-fold predictions (each patch scored by the one "
-              f"member that did not train on it{', after calibration' if calibrate else ''}, {fit['tta']} views); "
+              f"member that did not train on it{after}, {fit['tta']} views); "
               "fitted on single members and applied to the members' average")
     card = make_card(loaded[0].model, backbone=arch["backbone"], drop_rate=arch["drop_rate"],
                      input_size=first["input_size"], center_crop=first.get("center_crop") or 0,
                      threshold=fit["threshold"], threshold_source=source, tta=fit["tta"], provenance=provenance,
                      metrics={"oof": {key: fit[key] for key in ("overall", "per_domain", "per_fold", "by_label",
                                                                   "ece_before", "ece_after", "nll_before",
-                                                                  "nll_after")}},
+                                                                  "nll_after", "calibration_choice")}},
                      mean=tuple(first["mean"]), std=tuple(first["std"]),
                      backbone_kwargs=arch.get("backbone_kwargs"), resize_to=first.get("resize_to"))
     card["ensemble"] = ("P(atypical) is the mean of the members' calibrated probabilities (over the TTA views too); "
@@ -266,37 +358,40 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], calibrate:
                         "applied to that average (how far that carries over, measured where all members left a "
                         "domain out: benchmarks/results/threshold_transfer.md)")
     calibration = None
-    if calibrate:
-        calibration = {"kind": "temperature", "temperature": fit["temperature"],
+    if fit["calibration"]:
+        calibration = {**fit["calibration"],
                        "fitted_on": "pooled out-of-fold logits of single members (negative log-likelihood), "
                                     f"{fit['tta']} views",
+                       "chosen_by": fit["calibration_choice"]["rule"] if fit["calibration_choice"]["asked"] == "auto"
+                       else "asked for",
                        "applies_to": "each member's logits before the softmax; the members' probabilities are then "
                                      "averaged",
                        "oof_ece_before": fit["ece_before"], "oof_ece_after": fit["ece_after"]}
     return save_ensemble_dir(out / "model", [one.model for one in loaded], card, member_cards, calibration)
 
 
-def build(out: Path, runs: list[Path], tta: str, calibrate: bool = True) -> dict[str, Any]:
+def build(out: Path, runs: list[Path], tta: str, calibration: str = "auto") -> dict[str, Any]:
     """Pool, fit, plot, report and write the model directory; the report comes back."""
     oof = pool_oof(runs)
-    fit = fit_oof(oof, tta, calibrate, weak_labels_of(runs[0], oof))
-    model_dir = build_model_dir(out, runs, fit, calibrate)
+    fit = fit_oof(oof, tta, calibration, weak_labels_of(runs[0], oof))
+    model_dir = build_model_dir(out, runs, fit)
     plots.reliability_plot({"before calibration": (oof.label, fit["probs_before"]),
-                            f"after (T = {fit['temperature']:.3f})": (oof.label, fit["probs_after"])},
+                            f"after ({describe_calibration(fit['calibration'])})": (oof.label, fit["probs_after"])},
                            out / "reliability.png", f"out-of-fold P(atypical), {len(runs)} folds, {tta} views")
     report = {"folds": len(runs), "runs": [str(r) for r in runs], "model_dir": str(model_dir),
               "patches": len(oof.label), "atypical": int(oof.label.sum()), "views_saved": oof.views,
-              "calibrated": calibrate, **_public(fit),
+              **_public(fit),
               "note": "out-of-fold scores of single members; the ensemble itself has no held-out score here, since "
                       "every patch trained K-1 of its members"}
     write_json_atomic(out / REPORT, report, nan_as_null=True)
-    if not 0.06 < fit["temperature"] < 19.0:
+    t = (fit["calibration"] or {}).get("temperature")
+    if t is not None and not 0.06 < t < 19.0:
         log.warning("the temperature %.3g sits at the edge of the search range (0.05..20): the members barely "
-                    "separate the classes out of fold", fit["temperature"])
+                    "separate the classes out of fold", t)
     o = fit["overall"]
-    log.info("out of fold (%d patches, %s views): BA %.4f AUC %.4f at threshold %.4f; temperature %.3f; "
-             "ECE %.4f -> %.4f", len(oof.label), tta, o["balanced_accuracy"], o["roc_auc"], fit["threshold"],
-             fit["temperature"], fit["ece_before"], fit["ece_after"])
+    log.info("out of fold (%d patches, %s views): BA %.4f AUC %.4f at threshold %.4f; %s; ECE %.4f -> %.4f",
+             len(oof.label), tta, o["balanced_accuracy"], o["roc_auc"], fit["threshold"],
+             describe_calibration(fit["calibration"]), fit["ece_before"], fit["ece_after"])
     log.info("ensemble of %d members written to %s", len(runs), model_dir)
     return report
 
@@ -314,9 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5, help="K, the folds and members (default 5)")
     parser.add_argument("--out", type=Path, default=Path("runs/ensemble"), help="fold runs and model/ go here")
     parser.add_argument("--tta", choices=TTA_VIEWS, default="none",
-                        help="views the ensemble ships with; threshold and temperature are fitted for them "
+                        help="views the ensemble ships with; threshold and calibration are fitted for them "
                              "(default none: K members already cost K forwards; see benchmarks/tta_oof.py)")
-    parser.add_argument("--no-calibration", action="store_true", help="ship uncalibrated members (temperature 1)")
+    parser.add_argument("--calibration", choices=("auto", *CALIBRATIONS), default="auto",
+                        help="how each member's P(atypical) is calibrated out of fold (default auto: the kind with "
+                             "the lowest cross-fitted NLL)")
+    parser.add_argument("--no-calibration", dest="calibration", action="store_const", const="none",
+                        help="same as --calibration none")
     parser.add_argument("overrides", nargs="*", help="section.key=value for every fold, e.g. optim.epochs=15")
     args = parser.parse_intermixed_args(argv)  # options and overrides in any order
     try:
@@ -328,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--folds must be at least 2")
         _setup_logging(args.out)
         runs = train_folds(args.config, args.overrides, args.folds, args.out)
-        build(args.out, runs, args.tta, calibrate=not args.no_calibration)
+        build(args.out, runs, args.tta, args.calibration)
     except (AmfError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
