@@ -77,90 +77,185 @@ TARGETS: dict[str, list[str]] = {
                            "test/test_training.py"],
 }
 
-# Survivors shown equivalent: (module, line, operator, original, mutated) -> the one-line reason, naming
-# why no input tells the two apart. The line is part of the key (a short text such as "True" recurs in a
-# module): an edit that moves the line orphans the entry, and the mutant shows as a survivor again
-# until someone looks, rather than a new survivor being excused by an old reason.
-EQUIVALENT: dict[tuple[str, int, str, str, str], str] = {
-    ("training/distil.py", 28, "constant False -> True", "False", "(True)"):
+# Survivors shown equivalent: (module, code, operator, original, mutated) -> the one-line reason, naming
+# why no input tells the two apart. ``code`` is the stripped source line where the mutant starts (a
+# short text such as "True" recurs in a module; its line tells the occurrences apart): an edit to that
+# line orphans the entry, and the mutant shows as a survivor again until someone looks, rather than a
+# new survivor being excused by an old reason. Code that merely moves keeps its entries.
+EQUIVALENT: dict[tuple[str, str, str, str, str], str] = {
+    (
+        "training/distil.py",
+        'self.shadow = nn.ParameterDict({n.replace(".", "/"): nn.Parameter(p.detach().clone(), requires_grad=False)',
+        "constant False -> True", "False", "(True)"):
         "the shadow copies' requires_grad: EmaTeacher.__init__ calls requires_grad_(False) on the whole "
         "teacher right after, for every student, so the flag is False either way",
-    ("training/distil.py", 91, "constant True -> False", "True", "(False)"):
+    (
+        "training/distil.py",
+        'def train(self, mode: bool = True) -> EmaTeacher:',
+        "constant True -> False", "True", "(False)"):
         "the default of EmaTeacher.train's mode: the method ignores its argument (always super().train(False)), "
         "so teacher.train() and teacher.train(False) behave the same for every teacher",
     # best_threshold's balanced accuracy, which only ranks cuts: a shift keeps every difference, so
     # the argmax and the 1e-12 tie window are the same
-    ("amf/metrics.py", 176, "arith + -> -", "tpr + 1.0", "(tpr - 1.0)"):
+    (
+        "amf/metrics.py",
+        'bacc = ((tpr + 1.0 - fpr) / 2.0)[1:]  # drop the "nothing is atypical" point at +inf',
+        "arith + -> -", "tpr + 1.0", "(tpr - 1.0)"):
         "a shift of every cut's score by -1: the same best cut and the same ties on every input",
-    ("amf/metrics.py", 176, "constant 1.0 -> 2.0", "1.0", "(2.0)"):
+    (
+        "amf/metrics.py",
+        'bacc = ((tpr + 1.0 - fpr) / 2.0)[1:]  # drop the "nothing is atypical" point at +inf',
+        "constant 1.0 -> 2.0", "1.0", "(2.0)"):
         "a shift of every cut's score by +0.5: the same best cut and the same ties on every input",
     # a scale keeps the argmax; it moves the absolute tie window (1e-12), but two balanced accuracies
     # differ by 0 or by at least 1/(2·P·N), which exceeds 1e-12 unless P·N > 5e11 (~7e5 cases a class)
-    ("amf/metrics.py", 176, "arith / -> *", "(tpr + 1.0 - fpr) / 2.0", "((tpr + 1.0 - fpr) * 2.0)"):
+    (
+        "amf/metrics.py",
+        'bacc = ((tpr + 1.0 - fpr) / 2.0)[1:]  # drop the "nothing is atypical" point at +inf',
+        "arith / -> *", "(tpr + 1.0 - fpr) / 2.0", "((tpr + 1.0 - fpr) * 2.0)"):
         "a scale by 4: same argmax, and no two cuts differ by under 1e-12 below ~7e5 cases of each class",
-    ("amf/metrics.py", 176, "constant 2.0 -> 3.0", "2.0", "(3.0)"):
+    (
+        "amf/metrics.py",
+        'bacc = ((tpr + 1.0 - fpr) / 2.0)[1:]  # drop the "nothing is atypical" point at +inf',
+        "constant 2.0 -> 3.0", "2.0", "(3.0)"):
         "a scale by 2/3: same argmax, and no two cuts differ by under 1.5e-12 below ~7e5 cases of each class",
-    ("amf/predict.py", 58, "constant True -> False", "True", "(False)"):
+    (
+        "amf/predict.py",
+        'x = normalize(batch[start : start + batch_size].to(device, non_blocking=True), mean, std, resize_to)',
+        "constant True -> False", "True", "(False)"):
         "non_blocking only lets a host-to-GPU copy overlap; the values that arrive are the same on every device",
-    ("amf/predict.py", 89, "constant 256 -> 257", "256", "(257)"):
+    (
+        "amf/predict.py",
+        'batch_size: int = 256,',
+        "constant 256 -> 257", "256", "(257)"):
         "the default batch size: in eval mode each page's output is its own, so any batching gives the same numbers "
         "(test_predict_reference checks batches of 3 against 256)",
-    ("amf/predict.py", 112, "constant 256 -> 257", "256", "(257)"):
+    (
+        "amf/predict.py",
+        'std: Sequence[float], tta: str = "dihedral4", batch_size: int = 256,',
+        "constant 256 -> 257", "256", "(257)"):
         "the default batch size of predict_view_logits: per-page outputs do not depend on the batching",
-    ("amf/predict.py", 118, "drop unary -", "-1", "(1)"):
+    (
+        "amf/predict.py",
+        'out.append(logits.float().reshape(-1, n, logits.shape[-1]).transpose(0, 1).cpu())',
+        "drop unary -", "-1", "(1)"):
         "logits.shape[1] for shape[-1]: one network's logits are 2-D (rows × classes), so both are the class count",
-    ("training/mixstyle.py", 43, "compare > -> >=", "torch.rand(()) > self.p", "(torch.rand(()) >= self.p)"):
+    (
+        "training/mixstyle.py",
+        'if not self.training or self.p <= 0 or x.shape[0] < 2 or torch.rand(()) > self.p:',
+        "compare > -> >=", "torch.rand(()) > self.p", "(torch.rand(()) >= self.p)"):
         "the two differ only when torch.rand draws exactly p, a float32 in [0, 1): probability at most 2^-24 a call",
-    ("training/mixstyle.py", 77, "constant 1.0 -> 2.0", "1.0", "(2.0)"):
+    (
+        "training/mixstyle.py",
+        'scores = torch.rand(b, b, device=device).masked_fill(~other, -1.0)',
+        "constant 1.0 -> 2.0", "1.0", "(2.0)"):
         "the fill for invalid partners, -1 or -2: either lies below every torch.rand score in [0, 1), so argmax "
         "picks the same valid partner",
-    ("training/align.py", 28, "constant True -> False", "True", "(False)"):
+    (
+        "training/align.py",
+        'mean_a, mean_b = a.mean(0, keepdim=True), b.mean(0, keepdim=True)',
+        "constant True -> False", "True", "(False)"):
         "keepdim of a CORAL mean: (C,) or (1, C) broadcast to the same centred rows and the same squared gap",
-    ("training/align.py", 101, "compare > -> >=", "len(emb) > 1", "(len(emb) >= 1)"):
+    (
+        "training/align.py",
+        'if self.normalize == "standardize" and len(emb) > 1:',
+        "compare > -> >=", "len(emb) > 1", "(len(emb) >= 1)"):
         "standardising a batch of one gives NaN, but one sample forms no pair of domains, so no loss reads it: "
         "total and parts are 0 either way",
-    ("training/align.py", 102, "arith - -> +", "emb - emb.mean(0, keepdim=True)", "(emb + emb.mean(0, keepdim=True))"):
+    (
+        "training/align.py",
+        'emb = (emb - emb.mean(0, keepdim=True)) / (emb.std(0, keepdim=True) + 1e-5)',
+        "arith - -> +", "emb - emb.mean(0, keepdim=True)", "(emb + emb.mean(0, keepdim=True))"):
         "adding the batch mean instead of subtracting it shifts every row by the same 2·mean/std; CORAL, MMD and "
         "the centroid gap depend only on differences between rows, which a common shift leaves alone",
-    ("training/align.py", 102, "constant True -> False", "True", "(False)"):
+    (
+        "training/align.py",
+        'emb = (emb - emb.mean(0, keepdim=True)) / (emb.std(0, keepdim=True) + 1e-5)',
+        "constant True -> False", "True", "(False)"):
         "keepdim of the standardising mean or std: a (C,) statistic broadcasts over the N×C batch exactly as "
         "(1, C) does, so every standardised row is the same",
     # amf/preprocess.py, found by helper-11 (test/test_preprocess_reference.py kills every other mutant)
-    ("amf/preprocess.py", 45, "compare >= -> >", "channels >= 3", "(channels > 3)"):
+    (
+        "amf/preprocess.py",
+        'elif channels >= 3:  # RGB, RGBA: alpha carries no stain information',
+        "compare >= -> >", "channels >= 3", "(channels > 3)"):
         "for exactly 3 channels a[..., :3] is the whole array, so skipping the slice returns the same page",
-    ("amf/preprocess.py", 45, "constant 3 -> 4", "3", "(4)"):
+    (
+        "amf/preprocess.py",
+        'elif channels >= 3:  # RGB, RGBA: alpha carries no stain information',
+        "constant 3 -> 4", "3", "(4)"):
         "the same: a 3-channel page sliced to 3 channels or left alone is the same page; 4+ are still cut to 3",
-    ("amf/preprocess.py", 53, "constant 0 -> 1", "0", "(1)"):
+    (
+        "amf/preprocess.py",
+        'top = 255 if a.max(initial=0) <= 255 else np.iinfo(a.dtype).max',
+        "constant 0 -> 1", "0", "(1)"):
         "max(initial=1) <= 255 exactly when max(initial=0) <= 255, and an empty page is refused before",
-    ("amf/preprocess.py", 54, "constant 255 -> 256", "255", "(256)"):
+    (
+        "amf/preprocess.py",
+        'return np.ascontiguousarray(np.clip(np.round(a.astype(np.float64) * (255.0 / top)), 0,'
+        ' 255).astype(np.uint8))',
+        "constant 255 -> 256", "255", "(256)"):
         "the clip's top: a * 255/top never exceeds 255, as top is 255 or the dtype's maximum, at least the page's",
-    ("amf/preprocess.py", 57, "constant 0.0 -> 1.0", "0.0", "(1.0)"):
+    (
+        "amf/preprocess.py",
+        'scale = 255.0 if f.max(initial=0.0) <= 1.0 else 1.0',
+        "constant 0.0 -> 1.0", "0.0", "(1.0)"):
         "max(initial=1.0) <= 1.0 exactly when max(initial=0.0) <= 1.0, NaN and inf being zeroed before",
-    ("amf/preprocess.py", 65, "compare > -> >=", "h > size", "(h >= size)"):
+    (
+        "amf/preprocess.py",
+        'if h > size:',
+        "compare > -> >=", "h > size", "(h >= size)"):
         "at h == size the centre crop is page[0:size], the whole page",
-    ("amf/preprocess.py", 68, "compare > -> >=", "w > size", "(w >= size)"):
+    (
+        "amf/preprocess.py",
+        'if w > size:',
+        "compare > -> >=", "w > size", "(w >= size)"):
         "at w == size the centre crop is [:, 0:size], the whole page",
-    ("amf/preprocess.py", 72, "compare < -> <=", "h < size", "(h <= size)"):
+    (
+        "amf/preprocess.py",
+        'if h < size or w < size:',
+        "compare < -> <=", "h < size", "(h <= size)"):
         "after the crop h <= size always; at h == w == size the padding adds 0 rows: the same values",
-    ("amf/preprocess.py", 72, "compare < -> <=", "w < size", "(w <= size)"):
+    (
+        "amf/preprocess.py",
+        'if h < size or w < size:',
+        "compare < -> <=", "w < size", "(w <= size)"):
         "after the crop w <= size always; at h == w == size the padding adds 0 columns: the same values",
-    ("amf/preprocess.py", 85, "constant 0 -> 1", "0", "(1)"):
+    (
+        "amf/preprocess.py",
+        'size = patch.shape[0]',
+        "constant 0 -> 1", "0", "(1)"):
         "patch.shape[1] for shape[0]: crop_and_upscale takes square patches only (its contract; fit_to_size's output)",
-    ("amf/preprocess.py", 86, "compare < -> <=", "0 < crop <= size", "(0 <= crop <= size)"):
+    (
+        "amf/preprocess.py",
+        'if not 0 < crop <= size:',
+        "compare < -> <=", "0 < crop <= size", "(0 <= crop <= size)"):
         "crop == 0 has returned above (`if not crop`), so 0 never reaches the range check",
-    ("amf/preprocess.py", 166, "drop unary -", "-2", "(2)"):
+    (
+        "amf/preprocess.py",
+        'if tuple(x.shape[-2:]) == (size, size):',
+        "drop unary -", "-2", "(2)"):
         "x.shape[2:] is x.shape[-2:] for the N×3×H×W batch that resize_batch takes",
-    ("amf/preprocess.py", 168, "drop unary -", "-2", "(2)"):
+    (
+        "amf/preprocess.py",
+        'shrink = size < max(x.shape[-2:])',
+        "drop unary -", "-2", "(2)"):
         "x.shape[2:] is x.shape[-2:] for the N×3×H×W batch that resize_batch takes",
-    ("amf/preprocess.py", 168, "compare < -> <=", "size < max(x.shape[-2:])", "(size <= max(x.shape[-2:]))"):
+    (
+        "amf/preprocess.py",
+        'shrink = size < max(x.shape[-2:])',
+        "compare < -> <=", "size < max(x.shape[-2:])", "(size <= max(x.shape[-2:]))"):
         "antialias on where nothing shrinks: torch uses the same bilinear kernel (measured: within 6e-8, rounding)",
-    ("amf/preprocess.py", 168, "constant 2 -> 3", "2", "(3)"):
+    (
+        "amf/preprocess.py",
+        'shrink = size < max(x.shape[-2:])',
+        "constant 2 -> 3", "2", "(3)"):
         "max over (3, H, W) differs from max over (H, W) only when H, W < 3, which only grow: no antialias either way",
 }
 
 
 def equivalent_reason(module: str, record: dict) -> str | None:
-    return EQUIVALENT.get((module, record["line"], record["operator"], record["original"], record["mutated"]))
+    return EQUIVALENT.get((module, record.get("code"), record["operator"], record["original"], record["mutated"]))
 
 
 _COMPARE_SWAPS: dict[type, list[type]] = {
@@ -181,6 +276,7 @@ class Mutant:
     id: str
     module: str
     line: int
+    code: str  # the stripped source line where it starts: the key of EQUIVALENT
     operator: str  # what kind of change
     original: str  # the source segment before
     mutated: str  # and after
@@ -284,6 +380,7 @@ def mutants_of(module: str, source: bytes) -> list[Mutant]:
     """Every mutant of one module, each a valid Python source change."""
     tree = ast.parse(source)
     skip = _skipped_nodes(tree)
+    lines = source.decode("utf-8").splitlines()
     found: list[Mutant] = []
     for node in ast.walk(tree):
         if id(node) in skip or not hasattr(node, "end_lineno"):
@@ -299,7 +396,8 @@ def mutants_of(module: str, source: bytes) -> list[Mutant]:
                 compile(mutated_source, module, "exec")
             except SyntaxError:
                 continue
-            found.append(Mutant(id="", module=module, line=node.lineno, operator=operator,
+            found.append(Mutant(id="", module=module, line=node.lineno, code=lines[node.lineno - 1].strip(),
+                                operator=operator,
                                 original=" ".join(original.split()), mutated=text, start=start, end=end))
     found.sort(key=lambda m: (m.start, m.end, m.operator))
     for i, m in enumerate(found, 1):

@@ -69,6 +69,22 @@ def test_report_marks_a_partial_run(tmp_path: Path) -> None:
     assert "`p >= t`" in text and "`(p > t)`" in text  # the survivor is listed
 
 
+def test_an_equivalence_follows_its_line_when_code_moves_and_lapses_when_the_line_changes(monkeypatch) -> None:
+    from benchmarks import mutation
+
+    key = ("m.py", "return flag is True", "constant True -> False", "True", "(False)")
+    monkeypatch.setitem(mutation.EQUIVALENT, key, "a reason")
+
+    def excused(source: str) -> list[int]:
+        return [m.line for m in mutation.mutants_of("m.py", source.encode())
+                if mutation.equivalent_reason("m.py", {**vars(m)})]
+
+    body = "def f(flag):\n    return flag is True\n\n\ndef g():\n    return True\n"
+    assert excused(body) == [2]  # the same constant in g is not excused
+    assert excused('"""moved down"""\nimport os\n\n\n' + body) == [6]
+    assert excused(body.replace("flag is True", "flag == True")) == []
+
+
 def test_a_survivor_shown_equivalent_leaves_the_score_and_says_why(monkeypatch) -> None:
     from benchmarks import mutation
 
@@ -76,8 +92,8 @@ def test_a_survivor_shown_equivalent_leaves_the_score_and_says_why(monkeypatch) 
               "status": "survived"}
     records = [record, {**record, "status": "killed"}, {**record, "original": "q", "status": "survived"}]
     assert mutation.summarize(records, "amf/organizer.py")["kill_rate"] == pytest.approx(1 / 3, abs=1e-4)
-    monkeypatch.setitem(mutation.EQUIVALENT, ("amf/organizer.py", 3, "compare >= -> >", "p >= t", "(p > t)"),
-                        "p is never equal to t")
+    monkeypatch.setitem(mutation.EQUIVALENT, ("amf/organizer.py", None, "compare >= -> >", "p >= t", "(p > t)"),
+                        "p is never equal to t")  # these records carry no code line
     s = mutation.summarize(records, "amf/organizer.py")
     assert (s["equivalent"], s["survived"], s["kill_rate"]) == (1, 1, 0.5)
 
@@ -191,7 +207,7 @@ def test_a_listed_equivalent_is_recorded_without_running_and_counts_as_a_survivo
     repo = toy_repo(tmp_path)
     (repo / "m.py").write_text("def f(a):\n    return a + 1\n")
     (repo / "test_m.py").write_text("import m\n\n\ndef test_f():\n    assert m.f(1) == 2\n")
-    key = ("m.py", 2, "arith + -> -", "a + 1", "(a - 1)")
+    key = ("m.py", "return a + 1", "arith + -> -", "a + 1", "(a - 1)")
     monkeypatch.setitem(mutation.EQUIVALENT, key, "a reason")
     result = mutation.run_module(repo, "m.py", ["test_m.py"], 60.0, limit=None, log=lambda *_: None)
     listed = [r for r in result["mutants"] if (r["line"], r["operator"]) == (2, "arith + -> -")]
