@@ -12,7 +12,10 @@ Sources, and nothing typed by hand:
 * ``benchmarks/results/ablation/*.json``: leave-one-domain-out numbers of one network trained with the
   shipped recipe (the ablation's Full arm), with the settings where its recipe differs from the card's;
 * ``benchmarks/results/latency.json``: the cold 16-page job, used only when it measured these very
-  weights (same sha256); otherwise the card says it is not measured.
+  weights (same sha256); otherwise the card says it is not measured;
+* ``benchmarks/results/threshold_transfer.json`` (an ensemble only): how the members' threshold and
+  calibration carry over to their average on a domain all of them left out, flagged stale when
+  it fitted another kind of calibration than the card ships.
 
 The README's model card quotes these tables (``python -m benchmarks.readme_sync``).
 """
@@ -226,6 +229,34 @@ def lodo_table(card: dict[str, Any], records: list[dict[str, Any]]) -> tuple[str
     return "\n".join(lines), differences
 
 
+def transfer_section(card: dict[str, Any], transfer: dict[str, Any] | None) -> list[str]:
+    """How the single-member threshold and calibration carry over to a members' average, measured on
+    domains that all members left out (the shipped recipe's rows of ``threshold_transfer.json``)."""
+    rows = [r for r in (transfer or {}).get("rows", []) if r.get("arm") == SHIPPED_ARM]
+    if not rows:
+        return ["Not measured for this recipe (run `python -m benchmarks.threshold_transfer`).", ""]
+    lines = [f"The ablation's two seeds of the {SHIPPED_ARM} arm, each domain held out, are members that all "
+             "left that domain out. Calibration and threshold fitted on their pooled validation predictions, as "
+             "for this card, then applied on the held-out domain (`benchmarks/results/threshold_transfer.md`):", "",
+             "| held out | calibration | threshold | members' BA (mean) | average's BA | Δ | "
+             "average's BA at the domain's best cut |", "|---|---|---|---|---|---|---|"]
+    kinds = set()
+    for r in rows:
+        calibration = r.get("calibration", {"kind": "temperature", "temperature": r.get("temperature")})
+        kinds.add(calibration["kind"] if calibration else "none")
+        members = statistics.mean(m["balanced_accuracy"] for m in r["members"])
+        average = r["average"]["balanced_accuracy"]
+        lines.append(f"| {r['held_out']} | {describe_calibration(calibration)} | {r['threshold']:.3f} | "
+                     f"{members:.3f} | {average:.3f} | {average - members:+.3f} | "
+                     f"{r['average']['balanced_accuracy_at_best']:.3f} |")
+    shipped = (card.get("calibration") or {}).get("kind", "none")
+    lines.append("")
+    if kinds != {shipped}:
+        lines += [f"**Stale:** that check fitted {', '.join(sorted(kinds))}; this card ships {shipped}. Rerun "
+                  "`python -m benchmarks.threshold_transfer`.", ""]
+    return lines
+
+
 def cost_table(card: dict[str, Any], model_dir: Path, latency: dict[str, Any] | None) -> str:
     sha = weights_sha256(model_dir, card)
     rows = [("size on disk", f"{_size_mb(model_dir):.1f} MB")]
@@ -273,16 +304,19 @@ def render(raw: dict[str, Any]) -> str:
                   + ("; ".join(differences) if differences else "none") + ".", ""]
     else:
         lines += ["No leave-one-domain-out run of this recipe is recorded.", ""]
+    if members:
+        lines += ["## The members' threshold on their average", "", *transfer_section(card, raw.get("transfer"))]
     lines += ["## Cost", "", cost_table(card, model_dir, raw.get("latency")), ""]
     return "\n".join(lines)
 
 
-def gather(model_dir: Path, ablation: Path, latency: Path) -> dict[str, Any]:
+def gather(model_dir: Path, ablation: Path, latency: Path, transfer: Path) -> dict[str, Any]:
     return {"card": read_card(model_dir), "model_dir": str(model_dir),
             "model_dir_shown": str(model_dir.resolve().relative_to(REPO))
             if model_dir.resolve().is_relative_to(REPO) else str(model_dir),
             "ablation": load_results(ablation) if ablation.is_dir() else [],
-            "latency": json.loads(latency.read_text()) if latency.is_file() else None}
+            "latency": json.loads(latency.read_text()) if latency.is_file() else None,
+            "transfer": json.loads(transfer.read_text()) if transfer.is_file() else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,9 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "model")
     parser.add_argument("--ablation", type=Path, default=RESULTS / "ablation", help="the ablation's raw results")
     parser.add_argument("--latency", type=Path, default=RESULTS / "latency.json")
+    parser.add_argument("--transfer", type=Path, default=RESULTS / "threshold_transfer.json",
+                        help="benchmarks.threshold_transfer's raw result")
     parser.add_argument("--out", type=Path, default=RESULTS / "model_card.md")
     args = parser.parse_args(argv)
-    return publish(gather(args.model, args.ablation, args.latency), render, args.out)
+    return publish(gather(args.model, args.ablation, args.latency, args.transfer), render, args.out)
 
 
 if __name__ == "__main__":

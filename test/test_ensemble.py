@@ -445,9 +445,27 @@ def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run:
                                               "available_cpus": 2}, "machine": {"cpu": "test CPU"},
                                    "cold": {"onnx": cold}}))
     md = tmp_path / "card.md"
+    transfer = tmp_path / "transfer.json"
+    scores = {"balanced_accuracy": 0.70, "balanced_accuracy_at_best": 0.75}
+    row = {"arm": "Full", "held_out": "TUPAC16", "threshold": 0.3, "calibration": card["calibration"],
+           "members": [scores, {**scores, "balanced_accuracy": 0.74}], "average": {**scores, "balanced_accuracy": 0.76}}
+    transfer.write_text(json.dumps({"rows": [row, {**row, "arm": "ERM", "held_out": "Hamamatsu XR"}]}))
     assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),
-                 "--out", str(md)]) == 0
+                 "--transfer", str(transfer), "--out", str(md)]) == 0
     text = md.read_text()
+    assert (f"| TUPAC16 | {describe_calibration(card['calibration'])} | 0.300 | 0.720 | 0.760 | +0.040 | 0.750 |"
+            in text)
+    assert "| Hamamatsu XR |" not in text.split("## The members' threshold")[1] and "Stale" not in text
+    other = {"kind": "temperature", "temperature": 1.5} if card["calibration"]["kind"] != "temperature" else None
+    transfer.write_text(json.dumps({"rows": [{**row, "calibration": other}]}))
+    assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),
+                 "--transfer", str(transfer), "--out", str(md)]) == 0
+    assert f"**Stale:** that check fitted {other['kind'] if other else 'none'}" in md.read_text()
+    assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),
+                 "--transfer", str(tmp_path / "absent.json"), "--out", str(md)]) == 0
+    assert "Not measured for this recipe" in md.read_text()
+    assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),
+                 "--transfer", str(transfer), "--out", str(md)]) == 0
     assert f"class atypical when P ≥ **{card['threshold']:.3f}**" in text
     assert f"mean over the members of {calibration_formula(card['calibration'])}" in text
     assert "| members | 2: " in text
