@@ -227,11 +227,19 @@ def table(records: list[dict[str, Any]]) -> str:
 
 def against_erm(arm: list[float], erm: list[float]) -> str:
     """The arm's mean minus ERM's, called a difference only beyond the seed spread: when it exceeds
-    the larger of the two seed standard deviations; with fewer than 2 seeds on either side, no call."""
+    the larger of the two seed standard deviations. An arm of one seed whose value lies within ERM's
+    spread is no difference (¹); beyond it, one seed cannot say whether the arm's own spread covers
+    the gap, so no call. ERM needs two seeds for any call."""
     (m_a, sd_a, n_a), (m_e, sd_e, n_e) = _stat(arm), _stat(erm)
-    if n_a < 2 or n_e < 2:
+    if n_a == 0:
+        return "–"
+    if n_e < 2:
         return "needs 2 seeds"
-    diff, spread = m_a - m_e, max(sd_a, sd_e)
+    diff = m_a - m_e
+    if n_a < 2:
+        within = abs(diff) <= sd_e
+        return f"{diff:+.3f} " + ("no difference¹" if within else "one seed, beyond ERM's spread: no call")
+    spread = max(sd_a, sd_e)
     call = "higher" if diff > spread else "lower" if diff < -spread else "no difference"
     return f"{diff:+.3f} {call}"
 
@@ -311,8 +319,9 @@ def write_outputs(results: Path) -> None:
         "## Against ERM",
         "",
         "Each arm's mean minus ERM's on the held-out domain. A difference is called only beyond the seed spread "
-        "(larger than the larger of the two seed standard deviations); within it, or with fewer than two seeds "
-        "on either side, it is not called.",
+        "(larger than the larger of the two seed standard deviations); within it, it is no difference. An arm "
+        "with one seed (¹) is called no difference when its value lies within ERM's spread, and not called when "
+        "it lies beyond (its own spread is unknown); ERM needs two seeds for any call.",
         "",
         verdict_table(records) if records else "no runs yet",
         "",

@@ -13,8 +13,12 @@ from benchmarks.ablation import DOMAINS, against_erm, verdict_table
     ([0.50, 0.52], [0.60, 0.61], "-0.095 lower"),
     ([0.70, 0.80], [0.60, 0.62], "+0.140 higher"),  # sd 0.071 on the arm's side: 0.140 still beyond it
     ([0.60, 0.80], [0.60, 0.62], "+0.090 no difference"),  # sd 0.141: 0.090 is within it
-    ([0.70], [0.60, 0.61], "needs 2 seeds"),
+    ([0.70], [0.60, 0.61], "+0.095 one seed, beyond ERM's spread: no call"),  # the arm's own spread is unknown
+    ([0.61], [0.58, 0.62], "+0.010 no difference¹"),  # within ERM's sd (0.028): no difference, one seed
+    ([0.57], [0.58, 0.62], "-0.030 one seed, beyond ERM's spread: no call"),
     ([0.70, 0.71], [0.60], "needs 2 seeds"),
+    ([0.70], [0.60], "needs 2 seeds"),
+    ([], [0.60, 0.61], "–"),
 ])
 def test_a_difference_is_called_only_beyond_the_larger_seed_sd(arm: list[float], erm: list[float],
                                                                 expected: str) -> None:
@@ -29,7 +33,7 @@ def test_the_verdict_table_has_a_row_per_arm_that_ran_and_a_cell_per_domain() ->
     records = [run("ERM", first, 0.60, 0.70), run("ERM", first, 0.62, 0.72),
                run("Full", first, 0.75, 0.71), run("Full", first, 0.77, 0.73)]
     lines = verdict_table(records).splitlines()
-    assert len(lines) == 3 and lines[2].startswith("| Full | +0.150 higher / +0.010 no difference | needs 2 seeds")
+    assert len(lines) == 3 and lines[2].startswith("| Full | +0.150 higher / +0.010 no difference | – / – |")
     assert not any(line.startswith("| ERM |") for line in lines)  # ERM is the reference, not a row
 
 
