@@ -26,15 +26,33 @@ def test_a_difference_is_called_only_beyond_the_larger_seed_sd(arm: list[float],
 
 
 def test_the_verdict_table_has_a_row_per_arm_that_ran_and_a_cell_per_domain() -> None:
-    def run(arm: str, dom: str, ba: float, auc: float) -> dict:
-        return {"arm": arm, "held_out": dom, "student": {"test": {"balanced_accuracy": ba, "roc_auc": auc}}}
+    def run(arm: str, dom: str, seed: int, ba: float, auc: float) -> dict:
+        return {"arm": arm, "held_out": dom, "seed": seed,
+                "student": {"test": {"balanced_accuracy": ba, "roc_auc": auc}}}
 
     first = next(iter(DOMAINS))
-    records = [run("ERM", first, 0.60, 0.70), run("ERM", first, 0.62, 0.72),
-               run("Full", first, 0.75, 0.71), run("Full", first, 0.77, 0.73)]
+    records = [run("ERM", first, 0, 0.60, 0.70), run("ERM", first, 1, 0.62, 0.72),
+               run("Full", first, 0, 0.75, 0.71), run("Full", first, 1, 0.77, 0.73)]
     lines = verdict_table(records).splitlines()
     assert len(lines) == 3 and lines[2].startswith("| Full | +0.150 higher / +0.010 no difference | – / – |")
     assert not any(line.startswith("| ERM |") for line in lines)  # ERM is the reference, not a row
+    assert lines[2].endswith("| – / – |")  # no seed ran every domain: no mean to compare
+
+
+def test_the_mean_over_domains_is_compared_seed_by_seed() -> None:
+    from benchmarks.ablation import seed_means
+
+    def run(arm: str, dom: str, seed: int, ba: float) -> dict:
+        return {"arm": arm, "held_out": dom, "seed": seed,
+                "student": {"test": {"balanced_accuracy": ba, "roc_auc": 0.8}}}
+
+    records = [run("ERM", d, s, 0.70 + 0.01 * s) for d in DOMAINS for s in (0, 1)]
+    records += [run("Full", d, s, 0.74 + 0.01 * s + 0.03 * i) for i, d in enumerate(DOMAINS) for s in (0, 1)]
+    records.append(run("Full", next(iter(DOMAINS)), 2, 0.99))  # a seed that did not run every domain
+    assert seed_means(records, "Full", "balanced_accuracy") == pytest.approx([0.77, 0.78])
+    row = verdict_table(records).splitlines()[2]
+    # Full's per-seed means 0.77, 0.78 against ERM's 0.70, 0.71: +0.070, beyond either sd (0.007)
+    assert row.endswith("| +0.070 higher / +0.000 no difference |")
 
 
 def test_both_plan_orders_hold_every_run_once_and_a_fast_machine_finishes_a_seed_first() -> None:
