@@ -32,6 +32,7 @@ from typing import Any
 from amf.card import CARD_NAME, WEIGHTS_NAME, calibration_formula, describe_calibration, read_card, weights_sha256
 from benchmarks.ablation import DOMAINS, _stat, fmt, load_results
 from benchmarks.publish import publish
+from benchmarks.threshold_transfer import row_calibration
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"
@@ -242,7 +243,7 @@ def transfer_section(card: dict[str, Any], transfer: dict[str, Any] | None) -> l
              "average's BA at the domain's best cut |", "|---|---|---|---|---|---|---|"]
     kinds = set()
     for r in rows:
-        calibration = r.get("calibration", {"kind": "temperature", "temperature": r.get("temperature")})
+        calibration = row_calibration(r)
         kinds.add(calibration["kind"] if calibration else "none")
         members = statistics.mean(m["balanced_accuracy"] for m in r["members"])
         average = r["average"]["balanced_accuracy"]

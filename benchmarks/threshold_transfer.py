@@ -170,12 +170,17 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(v)) if v else math.nan
 
 
+def row_calibration(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A row's fitted calibration; rows written before other kinds were tried hold a temperature."""
+    if "calibration" in row:
+        return row["calibration"]
+    return {"kind": "temperature", "temperature": row["temperature"]}
+
+
 def _calibration(row: dict[str, Any]) -> str:
     from amf.card import describe_calibration
 
-    if "calibration" in row:
-        return describe_calibration(row["calibration"])
-    return f"temperature {row['temperature']:.3f}"  # results written before other kinds were tried
+    return describe_calibration(row_calibration(row))
 
 
 def table(raw: dict[str, Any]) -> str:
