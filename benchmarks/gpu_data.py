@@ -7,7 +7,7 @@
 call. The 3,032 AMi-Br PNGs are 86 MiB, so the training copy is re-encoded lossily at quality 95
 (say so wherever its numbers appear). WebP is the default since the shipped 5-member ensemble
 (34 MB) joined the tracked tree: JPEG q95 4:4:4 (33 MiB) no longer fits beside it, WebP q95 (about
-20 MiB; mean absolute error 1.8 grey levels against JPEG's 1.3) does. The folder's name says its
+20 MiB, 4:2:0 chroma, so a little lossier) does; this command prints both sizes. The folder's name says its
 encoding, so every result trained on it names it in its config. The 16-page stack for the CPU/GPU
 agreement check stays lossless.
 """
