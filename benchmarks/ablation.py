@@ -225,12 +225,12 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def against_erm(arm: list[float], erm: list[float]) -> str:
-    """The arm's mean minus ERM's, called a difference only beyond the seed spread: when it exceeds
-    the larger of the two seed standard deviations. An arm of one seed whose value lies within ERM's
-    spread is no difference (¹); beyond it, one seed cannot say whether the arm's own spread covers
-    the gap, so no call. ERM needs two seeds for any call."""
-    (m_a, sd_a, n_a), (m_e, sd_e, n_e) = _stat(arm), _stat(erm)
+def against(values: list[float], reference: list[float], name: str = "ERM") -> str:
+    """The mean of ``values`` minus the ``reference``'s, called a difference only beyond the seed spread:
+    when it exceeds the larger of the two seed standard deviations. One seed whose value lies within
+    the reference's spread is no difference (¹); beyond it, one seed cannot say whether its own spread
+    covers the gap, so no call. The reference needs two seeds for any call."""
+    (m_a, sd_a, n_a), (m_e, sd_e, n_e) = _stat(values), _stat(reference)
     if n_a == 0:
         return "–"
     if n_e < 2:
@@ -238,10 +238,30 @@ def against_erm(arm: list[float], erm: list[float]) -> str:
     diff = m_a - m_e
     if n_a < 2:
         within = abs(diff) <= sd_e
-        return f"{diff:+.3f} " + ("no difference¹" if within else "one seed, beyond ERM's spread: no call")
+        return f"{diff:+.3f} " + ("no difference¹" if within else f"one seed, beyond {name}'s spread: no call")
     spread = max(sd_a, sd_e)
     call = "higher" if diff > spread else "lower" if diff < -spread else "no difference"
     return f"{diff:+.3f} {call}"
+
+
+def against_erm(arm: list[float], erm: list[float]) -> str:
+    return against(arm, erm, "ERM")
+
+
+def default_first(groups: list[list[Any]], seeds: int) -> list[tuple[Any, int]]:
+    """A run order for questions whose first variant is the default the others are compared with.
+    Group by group: the default at every seed (a call needs its spread), then the other variants at
+    seed 0; the variants' later seeds come last. A budget cut short thus still answers the first
+    questions, each variant with one seed against a default with two."""
+    order: list[tuple[Any, int]] = []
+    for default, *variants in groups:
+        order += [(default, s) for s in range(seeds)] + [(v, 0) for v in variants]
+    order += [(v, s) for s in range(1, seeds) for _, *variants in groups for v in variants]
+    unique: list[tuple[Any, int]] = []
+    for item in order:  # a variant shared between questions trains once, where it first appears
+        if item not in unique:
+            unique.append(item)
+    return unique
 
 
 def seed_means(records: list[dict[str, Any]], arm: str, key: str) -> list[float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.ablation import DOMAINS, against_erm, verdict_table
@@ -64,3 +66,46 @@ def test_both_plan_orders_hold_every_run_once_and_a_fast_machine_finishes_a_seed
     assert {(a, d) for a, d, s in per_seed[:first] if s == 0} == {(a, d) for a in ARMS for d in DOMAINS}
     assert [a for a, _, _ in default[:4]] == ["ERM", "Full", "ERM", "Full"]  # the verdict's pair first
     assert {s for _, _, s in default[: 2 * len(DOMAINS) * 2]} == {0, 1}
+
+
+def test_default_first_gives_the_default_its_spread_before_any_variant_runs_twice() -> None:
+    from benchmarks.ablation import default_first
+
+    order = default_first([["A", "a1", "a2"], ["B", "b1"], ["A", "c1"]], seeds=2)
+    assert order[:4] == [("A", 0), ("A", 1), ("a1", 0), ("a2", 0)]  # the first question answered first
+    assert order.index(("B", 1)) < order.index(("b1", 0)) < order.index(("a1", 1))
+    assert order.count(("A", 0)) == 1  # a default shared between questions trains once
+    assert sorted(order) == sorted({(v, s) for v in ("A", "a1", "a2", "B", "b1", "c1") for s in (0, 1)})
+
+
+def test_the_choices_plan_starts_with_the_plain_pooling_row_and_its_default() -> None:
+    from benchmarks.choices import QUESTIONS, plan, variant_slug
+
+    order = [(variant_slug(arm, overrides), seed) for arm, overrides, seed in plan(2)]
+    assert order[:3] == [("erm", 0), ("erm", 1), ("erm-model-attention-none", 0)]
+    distinct = {variant_slug(*v) for q in QUESTIONS.values() for v in q.values()}
+    assert len(order) == len(set(order)) == 2 * len(distinct)
+
+
+def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(tmp_path: Path) -> None:
+    import json
+
+    from benchmarks.choices import write_table
+
+    results = tmp_path / "choices"
+    results.mkdir()
+
+    def put(slug: str, arm: str, seed: int, auc: float) -> None:
+        record = {"variant": slug, "arm": arm, "seed": seed, "code": {"commit": "abc", "dirty": False},
+                  "student": {"val": {"roc_auc": auc, "balanced_accuracy": 0.7}}}
+        (results / f"{slug}-s{seed}.json").write_text(json.dumps(record))
+
+    put("erm", "ERM", 0, 0.80)
+    put("erm", "ERM", 1, 0.84)  # sd 0.028
+    put("erm-model-attention-none", "ERM", 0, 0.83)
+    put("erm-model-attention-attnpool", "ERM", 0, 0.90)
+    text = write_table(results)
+    assert "| attention | plain average pooling | 1 | 0.830¹ | 0.700¹ | +0.010 no difference¹ |" in text
+    assert "| gated attention pooling | 1 | 0.900¹ | 0.700¹ | +0.080 one seed, beyond the default's spread" in text
+    assert "| alignment | CORAL, standardized, weight 0.3 (default) | 0 | – | – |  |" in text
+    assert (tmp_path / "choices.md").read_text() == text
