@@ -262,6 +262,16 @@ def test_platt_recovers_the_scale_and_bias_that_made_the_labels() -> None:
     assert scale == pytest.approx(0.6, abs=0.05) and bias == pytest.approx(-1.2, abs=0.08)
 
 
+def test_platt_stays_finite_on_margins_that_separate_the_classes() -> None:
+    y = np.array([0] * 30 + [1] * 10)
+    margins = np.where(y == 1, 2.0, -2.0)[:, None] + np.linspace(-0.5, 0.5, len(y))[:, None]
+    scale, bias = fit_platt(margins, y)
+    assert np.isfinite(scale) and scale < 5  # 0/1 targets: 13.5, and every confidence 0 or 1
+    p = member_probs(margins, {"kind": "platt", "scale": scale, "bias": bias})
+    assert p[y == 1].min() > 0.5 > p[y == 0].max()  # still separates them
+    assert p.max() < 0.99 and p.min() > 1e-3  # but does not claim certainty from 40 patches
+
+
 def balanced_sampler_margins(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fifth atypical, scored by members that learnt on half atypical: their margins carry a
     prior offset of log(4) that no temperature can remove."""

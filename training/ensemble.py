@@ -175,11 +175,17 @@ CALIBRATION_RULE = ("the lowest cross-fitted out-of-fold NLL: each fold's predic
 def fit_platt(margins: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Platt's scale and bias minimising the negative log-likelihood of the views' mean of
     sigmoid(scale · margin + bias). The scale is fitted as its logarithm, so it stays positive: a
-    calibration may reshape the confidence but never swap the classes."""
+    calibration may reshape the confidence but never swap the classes. The targets are Platt's (1999)
+    smoothed ones, (n₊ + 1)/(n₊ + 2) and 1/(n₋ + 2), as scikit-learn's sigmoid calibration uses: on
+    margins that separate the classes, 0/1 targets drive the scale to infinity and every confidence
+    to 0 or 1; these keep it finite and, on thousands of patches, move nothing else."""
     import torch  # the inference side reads the result without torch's optimisers
 
     m = torch.as_tensor(margins, dtype=torch.float64)
-    target = torch.as_tensor(y, dtype=torch.float64)
+    positives = int(np.sum(y == 1))
+    negatives = len(y) - positives
+    target = torch.as_tensor(np.where(y == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2)),
+                             dtype=torch.float64)
     log_scale = torch.zeros((), dtype=torch.float64, requires_grad=True)
     bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.LBFGS([log_scale, bias], lr=1.0, max_iter=200, tolerance_grad=1e-10,
