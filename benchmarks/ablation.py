@@ -248,20 +248,18 @@ def against_erm(arm: list[float], erm: list[float]) -> str:
     return against(arm, erm, "ERM")
 
 
-def default_first(groups: list[list[Any]], seeds: int) -> list[tuple[Any, int]]:
-    """A run order for questions whose first variant is the default the others are compared with.
-    Group by group: the default at every seed (a call needs its spread), then the other variants at
-    seed 0; the variants' later seeds come last. A budget cut short thus still answers the first
-    questions, each variant with one seed against a default with two."""
+def by_question(groups: list[list[Any]], seeds: int) -> list[tuple[Any, int]]:
+    """A run order for questions whose first variant is the default the others are compared with:
+    question by question, the default first, each variant at every seed before the next begins. One
+    seed is called only within the default's spread, which two seeds of a stable default make narrow
+    (0.004 AUC for ERM on the holdout split), so a variant is answered only once its own seeds have
+    run; a budget cut short thus leaves whole answers to the first questions, not one seed of all."""
     order: list[tuple[Any, int]] = []
-    for default, *variants in groups:
-        order += [(default, s) for s in range(seeds)] + [(v, 0) for v in variants]
-    order += [(v, s) for s in range(1, seeds) for _, *variants in groups for v in variants]
-    unique: list[tuple[Any, int]] = []
-    for item in order:  # a variant shared between questions trains once, where it first appears
-        if item not in unique:
-            unique.append(item)
-    return unique
+    for group in groups:
+        for item in ((v, s) for v in group for s in range(seeds)):
+            if item not in order:  # a variant shared between questions trains once, where it first appears
+                order.append(item)
+    return order
 
 
 def seed_means(records: list[dict[str, Any]], arm: str, key: str) -> list[float]:

@@ -24,8 +24,8 @@ from benchmarks.ablation import (
     EPOCHS,
     REPO,
     against,
+    by_question,
     commit_files,
-    default_first,
     fmt,
     load_results,
     raw_result,
@@ -65,9 +65,9 @@ def variant_slug(arm: str, overrides: list[str]) -> str:
 
 
 def plan(seeds: int) -> list[tuple[str, list[str], int]]:
-    """Each question's default at every seed, then its variants at seed 0; the later seeds last."""
+    """Question by question: the default at every seed, then each variant at every seed."""
     groups = [list(variants.values()) for variants in QUESTIONS.values()]
-    return [(arm, overrides, seed) for (arm, overrides), seed in default_first(groups, seeds)]
+    return [(arm, overrides, seed) for (arm, overrides), seed in by_question(groups, seeds)]
 
 
 def run_plan(args: argparse.Namespace) -> None:

@@ -31,8 +31,8 @@ from benchmarks.ablation import (
     EPOCHS,
     REPO,
     against,
+    by_question,
     commit_files,
-    default_first,
     fmt,
     load_results,
     raw_result,
@@ -59,10 +59,9 @@ def variant_slug(overrides: list[str]) -> str:
 
 
 def plan(study: str, seeds: int) -> list[tuple[str, list[str], int]]:
-    """The default at every seed first (a call needs its spread), then every variant at seed 0, then the later
-    seeds: a budget cut short still compares each variant with the default."""
+    """The default at every seed first (a call needs its spread), then each variant at every seed."""
     variants = STUDIES[study]
-    return [(name, variants[name], seed) for name, seed in default_first([list(variants)], seeds)]
+    return [(name, variants[name], seed) for name, seed in by_question([list(variants)], seeds)]
 
 
 def command(out: Path, overrides: list[str], seed: int, epochs: int, extra: list[str]) -> list[str]:

@@ -68,21 +68,19 @@ def test_both_plan_orders_hold_every_run_once_and_a_fast_machine_finishes_a_seed
     assert {s for _, _, s in default[: 2 * len(DOMAINS) * 2]} == {0, 1}
 
 
-def test_default_first_gives_the_default_its_spread_before_any_variant_runs_twice() -> None:
-    from benchmarks.ablation import default_first
+def test_by_question_answers_one_question_whole_before_the_next() -> None:
+    from benchmarks.ablation import by_question
 
-    order = default_first([["A", "a1", "a2"], ["B", "b1"], ["A", "c1"]], seeds=2)
-    assert order[:4] == [("A", 0), ("A", 1), ("a1", 0), ("a2", 0)]  # the first question answered first
-    assert order.index(("B", 1)) < order.index(("b1", 0)) < order.index(("a1", 1))
-    assert order.count(("A", 0)) == 1  # a default shared between questions trains once
-    assert sorted(order) == sorted({(v, s) for v in ("A", "a1", "a2", "B", "b1", "c1") for s in (0, 1)})
+    order = by_question([["A", "a1", "a2"], ["B", "b1"], ["A", "c1"]], seeds=2)
+    assert order[:6] == [("A", 0), ("A", 1), ("a1", 0), ("a1", 1), ("a2", 0), ("a2", 1)]
+    assert order[6:] == [("B", 0), ("B", 1), ("b1", 0), ("b1", 1), ("c1", 0), ("c1", 1)]  # A trains once
 
 
 def test_the_choices_plan_starts_with_the_plain_pooling_row_and_its_default() -> None:
     from benchmarks.choices import QUESTIONS, plan, variant_slug
 
     order = [(variant_slug(arm, overrides), seed) for arm, overrides, seed in plan(2)]
-    assert order[:3] == [("erm", 0), ("erm", 1), ("erm-model-attention-none", 0)]
+    assert order[:4] == [("erm", 0), ("erm", 1), ("erm-model-attention-none", 0), ("erm-model-attention-none", 1)]
     distinct = {variant_slug(*v) for q in QUESTIONS.values() for v in q.values()}
     assert len(order) == len(set(order)) == 2 * len(distinct)
 
