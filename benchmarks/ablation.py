@@ -244,8 +244,18 @@ def against(values: list[float], reference: list[float], name: str = "ERM") -> s
     return f"{diff:+.3f} {call}"
 
 
-def against_erm(arm: list[float], erm: list[float]) -> str:
-    return against(arm, erm, "ERM")
+VAL_AUC_RULE = ("Against the default (val AUC): a difference within the larger of the two seed spreads is no "
+                "difference; one seed within the default's spread is no difference¹, beyond it no call; the default "
+                "needs two seeds for any call.")
+
+
+def val_auc_against_default(records: list[dict[str, Any]], default: list[dict[str, Any]]) -> str:
+    """The choices' and studies' cell: a variant's validation AUC against its default's ('' on the default's
+    own row and on a variant that has not run)."""
+    if records is default or not records:
+        return ""
+    return against([r["student"]["val"]["roc_auc"] for r in records],
+                   [r["student"]["val"]["roc_auc"] for r in default], "the default")
 
 
 def by_question(groups: list[list[Any]], seeds: int) -> list[tuple[Any, int]]:
@@ -284,9 +294,9 @@ def verdict_table(records: list[dict[str, Any]]) -> str:
         cells = []
         for dom in DOMAINS:
             mine, erm = by.get((arm, dom), []), by.get(("ERM", dom), [])
-            cells.append(" / ".join(against_erm([r["student"]["test"][k] for r in mine],
+            cells.append(" / ".join(against([r["student"]["test"][k] for r in mine],
                                                 [r["student"]["test"][k] for r in erm]) for k in keys))
-        cells.append(" / ".join(against_erm(seed_means(records, arm, k), seed_means(records, "ERM", k))
+        cells.append(" / ".join(against(seed_means(records, arm, k), seed_means(records, "ERM", k))
                                 for k in keys))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

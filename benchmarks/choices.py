@@ -23,13 +23,14 @@ from benchmarks.ablation import (
     ARMS,
     EPOCHS,
     REPO,
-    against,
+    VAL_AUC_RULE,
     by_question,
     commit_files,
     fmt,
     load_results,
     raw_result,
     run_training,
+    val_auc_against_default,
 )
 
 RESULTS = REPO / "benchmarks/results/choices"
@@ -95,9 +96,8 @@ def run_plan(args: argparse.Namespace) -> None:
 def _row(question: str, name: str, records: list[dict[str, Any]], default: list[dict[str, Any]]) -> str:
     auc = [r["student"]["val"]["roc_auc"] for r in records]
     ba = [r["student"]["val"]["balanced_accuracy"] for r in records]
-    verdict = ("" if records is default or not records else
-               against(auc, [r["student"]["val"]["roc_auc"] for r in default], "the default"))
-    return f"| {question} | {name} | {len(records)} | {fmt(auc)} | {fmt(ba)} | {verdict} |"
+    return (f"| {question} | {name} | {len(records)} | {fmt(auc)} | {fmt(ba)} | "
+            f"{val_auc_against_default(records, default)} |")
 
 
 def write_table(results: Path) -> str:
@@ -116,9 +116,7 @@ def write_table(results: Path) -> str:
         "do not edit by hand.", "",
         "Each variant: the slide-grouped holdout split of all of AMi-Br, scored on its validation split only "
         "(never on a held-out domain), last epoch, no TTA. Val AUC is the criterion; val BA is at the threshold "
-        "picked on the same split, so it is optimistic. Mean ± sd over seeds (¹ one seed). Against the default "
-        "(val AUC): a difference within the larger of the two seed spreads is no difference; one seed within the "
-        "default's spread is no difference¹, beyond it no call; the default needs two seeds for any call.", "",
+        "picked on the same split, so it is optimistic. Mean ± sd over seeds (¹ one seed). " + VAL_AUC_RULE, "",
         "| question | variant | runs | val AUC | val BA | against the default (val AUC) |",
         "|---|---|---|---|---|---|", *rows, "",
         f"Runs: {len(records)}. Code: "

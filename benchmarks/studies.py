@@ -30,13 +30,14 @@ from amf.provenance import git_state
 from benchmarks.ablation import (
     EPOCHS,
     REPO,
-    against,
+    VAL_AUC_RULE,
     by_question,
     commit_files,
     fmt,
     load_results,
     raw_result,
     run_training,
+    val_auc_against_default,
 )
 
 # study -> variant -> training overrides; the first variant is the default it is compared with.
@@ -130,11 +131,10 @@ def write_table(study: str, results: Path) -> str:
     for name in STUDIES[study]:
         rs = by.get(name, [])
         auc = [r["student"]["val"]["roc_auc"] for r in rs]
-        verdict = ("" if rs is default or not rs else
-                   against(auc, [r["student"]["val"]["roc_auc"] for r in default], "the default"))
         rows.append(f"| {name} | {len(rs)} | {fmt(auc)} | {fmt([r['student']['val']['balanced_accuracy'] for r in rs])}"
                     f" | {fmt([r['speed']['step_seconds_median'] for r in rs])} | "
-                    f"{fmt([r['speed']['images_per_s_median'] for r in rs])} | {verdict} |")
+                    f"{fmt([r['speed']['images_per_s_median'] for r in rs])} | "
+                    f"{val_auc_against_default(rs, default)} |")
     commits = sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in records})
     machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cpus']} cores, {r['machine']['gpu'] or 'no GPU'}"
                        for r in records})
@@ -145,9 +145,7 @@ def write_table(study: str, results: Path) -> str:
         "Each variant: the shipped recipe on the slide-grouped holdout split, scored on its validation split only, "
         "last epoch, no TTA. Val AUC is the criterion; val BA is at the threshold picked on the same split, so it is "
         "optimistic. Step time: median seconds per optimiser step over epochs (the machine is named below). Mean ± sd "
-        "over seeds (¹ one seed). Against the default (val AUC): a difference within the larger seed spread is no "
-        "difference; one seed within the default's spread is no difference¹, beyond it no call; the default needs "
-        "two seeds for any call.", "",
+        "over seeds (¹ one seed). " + VAL_AUC_RULE, "",
         "| variant | runs | val AUC | val BA | s / step | images / s | against the default (val AUC) |",
         "|---|---|---|---|---|---|---|", *rows, "",
         f"Runs: {len(records)}. Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}.", ""])
