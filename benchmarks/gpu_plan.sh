@@ -98,8 +98,9 @@ case "$PART" in
         timeout "$left" "$PY" -m benchmarks.choices --epochs "$epochs" --runs /tmp/choices-runs \
           --results "$OUT/choices-gpu-lossy/choices" "${common[@]}"
       else
-        timeout "$left" "$PY" -m benchmarks.studies "$study" --epochs "$epochs" --runs "/tmp/$study-runs" \
-          --results "$OUT/$study-gpu-lossy/$study" "${common[@]}"
+        # one folder of raw results per training, as on the CPU (a study's default serves both tables)
+        timeout "$left" "$PY" -m benchmarks.studies "$study" --epochs "$epochs" --runs /tmp/studies-runs \
+          --results "$OUT/$study-gpu-lossy/studies" "${common[@]}"
       fi
       log "$study stopped with exit $? (124: time's up)"
       [[ -d $OUT/$study-gpu-lossy ]] && tar -C "$OUT" -czf "$OUT/$study-gpu-lossy.tgz" "$study-gpu-lossy" \

@@ -1,18 +1,21 @@
-"""Two validation-only studies of the input and the backbone, each a resumable one-command driver.
+"""Two validation-only studies of the input and the backbone, one resumable driver.
 
-    python -m benchmarks.studies crop --commit         # full 128 px patch vs a centre crop upscaled to 128
-    python -m benchmarks.studies backbone --commit     # tf_efficientnet_lite0 vs tf_efficientnet_lite2
-    python -m benchmarks.studies crop --dry-run        # print the plan, train nothing
-    python -m benchmarks.studies crop --table-only     # regenerate benchmarks/results/crop.md
+    python -m benchmarks.studies crop --commit            # full 128 px patch vs a centre crop upscaled to 128
+    python -m benchmarks.studies backbone --commit        # tf_efficientnet_lite0 vs tf_efficientnet_lite2
+    python -m benchmarks.studies crop backbone --commit   # both, the crop study first
+    python -m benchmarks.studies crop --dry-run           # print the plan and what is done, train nothing
+    python -m benchmarks.studies crop --table-only        # regenerate benchmarks/results/crop.md
 
 Every run trains the shipped recipe on the slide-grouped holdout split of AMi-Br and is scored on
 its validation split only (the same domains; no held-out domain is looked at), last epoch, no
-TTA; two seeds per variant. Each finished run writes one raw JSON to
-``benchmarks/results/<study>/<variant>-s<seed>.json`` (config, code commit, validation curve and
-metrics, training step time); a run whose JSON exists is skipped and an interrupted one resumes
-from its checkpoint under ``runs/<study>/``. ``benchmarks/results/<study>.md`` is generated from
-the JSONs alone. The centre crop is ``data.center_crop`` (amf/preprocess.py, recorded in
-model.json, so inference crops the same way).
+TTA; two seeds per variant. Each distinct training is one raw JSON,
+``benchmarks/results/studies/<variant>-s<seed>.json`` (config, code commit, validation curve and
+metrics, training step time), whichever study asked for it: every study's default is the shipped
+recipe unchanged, so its two seeds train once and serve both tables (about 1.5 CPU-hours saved). A
+run whose JSON exists is skipped, and an interrupted one resumes from its checkpoint under
+``runs/studies/``. ``benchmarks/results/<study>.md`` is generated from the JSONs alone. The centre
+crop is ``data.center_crop`` (amf/preprocess.py, recorded in model.json, so inference crops the
+same way).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from benchmarks.ablation import (
     val_auc_against_default,
 )
 
+RESULTS = REPO / "benchmarks/results/studies"
+
 # study -> variant -> training overrides; the first variant is the default it is compared with.
 STUDIES: dict[str, dict[str, list[str]]] = {
     "crop": {
@@ -59,10 +64,18 @@ def variant_slug(overrides: list[str]) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
-def plan(study: str, seeds: int) -> list[tuple[str, list[str], int]]:
-    """The default at every seed first (a call needs its spread), then each variant at every seed."""
-    variants = STUDIES[study]
-    return [(name, variants[name], seed) for name, seed in by_question([list(variants)], seeds)]
+def plan(studies: list[str], seeds: int) -> list[tuple[str, list[str], int]]:
+    """Study by study, the default at every seed first (a call needs its spread), then each variant at
+    every seed; a training two studies share (their default) appears once, where it is first asked for."""
+    order: list[tuple[str, list[str], int]] = []
+    seen: set[tuple[str, int]] = set()
+    for study in studies:
+        variants = STUDIES[study]
+        for name, seed in by_question([list(variants)], seeds):
+            if (variant_slug(variants[name]), seed) not in seen:
+                seen.add((variant_slug(variants[name]), seed))
+                order.append((name, variants[name], seed))
+    return order
 
 
 def command(out: Path, overrides: list[str], seed: int, epochs: int, extra: list[str]) -> list[str]:
@@ -87,7 +100,7 @@ def speed(run: Path) -> dict[str, Any]:
 def run_plan(args: argparse.Namespace) -> None:
     code = git_state(REPO)
     done = 0
-    for name, overrides, seed in plan(args.study, args.seeds):
+    for name, overrides, seed in plan(args.studies, args.seeds):
         if args.only and variant_slug(overrides) not in args.only:
             continue
         slug = f"{variant_slug(overrides)}-s{seed}"
@@ -103,80 +116,94 @@ def run_plan(args: argparse.Namespace) -> None:
             break
         rc, seconds = run_training(out, cmd)
         done += 1
-        print(f"{args.study} {name} seed {seed}: exit {rc} in {seconds:.0f} s", flush=True)
+        print(f"{name} seed {seed}: exit {rc} in {seconds:.0f} s", flush=True)
         if rc != 0:
             continue
-        labels = {"study": args.study, "variant": name, "variant_slug": variant_slug(overrides),
-                  "overrides": overrides, "seed": seed}
+        labels = {"variant_slug": variant_slug(overrides), "overrides": overrides, "seed": seed}
         record = raw_result(out, labels, code, seconds)
         record["speed"] = speed(out)
         record["selection"] = "last epoch; validation split only (in-domain); no TTA"
         write_json_atomic(result, record, nan_as_null=True)
-        write_table(args.study, args.results)
+        tables = [write_table(study, args.results) for study in studies_of(overrides)]
         if args.commit:
-            commit_files([result, table_path(args.results)], f"{args.study} study: {name}, seed {seed}")
+            commit_files([result, *(path for path, _ in tables)], f"studies: {name}, seed {seed}")
 
 
-def table_path(results: Path) -> Path:
-    return results.parent / f"{results.name}.md"
+def studies_of(overrides: list[str]) -> list[str]:
+    """The studies whose tables a training appears in."""
+    return [study for study, variants in STUDIES.items() if overrides in variants.values()]
 
 
-def write_table(study: str, results: Path) -> str:
+def table_path(study: str, results: Path) -> Path:
+    return results.parent / f"{study}.md"
+
+
+def write_table(study: str, results: Path) -> tuple[Path, str]:
     records = load_results(results)
     by: dict[str, list[dict[str, Any]]] = {}
     for r in records:
-        by.setdefault(r["variant"], []).append(r)
-    default = by.get(next(iter(STUDIES[study])), [])
-    rows = []
-    for name in STUDIES[study]:
-        rs = by.get(name, [])
+        by.setdefault(r["variant_slug"], []).append(r)
+    variants = STUDIES[study]
+    default = by.get(variant_slug(next(iter(variants.values()))), [])
+    rows, used = [], []
+    for name, overrides in variants.items():
+        rs = by.get(variant_slug(overrides), [])
+        used += rs
         auc = [r["student"]["val"]["roc_auc"] for r in rs]
         rows.append(f"| {name} | {len(rs)} | {fmt(auc)} | {fmt([r['student']['val']['balanced_accuracy'] for r in rs])}"
                     f" | {fmt([r['speed']['step_seconds_median'] for r in rs])} | "
                     f"{fmt([r['speed']['images_per_s_median'] for r in rs])} | "
                     f"{val_auc_against_default(rs, default)} |")
-    commits = sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in records})
+    commits = sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in used})
     machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cpus']} cores, {r['machine']['gpu'] or 'no GPU'}"
-                       for r in records})
+                       for r in used})
     text = "\n".join([
         f"# Study: {study}, picked on in-domain validation (AMi-Br)", "",
-        f"Generated by `python -m benchmarks.studies {study} --table-only` from `benchmarks/results/{study}/*.json`; "
-        "do not edit by hand.", "",
+        f"Generated by `python -m benchmarks.studies {study} --table-only` from "
+        f"`benchmarks/results/{results.name}/*.json` (the default's runs serve every study); do not edit by hand.", "",
         "Each variant: the shipped recipe on the slide-grouped holdout split, scored on its validation split only, "
         "last epoch, no TTA. Val AUC is the criterion; val BA is at the threshold picked on the same split, so it is "
         "optimistic. Step time: median seconds per optimiser step over epochs (the machine is named below). Mean ± sd "
         "over seeds (¹ one seed). " + VAL_AUC_RULE, "",
         "| variant | runs | val AUC | val BA | s / step | images / s | against the default (val AUC) |",
         "|---|---|---|---|---|---|---|", *rows, "",
-        f"Runs: {len(records)}. Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}.", ""])
-    write_text_atomic(table_path(results), text)
-    return text
+        f"Runs: {len(used)}. Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}.", ""])
+    path = table_path(study, results)
+    write_text_atomic(path, text)
+    return path, text
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument("words", nargs="+", metavar="study|KEY=VALUE",
+                        help=f"one or more studies ({', '.join(STUDIES)}), run in the order given, then any training "
+                             "overrides for every run, e.g. run.threads=2")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--runs", type=Path, help="run folders (default runs/<study>)")
-    parser.add_argument("--results", type=Path, help="raw JSONs (default benchmarks/results/<study>)")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs/studies", help="run folders")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="raw JSONs, one per training, shared by the studies")
     parser.add_argument("--only", type=lambda v: v.split(","), default=[],
                         help="variant slugs to run, comma-separated (see --dry-run), e.g. data-center-crop-80")
     parser.add_argument("--limit", type=int, help="train at most this many runs now (the rest on the next call)")
     parser.add_argument("--commit", action="store_true", help="git-commit each raw result as it lands")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
     parser.add_argument("--table-only", action="store_true")
-    parser.add_argument("extra", nargs="*", help="extra training overrides for every run, e.g. run.threads=2")
-    args = parser.parse_intermixed_args(argv)  # the study, options and overrides in any order
-    args.runs = args.runs or REPO / "runs" / args.study
-    args.results = args.results or REPO / "benchmarks/results" / args.study
+    args = parser.parse_intermixed_args(argv)  # studies, options and overrides in any order
+    args.studies = [w for w in args.words if "=" not in w]
+    args.extra = [w for w in args.words if "=" in w]
+    unknown = [w for w in args.studies if w not in STUDIES]
+    if unknown or not args.studies:
+        parser.error(f"unknown study {unknown[0]!r}; choose from {', '.join(STUDIES)}" if unknown
+                     else "name at least one study")
     if not args.table_only:
         if not args.dry_run:
             args.results.mkdir(parents=True, exist_ok=True)
         run_plan(args)
     if args.dry_run:
         return 0
-    print(write_table(args.study, args.results))
+    for study in args.studies:
+        print(write_table(study, args.results)[1])
     return 0
 
 

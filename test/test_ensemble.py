@@ -388,14 +388,24 @@ def test_study_drivers_print_their_plan(tmp_path: Path, capsys: pytest.CaptureFi
     from benchmarks.studies import main
 
     for study, variants in (("crop", 3), ("backbone", 2)):
-        assert main([study, "--dry-run", "--results", str(tmp_path / study)]) == 0
+        assert main([study, "--dry-run", "--results", str(tmp_path / "studies")]) == 0
         out = capsys.readouterr().out
         assert out.count("to run:") == 2 * variants  # two seeds each
         assert "data.split=holdout" in out and "run.tta=none" in out
-    assert "model.backbone=tf_efficientnet_lite2" in out and not (tmp_path / "backbone").exists()
+    assert "model.backbone=tf_efficientnet_lite2" in out and not (tmp_path / "studies").exists()
+    # both studies at once: their shared default trains once, the crop study's plan first
+    assert main(["crop", "backbone", "--dry-run", "--results", str(tmp_path / "studies"), "run.threads=2"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("to run:")]
+    assert [x.split("(")[-1] for x in lines] == [
+        "default-s0)", "default-s1)", "data-center-crop-80-s0)", "data-center-crop-80-s1)",
+        "data-center-crop-64-s0)", "data-center-crop-64-s1)",
+        "model-backbone-tf-efficientnet-lite2-s0)", "model-backbone-tf-efficientnet-lite2-s1)"]
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0
+    with pytest.raises(SystemExit) as bad:
+        main(["cropp", "--dry-run"])
+    assert bad.value.code == 2 and "unknown study 'cropp'; choose from crop, backbone" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -403,7 +413,7 @@ def test_study_driver_runs_resumes_and_tabulates(tmp_path: Path, capsys: pytest.
     from benchmarks.studies import main
 
     manifest = make_dataset(tmp_path / "data", n=32)
-    results = tmp_path / "crop"
+    results = tmp_path / "studies"
     args = ["crop", "--seeds", "1", "--epochs", "1", "--only", "data-center-crop-80", "--runs", str(tmp_path / "runs"),
             "--results", str(results), f"data.manifests=[{manifest}]", "optim.batch_size=8", "model.pretrained=none",
             f"model.backbone={BACKBONE}", "data.cache_dir=''", "mix.stages=[blocks.1,blocks.3]",
@@ -414,10 +424,20 @@ def test_study_driver_runs_resumes_and_tabulates(tmp_path: Path, capsys: pytest.
     assert record["config"]["data"]["center_crop"] == 80 and record["speed"]["step_seconds_median"] > 0
     assert record["student"]["val"]["roc_auc"] is not None and record["student"]["test"] is None
     assert "centre 80 px upscaled to 128 | 1 |" in (tmp_path / "crop.md").read_text()
+    assert not (tmp_path / "backbone.md").exists()  # the crop variant is in no other study's table
     capsys.readouterr()
     assert main([*args[:3], "--dry-run", "--results", str(results)]) == 0  # the finished run is not redone
     out = capsys.readouterr().out
     assert out.count("done:") == 1 and out.count("to run:") == 2
+    # a default trained for one study is the other's default too: done, and in both tables
+    record["variant_slug"], record["overrides"] = "default", []
+    (results / "default-s0.json").write_text(json.dumps(record))
+    assert main(["backbone", "--seeds", "1", "--dry-run", "--results", str(results)]) == 0
+    assert "done: tf_efficientnet_lite0 (default), seed 0" in capsys.readouterr().out
+    assert main(["crop", "backbone", "--table-only", "--results", str(results)]) == 0
+    for study, row in (("crop", "full 128 px patch (default) | 1 |"),
+                       ("backbone", "tf_efficientnet_lite0 (default) | 1 |")):
+        assert row in (tmp_path / f"{study}.md").read_text()
 
 
 def test_lite2_wheel_maps_exactly_onto_timm() -> None:
