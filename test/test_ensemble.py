@@ -222,7 +222,8 @@ def test_oof_threshold_and_temperature_use_only_out_of_fold_predictions(tmp_path
     n = 90
     labels = (rng.random(n) < 0.3).astype(np.int64)
     true_margin = np.where(labels == 1, 1.0, -1.0)[:, None] + rng.normal(0, 1.2, (n, 4))
-    logits = np.stack([np.zeros((n, 4)), 4.0 * true_margin], axis=-1).astype(np.float32)  # 4× overconfident
+    normal = rng.normal(0, 2.0, (n, 4))  # the margin, not either logit alone, is what counts
+    logits = np.stack([normal, normal + 4.0 * true_margin], axis=-1).astype(np.float32)  # 4× overconfident
     folds = np.arange(n) % 3
     runs = [fake_fold(tmp_path / f"fold-{k}", np.flatnonzero(folds == k), np.flatnonzero(folds != k), n, labels,
                       logits) for k in range(3)]
@@ -352,6 +353,31 @@ def test_ensemble_command_writes_one_loadable_model_dir_that_process_runs(ensemb
     assert proc.returncode == 0, proc.stderr
     entries = json.loads((tmp_path / "out" / "multiple-mitotic-figure-classification.json").read_text())
     assert len(entries) == 3 and all(0.0 <= e["confidence"] <= 1.0 for e in entries)
+
+
+def test_the_fit_sees_each_patch_as_its_shipped_member_scores_it(ensemble_run: tuple[Path, Path]) -> None:
+    """Threshold and calibration are fitted on the numbers the shipped model reproduces: member k of
+    model/, run alone with the card's calibration on fold k's validation patches, gives the out-of-fold
+    probabilities the fit used for them (the members are stored in fp16, hence 1e-3)."""
+    from training.data import read_manifests
+
+    out, _ = ensemble_run
+    card = read_card(out / "model")
+    loaded = load_model_dir(out / "model")
+    oof = pool_oof([out / f"fold-{k}" for k in range(2)])
+    shipped_calibration = card["calibration"] or {"kind": "none"}
+    fit = fit_oof(oof, card["tta"], shipped_calibration["kind"])
+    assert fit["threshold"] == card["threshold"]
+    assert all(shipped_calibration[key] == value for key, value in (fit["calibration"] or {"kind": "none"}).items())
+    data = card["provenance"]["config"]["data"]
+    images = read_manifests(data["manifests"], data["image_dirs"], [], data["input_size"]).images
+    for k, member in enumerate(card["members"]):
+        rows = oof.fold == member["fold"]
+        shipped = predict_proba(loaded.model.member(k), images[oof.index[rows]], mean=card["mean"], std=card["std"],
+                                tta=card["tta"], calibration=card["calibration"], amp=False)
+        np.testing.assert_allclose(shipped, fit["probs_after"][rows], atol=1e-3, rtol=0)
+    if card["calibration"]:  # and it acts on them
+        assert np.abs(fit["probs_after"] - fit["probs_before"]).max() > 1e-3
 
 
 def test_ensemble_command_resumes_fold_by_fold_and_refuses_what_it_owns(ensemble_run: tuple[Path, Path],
