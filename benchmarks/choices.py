@@ -1,6 +1,8 @@
 """The design choices the recipe leaves open, each picked on in-domain validation data only.
 
     python -m benchmarks.choices --commit            # run what is missing (resumable), commit each result
+    python -m benchmarks.choices --dry-run           # print the plan and what is done, train nothing
+    python -m benchmarks.choices --questions attention imbalance --commit   # some questions only
     python -m benchmarks.choices --table-only        # regenerate the table from the raw results
 
 Every variant trains on the slide-grouped holdout split of all of AMi-Br and is scored on its
@@ -65,23 +67,27 @@ def variant_slug(arm: str, overrides: list[str]) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
-def plan(seeds: int) -> list[tuple[str, list[str], int]]:
-    """Question by question: the default at every seed, then each variant at every seed."""
-    groups = [list(variants.values()) for variants in QUESTIONS.values()]
+def plan(seeds: int, questions: list[str] | None = None) -> list[tuple[str, list[str], int]]:
+    """Question by question (all, or ``questions`` in their order): the default at every seed, then
+    each variant at every seed."""
+    groups = [list(QUESTIONS[q].values()) for q in (questions or QUESTIONS)]
     return [(arm, overrides, seed) for (arm, overrides), seed in by_question(groups, seeds)]
 
 
 def run_plan(args: argparse.Namespace) -> None:
     code = git_state(REPO)
-    for arm, overrides, seed in plan(args.seeds):
+    for arm, overrides, seed in plan(args.seeds, args.questions):
         name = f"{variant_slug(arm, overrides)}-s{seed}"
         result = args.results / f"{name}.json"
-        if result.is_file():
-            continue
         out = args.runs / name
         cmd = [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml",
                f"run.out={out}", f"run.seed={seed}", f"optim.epochs={args.epochs}", "run.tta=none",
                "run.progress=false", "data.split=holdout", *ARMS[arm], *overrides, *args.extra]
+        if args.dry_run:
+            print(f"{'done' if result.is_file() else 'to run'}: {name}\n  {' '.join(cmd)}")
+            continue
+        if result.is_file():
+            continue
         rc, seconds = run_training(out, cmd)
         print(f"{name}: exit {rc} in {seconds:.0f} s", flush=True)
         if rc != 0:
@@ -126,16 +132,22 @@ def write_table(results: Path) -> str:
     return text
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=REPO / "runs/choices")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--commit", action="store_true", help="git-commit each raw result as it lands")
+    parser.add_argument("--questions", nargs="+", choices=list(QUESTIONS), metavar="QUESTION",
+                        help=f"only these questions, in this order (default all: {', '.join(QUESTIONS)})")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=2")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args(argv)
+    if args.dry_run:
+        run_plan(args)
+        return 0
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         run_plan(args)

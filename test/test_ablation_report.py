@@ -107,3 +107,22 @@ def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(t
     assert "| gated attention pooling | 1 | 0.900¹ | 0.700¹ | +0.080 one seed, beyond the default's spread" in text
     assert "| alignment | CORAL, standardized, weight 0.3 (default) | 0 | – | – |  |" in text
     assert (tmp_path / "choices.md").read_text() == text
+
+
+def test_the_choices_dry_run_shows_what_is_done_and_trains_nothing(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.choices import main, plan
+
+    results = tmp_path / "choices"
+    results.mkdir()
+    (results / "erm-s1.json").write_text("{}")
+    assert main(["--dry-run", "--results", str(results), "--runs", str(tmp_path / "runs"), "run.threads=2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done: ") == 1 and "done: erm-s1" in out and out.count("to run: ") == len(plan(2)) - 1
+    assert out.splitlines()[0] == "to run: erm-s0" and "data.split=holdout" in out and "run.threads=2" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["choices"] and not (tmp_path / "choices.md").exists()
+    assert main(["--dry-run", "--results", str(results), "--questions", "imbalance", "attention"]) == 0
+    names = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    assert names[:4] == ["erm-s0", "erm-s1", "erm-optim-sampler-shuffle-optim-loss-weighted-ce-s0",
+                         "erm-optim-sampler-shuffle-optim-loss-weighted-ce-s1"]
+    assert names[-1] == "erm-model-attention-attnpool-s1" and len(names) == 10
