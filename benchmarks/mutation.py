@@ -75,7 +75,7 @@ TARGETS: dict[str, list[str]] = {
                           "test/test_recipe_properties.py", "test/test_learning.py", "test/test_training.py"],
     "training/distil.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
                            "test/test_training.py"],
-    "training/ensemble.py": ["test/test_ensemble.py", "test/test_threshold_transfer.py", "test/test_process.py"],
+    "training/ensemble.py": ["test/test_ensemble.py", "test/test_threshold_transfer.py"],
 }
 
 # Survivors shown equivalent: (module, code, operator, original, mutated) -> the one-line reason, naming

@@ -209,11 +209,11 @@ def test_center_crop_is_the_same_in_training_and_inference_and_recorded(tmp_path
 
 # -- out-of-fold fitting ------------------------------------------------------------------------------
 def fake_fold(run: Path, index: np.ndarray, train_index: np.ndarray, n: int, labels: np.ndarray,
-              logits: np.ndarray) -> Path:
+              logits: np.ndarray, views: str = "dihedral4") -> Path:
     run.mkdir(parents=True)
     np.savez(run / VAL_PREDICTIONS, index=index, train_index=train_index, n_patches=np.int64(n), label=labels[index],
              slide=np.array([f"s{i % 7}" for i in index]), domain=np.array(["d"] * len(index)), logits=logits[index],
-             views=np.array("dihedral4"), p_none=np.zeros(len(index)), split=np.array("x"), config_digest=np.array("x"))
+             views=np.array(views), p_none=np.zeros(len(index)), split=np.array("x"), config_digest=np.array("x"))
     return run
 
 
@@ -251,8 +251,32 @@ def test_oof_threshold_and_temperature_use_only_out_of_fold_predictions(tmp_path
         pool_oof([runs[0], runs[0], runs[2]])
     with pytest.raises(AmfError, match="not all of them"):
         pool_oof(runs[:2])
+    # a fold made on other data, or with other views, than fold 0 is refused on either count
+    held = np.flatnonzero(folds == 2)
+    other_data = fake_fold(tmp_path / "other-data", held, np.flatnonzero(folds != 2), n + 1, labels, logits)
+    other_views = fake_fold(tmp_path / "other-views", held, np.flatnonzero(folds != 2), n, labels, logits, "dihedral8")
+    for odd in (other_data, other_views):
+        with pytest.raises(AmfError, match="other data or views than fold 0"):
+            pool_oof([*runs[:2], odd])
     with pytest.raises(AmfError, match="needs more"):
         OutOfFold(oof.index, oof.fold, oof.label, oof.slide, oof.domain, oof.logits[:, :1], "none").margins("flip2")
+
+
+@pytest.mark.parametrize("temperature", [0.4, 3.0])
+def test_temperature_recovers_under_and_overconfidence(temperature: float) -> None:
+    rng = np.random.default_rng(5)
+    margins = rng.normal(0, 2, (20000, 2))
+    y = (rng.random(20000) < calibrated_probs(margins, temperature)).astype(np.int64)
+    assert fit_temperature(margins, y) == pytest.approx(temperature, rel=0.05)
+
+
+def test_temperature_stops_at_the_edges_of_its_range() -> None:
+    """Margins far too timid for their labels want a temperature below the range, margins that say
+    nothing about them one above it: the fit returns the range's edge, 0.05 or 20 (where the ensemble
+    command warns), not a point inside it."""
+    y = np.array([0, 1] * 50)
+    assert fit_temperature(np.where(y == 1, 0.01, -0.01)[:, None], y) == pytest.approx(0.05, rel=1e-3)
+    assert fit_temperature(np.where(np.arange(100) % 4 < 2, 3.0, -3.0)[:, None], y) == pytest.approx(20.0, rel=1e-3)
 
 
 def test_platt_recovers_the_scale_and_bias_that_made_the_labels() -> None:
