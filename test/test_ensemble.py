@@ -4,6 +4,7 @@ batched member forward, fp16 storage, the centre-crop input option and the study
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from training.ensemble import (
     CALIBRATIONS,
     OutOfFold,
+    _nll,
     calibrated_probs,
     choose_calibration,
     cross_fitted,
@@ -258,6 +260,13 @@ def test_oof_threshold_and_temperature_use_only_out_of_fold_predictions(tmp_path
     for odd in (other_data, other_views):
         with pytest.raises(AmfError, match="other data or views than fold 0"):
             pool_oof([*runs[:2], odd])
+    # predictions are arrays, never pickled objects: a file that holds one is refused, not unpickled
+    pickled = fake_fold(tmp_path / "pickled", held, np.flatnonzero(folds != 2), n, labels, logits)
+    with np.load(pickled / VAL_PREDICTIONS) as z:
+        arrays = {name: z[name] for name in z.files}
+    np.savez(pickled / VAL_PREDICTIONS, **{**arrays, "slide": np.array([{"s": i} for i in held], dtype=object)})
+    with pytest.raises(ValueError, match="allow_pickle"):
+        pool_oof([*runs[:2], pickled])
     with pytest.raises(AmfError, match="needs more"):
         OutOfFold(oof.index, oof.fold, oof.label, oof.slide, oof.domain, oof.logits[:, :1], "none").margins("flip2")
 
@@ -268,6 +277,18 @@ def test_temperature_recovers_under_and_overconfidence(temperature: float) -> No
     margins = rng.normal(0, 2, (20000, 2))
     y = (rng.random(20000) < calibrated_probs(margins, temperature)).astype(np.int64)
     assert fit_temperature(margins, y) == pytest.approx(temperature, rel=0.05)
+
+
+def test_temperature_is_the_nll_minimum_not_a_grid_point_near_it() -> None:
+    """The grid only brackets the minimum; the search inside the bracket finds it to far better than
+    the grid's 5 % steps (the NLL is convex in 1/T, so the bracket holds the one minimum)."""
+    rng = np.random.default_rng(6)
+    margins = rng.normal(0, 2, (5000, 1))
+    y = (rng.random(5000) < calibrated_probs(margins, 2.3)).astype(np.int64)
+    t = fit_temperature(margins, y)
+    dense = np.exp(np.linspace(np.log(t) - 0.02, np.log(t) + 0.02, 4001))
+    best = dense[int(np.argmin([_nll(y.astype(np.float64), calibrated_probs(margins, d)) for d in dense]))]
+    assert abs(math.log(best / t)) < 2e-5
 
 
 def test_temperature_stops_at_the_edges_of_its_range() -> None:

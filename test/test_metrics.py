@@ -12,7 +12,15 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from amf.metrics import METRIC_NAMES, best_threshold, binary_metrics, domain_metrics, roc_auc, roc_curve
+from amf.metrics import (
+    METRIC_NAMES,
+    best_threshold,
+    binary_metrics,
+    domain_metrics,
+    roc_auc,
+    roc_curve,
+    weak_label_metrics,
+)
 from amf.organizer import score_of, to_entries, validation_errors
 
 
@@ -168,3 +176,16 @@ def test_best_threshold_is_optimal_when_ties_are_apart() -> None:
 
     assert balanced_accuracy_score(y, s >= t) == pytest.approx(0.75)
     assert t == pytest.approx(0.3)  # of the tied cuts 0.8 and 0.3, the one nearer 0.5
+
+
+def test_weak_label_metrics_score_each_value_of_each_label_and_name_the_missing_unknown() -> None:
+    y = np.array([1, 0, 1, 0, 1, 0])
+    s = np.array([0.9, 0.2, 0.4, 0.6, 0.8, 0.1])
+    labels = {"Scanner": np.array(["XR", "XR", "", "", "S360", "S360"]), "Species": np.array(["human"] * 6)}
+    out = weak_label_metrics(y, s, labels, threshold=0.5)
+    assert list(out) == ["Scanner", "Species"] and list(out["Species"]) == ["human"]
+    assert sorted(out["Scanner"]) == ["S360", "XR", "unknown"]  # the empty scanner is named, not dropped
+    for value, mask in (("XR", [0, 1]), ("unknown", [2, 3]), ("S360", [4, 5])):
+        assert out["Scanner"][value] == binary_metrics(y[mask], s[mask], 0.5, zero_division=0.0)
+    assert out["Scanner"]["unknown"]["balanced_accuracy"] == 0.0  # both wrong at 0.5: the threshold is used
+    assert out["Species"]["human"]["n"] == 6 and weak_label_metrics(y, s, {}, 0.5) == {}
