@@ -318,6 +318,23 @@ def test_platt_stays_finite_on_margins_that_separate_the_classes() -> None:
     assert p.max() < 0.99 and p.min() > 1e-3  # but does not claim certainty from 40 patches
 
 
+@pytest.mark.parametrize("case", ["separable", "noisy"])
+def test_platt_matches_scikit_learns_sigmoid_calibration(case: str) -> None:
+    """The reference: scikit-learn's Platt fit (its targets, its optimiser), P = 1 / (1 + exp(a·f + b)),
+    so scale = -a and bias = -b; on one view the two must agree to far below any effect on a class."""
+    from sklearn.calibration import _sigmoid_calibration
+
+    rng = np.random.default_rng(7)
+    if case == "separable":
+        y = np.array([0] * 30 + [1] * 10)
+        margins = np.where(y == 1, 2.0, -2.0) + np.linspace(-0.5, 0.5, len(y))
+    else:
+        margins = rng.normal(0, 2, 300)
+        y = (rng.random(300) < 1 / (1 + np.exp(-(0.7 * margins - 0.5)))).astype(np.int64)
+    a, b = _sigmoid_calibration(margins, y)
+    assert fit_platt(margins[:, None], y) == pytest.approx((-a, -b), abs=1e-5)
+
+
 def balanced_sampler_margins(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fifth atypical, scored by members that learnt on half atypical: their margins carry a
     prior offset of log(4) that no temperature can remove."""
