@@ -318,16 +318,19 @@ def test_platt_stays_finite_on_margins_that_separate_the_classes() -> None:
     assert p.max() < 0.99 and p.min() > 1e-3  # but does not claim certainty from 40 patches
 
 
-@pytest.mark.parametrize("case", ["separable", "noisy"])
+@pytest.mark.parametrize("case", ["separable", "saturated", "noisy"])
 def test_platt_matches_scikit_learns_sigmoid_calibration(case: str) -> None:
     """The reference: scikit-learn's Platt fit (its targets, its optimiser), P = 1 / (1 + exp(a·f + b)),
-    so scale = -a and bias = -b; on one view the two must agree to far below any effect on a class."""
+    so scale = -a and bias = -b; on one view the two must agree to far below any effect on a class.
+    ``saturated``: margins of ±50 make the starting sigmoid exactly 0 or 1 in float64; the fit must
+    still move from its start (scale 1, bias 0) to the smoothed targets' optimum."""
     from sklearn.calibration import _sigmoid_calibration
 
     rng = np.random.default_rng(7)
-    if case == "separable":
+    if case in ("separable", "saturated"):
         y = np.array([0] * 30 + [1] * 10)
-        margins = np.where(y == 1, 2.0, -2.0) + np.linspace(-0.5, 0.5, len(y))
+        spread = 2.0 if case == "separable" else 50.0
+        margins = np.where(y == 1, spread, -spread) + np.linspace(-0.5, 0.5, len(y)) * spread / 4
     else:
         margins = rng.normal(0, 2, 300)
         y = (rng.random(300) < 1 / (1 + np.exp(-(0.7 * margins - 0.5)))).astype(np.int64)
@@ -440,6 +443,34 @@ def test_the_fit_sees_each_patch_as_its_shipped_member_scores_it(ensemble_run: t
         np.testing.assert_allclose(shipped, fit["probs_after"][rows], atol=1e-3, rtol=0)
     if card["calibration"]:  # and it acts on them
         assert np.abs(fit["probs_after"] - fit["probs_before"]).max() > 1e-3
+
+
+def test_weak_labels_come_back_from_the_manifests_only_while_they_match_the_folds(
+        ensemble_run: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from dataclasses import replace
+
+    from training.ensemble import members_config, weak_labels_of
+
+    out, _ = ensemble_run
+    runs = [out / f"fold-{k}" for k in range(2)]
+    oof = pool_oof(runs)
+    labels = weak_labels_of(runs[0], oof)
+    assert {"Scanner", "Origin"} <= labels.keys() and all(len(v) == oof.index.max() + 1 for v in labels.values())
+    flipped = oof.label.copy()
+    flipped[0] = 1 - flipped[0]
+    beyond = oof.index.copy()
+    beyond[np.argmax(beyond)] += 1  # one row past the manifests' last
+    for changed in (replace(oof, label=flipped), replace(oof, index=beyond)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert weak_labels_of(runs[0], changed) == {}
+        assert "the manifests changed since the folds were trained" in caplog.text
+    # a fold trained before the card recorded its config has it back from its run's config.yaml
+    card = read_card(runs[0] / "model")
+    older = {**card, "provenance": {k: v for k, v in card["provenance"].items() if k != "config"}}
+    from_yaml = members_config(runs[0], older)
+    assert from_yaml == members_config(runs[0], card) and "fold" not in from_yaml["data"]
+    assert members_config(tmp_path, older) is None  # neither: no breakdown, no failure
 
 
 def test_ensemble_command_resumes_fold_by_fold_and_refuses_what_it_owns(ensemble_run: tuple[Path, Path],

@@ -191,10 +191,16 @@ def fit_platt(margins: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     optimiser = torch.optim.LBFGS([log_scale, bias], lr=1.0, max_iter=200, tolerance_grad=1e-10,
                                   tolerance_change=1e-14, line_search_fn="strong_wolfe")
 
+    log_views = math.log(m.shape[1])
+
     def nll() -> torch.Tensor:
+        # log P and log(1 - P) of the views' mean of sigmoids, from log-sigmoids: a clamped P would pass
+        # no gradient where the margins saturate it (|scale · margin| > ~28), and the fit would not move
         optimiser.zero_grad()
-        p = torch.sigmoid(log_scale.exp() * m + bias).mean(dim=1).clamp(1e-12, 1 - 1e-12)
-        loss = -(target * p.log() + (1 - target) * (-p).log1p()).mean()
+        z = log_scale.exp() * m + bias
+        log_p = torch.logsumexp(torch.nn.functional.logsigmoid(z), dim=1) - log_views
+        log_q = torch.logsumexp(torch.nn.functional.logsigmoid(-z), dim=1) - log_views
+        loss = -(target * log_p + (1 - target) * log_q).mean()
         loss.backward()
         return loss
 
