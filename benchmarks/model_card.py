@@ -113,6 +113,15 @@ def _budget_text(config: dict[str, Any]) -> str:
             f"sampling, {o.get('loss')} loss")
 
 
+def _members_data_text(members: list[dict[str, Any]], pool: dict[str, Any]) -> str:
+    sizes = [m["trained_on"]["patches"] for m in members if (m.get("trained_on") or {}).get("patches")]
+    if len(sizes) < len(members):  # a card from before the members recorded theirs: the pool is fold 0's
+        return f"member 0 trained on {pool.get('patches')} patches ({pool.get('atypical')} atypical)"
+    each = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}–{max(sizes)}"
+    return (f"{pool.get('patches')} patches ({pool.get('atypical')} atypical) from {pool.get('slides')} slides, "
+            f"each member trained on {each} of them")
+
+
 def summary_table(card: dict[str, Any], model_dir: Path) -> str:
     arch, prov = card["architecture"], card.get("provenance", {})
     members = card.get("members") or []
@@ -126,10 +135,9 @@ def summary_table(card: dict[str, Any], model_dir: Path) -> str:
             ("recipe", _recipe_text(prov)),
             ("budget", _budget_text(prov.get("config") or {})),
             ("pretrained", str(prov.get("pretrained", "?"))),
-            ("data", f"{', '.join(data.get('manifests', []))}; each member trained on {train.get('patches')} patches "
-                     f"({train.get('atypical')} atypical) from {train.get('slides')} slides" if members else
-                     f"{', '.join(data.get('manifests', []))}; {train.get('patches')} training patches "
-                     f"({train.get('atypical')} atypical) from {train.get('slides')} slides, {data.get('split', '')}"),
+            ("data", f"{', '.join(data.get('manifests', []))}; " + (_members_data_text(members, train) if members else
+                     f"{train.get('patches')} training patches ({train.get('atypical')} atypical) from "
+                     f"{train.get('slides')} slides, {data.get('split', '')}")),
             ("input", f"{card['input_size']}×{card['input_size']} RGB"
                       + (f", centre {card['center_crop']} px upscaled back" if card.get("center_crop") else "")
                       + f"; mean {card['mean']}, std {card['std']}"),

@@ -404,6 +404,13 @@ def test_ensemble_command_writes_one_loadable_model_dir_that_process_runs(ensemb
     config = card["provenance"]["config"]
     assert config["optim"]["epochs"] == 1 and config["data"]["input_size"] == 64 and "fold" not in config["data"]
     assert "out" not in config["run"] and config["data"]["folds"] == 2
+    # the card counts the pool the folds partition; each member, the folds it trained on
+    pool = card["provenance"]["data"]["train"]
+    assert (pool["patches"], pool["weak_labels"]["Scanner"]) == (48, {"Aperio CS2": 18, "Hamamatsu XR": 18,
+                                                                      "unknown": 12})
+    for member in card["members"]:
+        with np.load(out / f"fold-{member['fold']}" / VAL_PREDICTIONS) as z:
+            assert member["trained_on"]["patches"] == len(z["train_index"]) == 48 - len(z["index"])
     by_scanner = card["metrics"]["oof"]["by_label"]["Scanner"]
     assert {name: m["n"] for name, m in by_scanner.items()} == {"Aperio CS2": 18, "Hamamatsu XR": 18, "unknown": 12}
     assert sum(m["n_atypical"] for m in by_scanner.values()) == card["metrics"]["oof"]["overall"]["n_atypical"]
@@ -471,6 +478,24 @@ def test_weak_labels_come_back_from_the_manifests_only_while_they_match_the_fold
     from_yaml = members_config(runs[0], older)
     assert from_yaml == members_config(runs[0], card) and "fold" not in from_yaml["data"]
     assert members_config(tmp_path, older) is None  # neither: no breakdown, no failure
+
+
+@pytest.mark.parametrize(("key", "value"), [("center_crop", 48), ("input_size", 96), ("mean", [0.5, 0.5, 0.5])])
+def test_members_that_see_their_input_differently_are_refused(ensemble_run: tuple[Path, Path], tmp_path: Path,
+                                                              key: str, value: object) -> None:
+    import shutil
+
+    from training.ensemble import build_model_dir, fit_oof
+
+    out, _ = ensemble_run
+    runs = [out / f"fold-{k}" for k in range(2)]
+    fit = fit_oof(pool_oof(runs), "none", "none")
+    copies = [shutil.copytree(run / "model", tmp_path / run.name / "model").parent for run in runs]
+    card_path = copies[1] / "model" / "model.json"
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), key: value}))
+    with pytest.raises(AmfError, match=f"differs from fold 0 in {key}; the members must share it"):
+        build_model_dir(tmp_path / "built", copies, fit, {})
+    assert not (tmp_path / "built" / "model").exists()
 
 
 def test_ensemble_command_resumes_fold_by_fold_and_refuses_what_it_owns(ensemble_run: tuple[Path, Path],

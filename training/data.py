@@ -58,14 +58,19 @@ class PatchSet:
         return np.array([index.get(k, UNKNOWN) for k in keys], np.int64)
 
     def summary(self) -> dict:
-        return {
-            "patches": len(self),
-            "atypical": int(self.labels.sum()),
-            "normal": int(len(self) - self.labels.sum()),
-            "slides": len(set(self.slides.tolist())),
-            "weak_labels": {k: {v or "unknown": int((self.meta[k] == v).sum())
-                                for v in sorted(set(self.meta[k].tolist()))} for k in self.meta},
-        }
+        return summarize(self.labels, self.slides, self.meta)
+
+
+def summarize(labels: np.ndarray, slides: np.ndarray, meta: dict[str, np.ndarray]) -> dict:
+    """Counts of patches, classes, slides and each weak label's values, as model cards record them."""
+    return {
+        "patches": len(labels),
+        "atypical": int(labels.sum()),
+        "normal": int(len(labels) - labels.sum()),
+        "slides": len(set(slides.tolist())),
+        "weak_labels": {k: {v or "unknown": int((values == v).sum()) for v in sorted(set(values.tolist()))}
+                        for k, values in meta.items()},
+    }
 
 
 def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: list[str], size: int,

@@ -49,7 +49,7 @@ from amf.model_dir import TTA_VIEWS, load_model_dir, make_card, read_card, save_
 from amf.predict import VIEW_COUNTS
 from training import plots
 from training.config import Config, load_config
-from training.data import read_rows
+from training.data import read_rows, summarize
 from training.train import VAL_PREDICTIONS, train
 
 log = logging.getLogger("training.ensemble")
@@ -156,7 +156,8 @@ def fit_temperature(margins: np.ndarray, y: np.ndarray) -> float:
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
     losses = [_nll(y, calibrated_probs(margins, t)) for t in grid]
     i = int(np.argmin(losses))
-    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
+    last = len(grid) - 1
+    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, last)])
     ratio = (math.sqrt(5) - 1) / 2
     for _ in range(40):
         a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
@@ -329,8 +330,9 @@ def members_config(run: Path, card: dict[str, Any]) -> dict[str, Any] | None:
     return {**config, "data": {k: v for k, v in config["data"].items() if k != "fold"}}
 
 
-def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any]) -> Path:
-    """The K members as one format-2 model directory with the out-of-fold threshold and calibration."""
+def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], pool: dict[str, Any]) -> Path:
+    """The K members as one format-2 model directory with the out-of-fold threshold and calibration;
+    ``pool`` counts the patches the folds partition, which every member but one trained on."""
     loaded = [load_model_dir(run / "model") for run in runs]
     first = loaded[0].card
     arch = first["architecture"]
@@ -342,6 +344,8 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any]) -> Path:
             raise AmfError(f"{run}/model differs from fold 0 in center_crop; the members must share it")
     k = len(runs)
     member_cards = [{"fold": i, "of": k, "run": str(run), "threshold_alone": one.card["threshold"],
+                     "trained_on": {key: one.card["provenance"].get("data", {}).get("train", {}).get(key)
+                                    for key in ("patches", "atypical", "slides")},
                      "metrics_alone": one.card.get("metrics", {}).get("student", {}),
                      "config_digest": one.card["provenance"].get("config_digest"),
                      "git_commit": one.card["provenance"].get("git_commit"),
@@ -350,7 +354,8 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any]) -> Path:
     provenance = {key: value for key, value in first["provenance"].items()
                   if key not in ("config_digest", "git_commit", "git_dirty", "trained_at")}
     provenance["config"] = members_config(runs[0], first)
-    provenance["data"] = {**first["provenance"].get("data", {}),
+    # fold 0's training counts would describe one member only
+    provenance["data"] = {**first["provenance"].get("data", {}), "train": pool,
                           "split": f"{k} slide-grouped stratified folds; member k trained on every fold but k"}
     provenance["ensemble_built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     after = ", after calibration" if fit["calibration"] else ""
@@ -385,8 +390,10 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any]) -> Path:
 def build(out: Path, runs: list[Path], tta: str, calibration: str = "auto") -> dict[str, Any]:
     """Pool, fit, plot, report and write the model directory; the report comes back."""
     oof = pool_oof(runs)
-    fit = fit_oof(oof, tta, calibration, weak_labels_of(runs[0], oof))
-    model_dir = build_model_dir(out, runs, fit)
+    labels = weak_labels_of(runs[0], oof)
+    fit = fit_oof(oof, tta, calibration, labels)
+    pool = summarize(oof.label, oof.slide, {name: values[oof.index] for name, values in labels.items()})
+    model_dir = build_model_dir(out, runs, fit, pool)
     plots.reliability_plot({"before calibration": (oof.label, fit["probs_before"]),
                             f"after ({describe_calibration(fit['calibration'])})": (oof.label, fit["probs_after"])},
                            out / "reliability.png", f"out-of-fold P(atypical), {len(runs)} folds, {tta} views")
