@@ -54,6 +54,19 @@ def test_targets_name_existing_modules_and_tests() -> None:
         assert tests and all((repo / t).is_file() for t in tests), module
 
 
+def test_every_listed_equivalence_names_a_mutant_of_todays_code() -> None:
+    """An entry whose line was edited away keys nothing: it would read as a reason no run can show."""
+    from benchmarks.mutation import EQUIVALENT
+
+    repo = Path(__file__).resolve().parents[1]
+    live = {module: {(m.code, m.operator, m.original, m.mutated)
+                     for m in mutants_of(module, (repo / module).read_bytes())}
+            for module in {key[0] for key in EQUIVALENT}}
+    stale = [key for key in EQUIVALENT if key[1:] not in live[key[0]]]
+    assert not stale, f"EQUIVALENT entries for code that changed: {stale}"
+    assert {key[0] for key in EQUIVALENT} <= TARGETS.keys()
+
+
 def test_report_marks_a_partial_run(tmp_path: Path) -> None:
     record = {"id": "amf/organizer.py#1", "module": "amf/organizer.py", "line": 3, "operator": "compare >= -> >",
               "original": "p >= t", "mutated": "(p > t)", "status": "survived", "seconds": 1.0, "killed_by": None}
