@@ -16,8 +16,11 @@ worktree of a commit and point ``--results`` at the main checkout (the JSON reco
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 import time
@@ -143,8 +146,39 @@ def commit_files(paths: list[Path], message: str) -> None:
     print(f"warning: could not commit {', '.join(map(str, paths))}; commit it by hand", file=sys.stderr)
 
 
+UNTIL_ENV = "AMF_START_RUNS_UNTIL"
+_DRIVER_STARTED = time.time()
+
+
+def start_deadline(text: str | None = None, now: float | None = None) -> float | None:
+    """When the drivers stop starting trainings (epoch seconds), from ``AMF_START_RUNS_UNTIL``: an ISO
+    date-time (UTC unless it names an offset) or ``HH:MM`` UTC, the next such time after the driver
+    started. A queue then stops where a run could not finish, for example before a machine is taken
+    back; nothing is lost, as the next call starts with the runs left."""
+    text = os.environ.get(UNTIL_ENV, "") if text is None else text
+    if not text:
+        return None
+    now = _DRIVER_STARTED if now is None else now
+    try:
+        if re.fullmatch(r"\d{1,2}:\d{2}", text):
+            hours, minutes = map(int, text.split(":"))
+            start = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+            at = start.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+            return (at if at > start else at + dt.timedelta(days=1)).timestamp()
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"error: {UNTIL_ENV}={text!r} is neither HH:MM (UTC) nor an ISO date-time") from None
+    return (at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
 def run_training(out: Path, cmd: list[str]) -> tuple[int, float]:
-    """Train into ``out`` (a second try resumes from the checkpoint); exit code and seconds."""
+    """Train into ``out`` (a second try resumes from the checkpoint); exit code and seconds. Past
+    :func:`start_deadline`, nothing starts: the driver exits (code 3) with a one-line reason."""
+    deadline = start_deadline()
+    if deadline is not None and time.time() >= deadline:
+        print(f"stopped: it is past {UNTIL_ENV}={os.environ[UNTIL_ENV]}; {out.name} and what follows it start on "
+              "the next call", file=sys.stderr, flush=True)
+        raise SystemExit(3)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rc = 1

@@ -4,13 +4,16 @@
 # studies (python -m benchmarks.studies), in the order below. About 25-90 minutes a run on 2 cores.
 #
 #   setsid nohup bash benchmarks/cpu_plan.sh >> runs/cpu_plan.log 2>&1 < /dev/null &   # start or resume
+#   AMF_START_RUNS_UNTIL=14:40 setsid nohup bash benchmarks/cpu_plan.sh ... &        # start no run after 14:40 UTC
 #   CPU_PLAN_DRY=1 bash benchmarks/cpu_plan.sh                                          # the plan, nothing run
 #   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies)"; pkill -f "training.train"   # stop
 #
 # Training runs from a worktree pinned at HEAD when the queue starts (CPU_PLAN_WORKTREE, default
 # ../amf-cpu-plan), so edits in this checkout never change the code under a run; each JSON records
 # that commit. Run folders live in this checkout's runs/ (git-ignored), so a stopped run resumes from
-# its checkpoint when the queue starts again, and the raw JSONs and tables are committed here.
+# its checkpoint when the queue starts again, and the raw JSONs and tables are committed here. With
+# AMF_START_RUNS_UNTIL (HH:MM UTC or an ISO date-time) no training starts after that time and the queue
+# stops there, so the end of a session or a loan is not spent on a run that cannot finish.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 py="$repo/.venv/bin/python"

@@ -126,3 +126,44 @@ def test_the_choices_dry_run_shows_what_is_done_and_trains_nothing(tmp_path: Pat
     assert names[:4] == ["erm-s0", "erm-s1", "erm-optim-sampler-shuffle-optim-loss-weighted-ce-s0",
                          "erm-optim-sampler-shuffle-optim-loss-weighted-ce-s1"]
     assert names[-1] == "erm-model-attention-attnpool-s1" and len(names) == 10
+
+
+def test_the_drivers_stop_starting_trainings_past_their_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import datetime as dt
+    import sys
+
+    from benchmarks.ablation import UNTIL_ENV, run_training, start_deadline
+
+    at = dt.datetime(2026, 11, 28, 13, 50, tzinfo=dt.timezone.utc).timestamp()
+    assert start_deadline("14:40", at) == at + 50 * 60  # HH:MM is UTC, the next such time
+    assert start_deadline("13:00", at) == at + (24 * 60 - 50) * 60  # already past today: tomorrow's
+    assert start_deadline("2026-11-28T14:40", at) == at + 50 * 60
+    assert start_deadline("2026-11-28T14:40+01:00", at) == at - 10 * 60
+    assert start_deadline("", at) is None
+    with pytest.raises(SystemExit, match=f"{UNTIL_ENV}='soon' is neither"):
+        start_deadline("soon", at)
+    ran = tmp_path / "ran"
+    cmd = [sys.executable, "-c", f"open({str(ran)!r}, 'w').close()"]
+    monkeypatch.setenv(UNTIL_ENV, "2000-01-01T00:00")
+    with pytest.raises(SystemExit) as stop:
+        run_training(tmp_path / "late", cmd)
+    assert stop.value.code == 3 and not ran.exists() and not (tmp_path / "late").exists()
+    assert f"stopped: it is past {UNTIL_ENV}=2000-01-01T00:00; late and what follows" in capsys.readouterr().err
+    monkeypatch.setenv(UNTIL_ENV, "2999-01-01T00:00")
+    assert run_training(tmp_path / "early", cmd)[0] == 0 and ran.exists()
+
+
+def test_the_cpu_queue_plans_choices_and_studies_in_its_order() -> None:
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh"], cwd=repo, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CPU_PLAN_DRY": "1"})
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split(": ", 1)[1] for line in proc.stdout.splitlines() if line.startswith(("done: ", "to run: "))]
+    first = {key: next(i for i, name in enumerate(names) if key in name)
+             for key in ("attention", "weighted-ce", "center-crop", "align-weight", "lite2")}
+    assert sorted(first, key=first.get) == ["attention", "weighted-ce", "center-crop", "align-weight", "lite2"]
+    assert all("run.threads=" in line for line in proc.stdout.splitlines() if line.startswith("  "))
