@@ -2,12 +2,15 @@
 
     python -m benchmarks.ablation --commit          # run what is missing (resumable), commit each result
     python -m benchmarks.ablation --table-only      # regenerate the table from the raw results
+    python -m benchmarks.ablation --dry-run --domain TUPAC16 --arm ERM --arm Full   # part of the plan, run nothing
+    python -m benchmarks.ablation --results benchmarks/results/other/ablation optim.loss=focal   # other settings
 
 Each finished run writes one raw JSON to ``benchmarks/results/ablation/`` (config, seed, code
 commit, held-out domain, per-epoch validation curve, held-out and validation metrics of student
 and teacher, each loss term's share). A run whose JSON exists is skipped, and an interrupted run
-resumes from its checkpoint under ``runs/ablation/``. ``ablation.md`` and ``ablation_curves.png``
-are generated from the JSONs alone.
+resumes from its checkpoint under ``runs/ablation/``; a JSON made with other settings (another config
+digest) stops the driver, since one table never mixes recipes: other settings take a ``--results``
+folder of their own. ``ablation.md`` and ``ablation_curves.png`` are generated from the JSONs alone.
 
 To keep the code of long runs fixed while the repository changes, run the driver from a
 worktree of a commit and point ``--results`` at the main checkout (the JSON records the commit).
@@ -31,6 +34,7 @@ import numpy as np
 
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state, machine
+from training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results/ablation"
@@ -57,17 +61,21 @@ def run_name(arm: str, dom: str, seed: int) -> str:
     return f"{slug(arm)}-{slug(dom)}-s{seed}"
 
 
-def plan(seeds: int, all_arms_per_seed: bool = False) -> list[tuple[str, str, int]]:
+def plan(seeds: int, all_arms_per_seed: bool = False, domains: list[str] | None = None,
+         arms: list[str] | None = None) -> list[tuple[str, str, int]]:
     """Priority order, so a budget cut short still yields the most informative table: ERM and Full
     side by side per domain for every seed first (a verdict needs the seed spread), then the single parts.
     ``all_arms_per_seed`` (for a fast machine): every arm on every domain for seed 0, then for seed 1, ...,
-    so each finished seed is a complete ablation of its own."""
+    so each finished seed is a complete ablation of its own. ``domains`` and ``arms`` keep only those
+    (domains in the order given)."""
+    doms = domains or list(DOMAINS)
     if all_arms_per_seed:
-        return [(arm, dom, seed) for seed in range(seeds) for dom in DOMAINS for arm in ARMS]
-    order = [(arm, dom, seed) for seed in range(seeds) for dom in DOMAINS for arm in ("ERM", "Full")]
-    order += [(arm, dom, seed) for seed in range(seeds) for arm in ("ERM+Mix", "ERM+Align", "ERM+Distil")
-              for dom in DOMAINS]
-    return order
+        order = [(arm, dom, seed) for seed in range(seeds) for dom in doms for arm in ARMS]
+    else:
+        order = [(arm, dom, seed) for seed in range(seeds) for dom in doms for arm in ("ERM", "Full")]
+        order += [(arm, dom, seed) for seed in range(seeds) for arm in ("ERM+Mix", "ERM+Align", "ERM+Distil")
+                  for dom in doms]
+    return [(arm, dom, seed) for arm, dom, seed in order if arms is None or arm in arms]
 
 
 def train_command(out: Path, arm: str, dom: str, seed: int, epochs: int, extra: list[str]) -> list[str]:
@@ -192,15 +200,39 @@ def run_training(out: Path, cmd: list[str]) -> tuple[int, float]:
     return rc, time.time() - t0
 
 
+def result_state(result: Path, cmd: list[str]) -> str:
+    """``done`` when ``result`` holds the run of this training command (the same config digest),
+    ``to run`` when it is absent, ``other recipe`` when it was made with other settings, which no
+    driver may count as this run: one table never mixes recipes."""
+    if not result.is_file():
+        return "to run"
+    i = cmd.index("--config")
+    planned = load_config(REPO / cmd[i + 1], cmd[i + 2:]).digest()
+    return "done" if json.loads(result.read_text()).get("config_digest") == planned else "other recipe"
+
+
+def skip_or_refuse(result: Path, cmd: list[str]) -> bool:
+    """True when ``result`` is this run, done; stops the driver with one line when it is another recipe's."""
+    state = result_state(result, cmd)
+    if state == "other recipe":
+        raise SystemExit(f"error: {result} was made with other settings than this run's; give --results a folder "
+                         "of its own for these settings (one table never mixes recipes)")
+    return state == "done"
+
+
 def run_plan(args: argparse.Namespace) -> None:
     code = git_state(REPO)
-    for arm, dom, seed in plan(args.seeds, args.all_arms_per_seed):
+    for arm, dom, seed in plan(args.seeds, args.all_arms_per_seed, args.domains, args.arms):
         name = run_name(arm, dom, seed)
         result = args.results / f"{name}.json"
-        if result.is_file():
-            continue
         out = args.runs / name
-        rc, seconds = run_training(out, train_command(out, arm, dom, seed, args.epochs, args.extra))
+        cmd = train_command(out, arm, dom, seed, args.epochs, args.extra)
+        if args.dry_run:
+            print(f"{result_state(result, cmd)}: {name}\n  {' '.join(cmd)}")
+            continue
+        if skip_or_refuse(result, cmd):
+            continue
+        rc, seconds = run_training(out, cmd)
         print(f"{arm:11s} {dom:15s} seed {seed}: exit {rc} in {seconds:.0f} s", flush=True)
         if rc != 0:
             continue
@@ -446,7 +478,7 @@ def plot_curves(records: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--seeds", type=int, default=2, help="seeds per arm and domain (ERM and Full first)")
@@ -455,10 +487,19 @@ def main() -> int:
     parser.add_argument("--all-arms-per-seed", action="store_true",
                         help="plan every arm for seed 0 before any seed 1 (a fast machine) instead of ERM and Full "
                              "for every seed first")
+    parser.add_argument("--domain", dest="domains", action="append", choices=list(DOMAINS), metavar="DOMAIN",
+                        help="only this held-out domain; repeat for more, in the order wanted (default all: "
+                             f"{', '.join(DOMAINS)})")
+    parser.add_argument("--arm", dest="arms", action="append", choices=list(ARMS), metavar="ARM",
+                        help=f"only this arm; repeat for more (default all: {', '.join(ARMS)})")
     parser.add_argument("--commit", action="store_true", help="git-commit each raw result as it lands")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=2")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args(argv)
+    if args.dry_run:
+        run_plan(args)
+        return 0
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         run_plan(args)

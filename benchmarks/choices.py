@@ -31,7 +31,9 @@ from benchmarks.ablation import (
     fmt,
     load_results,
     raw_result,
+    result_state,
     run_training,
+    skip_or_refuse,
     val_auc_against_default,
 )
 
@@ -84,9 +86,9 @@ def run_plan(args: argparse.Namespace) -> None:
                f"run.out={out}", f"run.seed={seed}", f"optim.epochs={args.epochs}", "run.tta=none",
                "run.progress=false", "data.split=holdout", *ARMS[arm], *overrides, *args.extra]
         if args.dry_run:
-            print(f"{'done' if result.is_file() else 'to run'}: {name}\n  {' '.join(cmd)}")
+            print(f"{result_state(result, cmd)}: {name}\n  {' '.join(cmd)}")
             continue
-        if result.is_file():
+        if skip_or_refuse(result, cmd):
             continue
         rc, seconds = run_training(out, cmd)
         print(f"{name}: exit {rc} in {seconds:.0f} s", flush=True)

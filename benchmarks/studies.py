@@ -39,7 +39,9 @@ from benchmarks.ablation import (
     fmt,
     load_results,
     raw_result,
+    result_state,
     run_training,
+    skip_or_refuse,
     val_auc_against_default,
 )
 
@@ -108,9 +110,9 @@ def run_plan(args: argparse.Namespace) -> None:
         out = args.runs / slug
         cmd = command(out, overrides, seed, args.epochs, args.extra)
         if args.dry_run:
-            print(f"{'done' if result.is_file() else 'to run'}: {name}, seed {seed} ({slug})\n  {' '.join(cmd)}")
+            print(f"{result_state(result, cmd)}: {name}, seed {seed} ({slug})\n  {' '.join(cmd)}")
             continue
-        if result.is_file():
+        if skip_or_refuse(result, cmd):
             continue
         if args.limit is not None and done >= args.limit:
             break

@@ -115,11 +115,13 @@ def test_the_choices_dry_run_shows_what_is_done_and_trains_nothing(tmp_path: Pat
 
     results = tmp_path / "choices"
     results.mkdir()
-    (results / "erm-s1.json").write_text("{}")
+    committed = Path(__file__).resolve().parents[1] / "benchmarks/results/choices/erm-s1.json"
+    (results / "erm-s1.json").write_text(committed.read_text())  # done: the settings it records are the plan's
+    (results / "erm-s0.json").write_text('{"config_digest": "0"}')  # made with other settings: not done
     assert main(["--dry-run", "--results", str(results), "--runs", str(tmp_path / "runs"), "run.threads=2"]) == 0
     out = capsys.readouterr().out
-    assert out.count("done: ") == 1 and "done: erm-s1" in out and out.count("to run: ") == len(plan(2)) - 1
-    assert out.splitlines()[0] == "to run: erm-s0" and "data.split=holdout" in out and "run.threads=2" in out
+    assert out.count("done: ") == 1 and "done: erm-s1" in out and out.count("to run: ") == len(plan(2)) - 2
+    assert out.splitlines()[0] == "other recipe: erm-s0" and "data.split=holdout" in out and "run.threads=2" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["choices"] and not (tmp_path / "choices.md").exists()
     assert main(["--dry-run", "--results", str(results), "--questions", "imbalance", "attention"]) == 0
     names = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
@@ -167,3 +169,30 @@ def test_the_cpu_queue_plans_choices_and_studies_in_its_order() -> None:
              for key in ("attention", "weighted-ce", "center-crop", "align-weight", "lite2")}
     assert sorted(first, key=first.get) == ["attention", "weighted-ce", "center-crop", "align-weight", "lite2"]
     assert all("run.threads=" in line for line in proc.stdout.splitlines() if line.startswith("  "))
+
+
+def test_a_result_counts_as_done_only_for_the_settings_that_made_it(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from benchmarks.ablation import REPO, main, plan, result_state, skip_or_refuse, train_command
+    from training.config import load_config
+
+    assert plan(2, domains=["Hamamatsu XR", "TUPAC16"], arms=["ERM", "Full"]) == [
+        (arm, dom, seed) for seed in (0, 1) for dom in ("Hamamatsu XR", "TUPAC16") for arm in ("ERM", "Full")]
+    cmd = train_command(tmp_path / "run", "ERM", "TUPAC16", 0, 15, ["run.threads=2"])
+    digest = load_config(REPO / "training/configs/default.yaml", cmd[cmd.index("--config") + 2:]).digest()
+    result = tmp_path / "results" / "ablation" / "erm-tupac16-s0.json"
+    assert result_state(result, cmd) == "to run" and not skip_or_refuse(result, cmd)
+    result.parent.mkdir(parents=True)
+    result.write_text(json.dumps({"config_digest": digest}))
+    assert result_state(result, cmd) == "done" and skip_or_refuse(result, cmd)
+    assert result_state(result, [*cmd[:-1], "run.threads=1"]) == "done"  # threads do not change the weights
+    other = [*cmd, "optim.loss=weighted_ce", "optim.sampler=shuffle"]
+    assert result_state(result, other) == "other recipe"
+    with pytest.raises(SystemExit, match="was made with other settings than this run's; give --results a folder"):
+        skip_or_refuse(result, other)
+    assert main(["--dry-run", "--results", str(result.parent), "--domain", "TUPAC16", "--arm", "ERM",
+                 "optim.loss=weighted_ce", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "other recipe: erm-tupac16-s0" and out[1].endswith("optim.loss=weighted_ce") and len(out) == 2

@@ -554,14 +554,16 @@ def test_study_drivers_print_their_plan(tmp_path: Path, capsys: pytest.CaptureFi
 
 @pytest.mark.slow
 def test_study_driver_runs_resumes_and_tabulates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.studies import main
+    from benchmarks.studies import command, main
+    from training.config import load_config
 
     manifest = make_dataset(tmp_path / "data", n=32)
     results = tmp_path / "studies"
-    args = ["crop", "--seeds", "1", "--epochs", "1", "--only", "data-center-crop-80", "--runs", str(tmp_path / "runs"),
-            "--results", str(results), f"data.manifests=[{manifest}]", "optim.batch_size=8", "model.pretrained=none",
-            f"model.backbone={BACKBONE}", "data.cache_dir=''", "mix.stages=[blocks.1,blocks.3]",
-            "data.val_fraction=0.25"]
+    extra = [f"data.manifests=[{manifest}]", "optim.batch_size=8", "model.pretrained=none",
+             f"model.backbone={BACKBONE}", "data.cache_dir=''", "mix.stages=[blocks.1,blocks.3]",
+             "data.val_fraction=0.25"]
+    settings = ["--seeds", "1", "--epochs", "1", "--runs", str(tmp_path / "runs"), "--results", str(results), *extra]
+    args = ["crop", "--only", "data-center-crop-80", *settings]
     assert main(args) == 0
     assert [p.name for p in results.glob("*.json")] == ["data-center-crop-80-s0.json"]
     record = json.loads((results / "data-center-crop-80-s0.json").read_text())
@@ -570,13 +572,19 @@ def test_study_driver_runs_resumes_and_tabulates(tmp_path: Path, capsys: pytest.
     assert "centre 80 px upscaled to 128 | 1 |" in (tmp_path / "crop.md").read_text()
     assert not (tmp_path / "backbone.md").exists()  # the crop variant is in no other study's table
     capsys.readouterr()
-    assert main([*args[:3], "--dry-run", "--results", str(results)]) == 0  # the finished run is not redone
+    assert main(["crop", *settings, "--dry-run"]) == 0  # the finished run is not redone
     out = capsys.readouterr().out
     assert out.count("done:") == 1 and out.count("to run:") == 2
+    assert main(["crop", *settings, "--dry-run", "optim.lr=0.5"]) == 0  # but under other settings it is not that run
+    out = capsys.readouterr().out
+    assert out.count("other recipe:") == 1 and out.count("to run:") == 2
     # a default trained for one study is the other's default too: done, and in both tables
+    cmd = command(tmp_path / "runs" / "default-s0", [], 0, 1, extra)
     record["variant_slug"], record["overrides"] = "default", []
+    at = cmd.index("--config")
+    record["config_digest"] = load_config(REPO / cmd[at + 1], cmd[at + 2:]).digest()
     (results / "default-s0.json").write_text(json.dumps(record))
-    assert main(["backbone", "--seeds", "1", "--dry-run", "--results", str(results)]) == 0
+    assert main(["backbone", *settings, "--dry-run"]) == 0
     assert "done: tf_efficientnet_lite0 (default), seed 0" in capsys.readouterr().out
     assert main(["crop", "backbone", "--table-only", "--results", str(results)]) == 0
     for study, row in (("crop", "full 128 px patch (default) | 1 |"),
