@@ -122,6 +122,10 @@ def test_the_choices_dry_run_shows_what_is_done_and_trains_nothing(tmp_path: Pat
     out = capsys.readouterr().out
     assert out.count("done: ") == 1 and "done: erm-s1" in out and out.count("to run: ") == len(plan(2)) - 2
     assert out.splitlines()[0] == "other recipe: erm-s0" and "data.split=holdout" in out and "run.threads=2" in out
+    # every row stands on the study's base, spelled out, whatever the defaults become
+    assert all("optim.sampler=balanced optim.loss=ce" in line for line in out.splitlines() if line.startswith("  "))
+    assert "optim.loss=ce mix.enabled=false align.enabled=false distil.enabled=false optim.sampler=shuffle " \
+           "optim.loss=weighted_ce" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["choices"] and not (tmp_path / "choices.md").exists()
     assert main(["--dry-run", "--results", str(results), "--questions", "imbalance", "attention"]) == 0
     names = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
