@@ -220,21 +220,28 @@ def skip_or_refuse(result: Path, cmd: list[str]) -> bool:
     return state == "done"
 
 
+def train_planned(result: Path, out: Path, cmd: list[str], label: str, dry_run: bool) -> float | None:
+    """One run of a driver's plan: printed with its state under ``dry_run``, skipped when its result is
+    done (refused when another recipe's), else trained into ``out``; its seconds when it finished."""
+    if dry_run:
+        print(f"{result_state(result, cmd)}: {label}\n  {' '.join(cmd)}")
+        return None
+    if skip_or_refuse(result, cmd):
+        return None
+    rc, seconds = run_training(out, cmd)
+    print(f"{label}: exit {rc} in {seconds:.0f} s", flush=True)
+    return seconds if rc == 0 else None
+
+
 def run_plan(args: argparse.Namespace) -> None:
     code = git_state(REPO)
     for arm, dom, seed in plan(args.seeds, args.all_arms_per_seed, args.domains, args.arms):
         name = run_name(arm, dom, seed)
-        result = args.results / f"{name}.json"
         out = args.runs / name
-        cmd = train_command(out, arm, dom, seed, args.epochs, args.extra)
-        if args.dry_run:
-            print(f"{result_state(result, cmd)}: {name}\n  {' '.join(cmd)}")
-            continue
-        if skip_or_refuse(result, cmd):
-            continue
-        rc, seconds = run_training(out, cmd)
-        print(f"{arm:11s} {dom:15s} seed {seed}: exit {rc} in {seconds:.0f} s", flush=True)
-        if rc != 0:
+        result = args.results / f"{name}.json"
+        seconds = train_planned(result, out, train_command(out, arm, dom, seed, args.epochs, args.extra), name,
+                                args.dry_run)
+        if seconds is None:
             continue
         record = raw_result(out, {"arm": arm, "held_out": dom, "seed": seed}, code, seconds)
         write_json_atomic(result, record, nan_as_null=True)

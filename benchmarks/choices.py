@@ -31,9 +31,7 @@ from benchmarks.ablation import (
     fmt,
     load_results,
     raw_result,
-    result_state,
-    run_training,
-    skip_or_refuse,
+    train_planned,
     val_auc_against_default,
 )
 
@@ -90,14 +88,8 @@ def run_plan(args: argparse.Namespace) -> None:
         cmd = [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml",
                f"run.out={out}", f"run.seed={seed}", f"optim.epochs={args.epochs}", "run.tta=none",
                "run.progress=false", "data.split=holdout", *BASE, *ARMS[arm], *overrides, *args.extra]
-        if args.dry_run:
-            print(f"{result_state(result, cmd)}: {name}\n  {' '.join(cmd)}")
-            continue
-        if skip_or_refuse(result, cmd):
-            continue
-        rc, seconds = run_training(out, cmd)
-        print(f"{name}: exit {rc} in {seconds:.0f} s", flush=True)
-        if rc != 0:
+        seconds = train_planned(result, out, cmd, name, args.dry_run)
+        if seconds is None:
             continue
         labels = {"variant": variant_slug(arm, overrides), "arm": arm, "overrides": overrides, "seed": seed}
         write_json_atomic(result, raw_result(out, labels, code, seconds), nan_as_null=True)

@@ -40,8 +40,7 @@ from benchmarks.ablation import (
     load_results,
     raw_result,
     result_state,
-    run_training,
-    skip_or_refuse,
+    train_planned,
     val_auc_against_default,
 )
 
@@ -109,17 +108,12 @@ def run_plan(args: argparse.Namespace) -> None:
         result = args.results / f"{slug}.json"
         out = args.runs / slug
         cmd = command(out, overrides, seed, args.epochs, args.extra)
-        if args.dry_run:
-            print(f"{result_state(result, cmd)}: {name}, seed {seed} ({slug})\n  {' '.join(cmd)}")
-            continue
-        if skip_or_refuse(result, cmd):
-            continue
-        if args.limit is not None and done >= args.limit:
+        starts = not args.dry_run and result_state(result, cmd) == "to run"
+        if starts and args.limit is not None and done >= args.limit:
             break
-        rc, seconds = run_training(out, cmd)
-        done += 1
-        print(f"{name} seed {seed}: exit {rc} in {seconds:.0f} s", flush=True)
-        if rc != 0:
+        done += starts
+        seconds = train_planned(result, out, cmd, f"{name}, seed {seed} ({slug})", args.dry_run)
+        if seconds is None:
             continue
         labels = {"variant_slug": variant_slug(overrides), "overrides": overrides, "seed": seed}
         record = raw_result(out, labels, code, seconds)

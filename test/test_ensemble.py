@@ -544,6 +544,9 @@ def test_study_drivers_print_their_plan(tmp_path: Path, capsys: pytest.CaptureFi
         "default-s0)", "default-s1)", "data-center-crop-80-s0)", "data-center-crop-80-s1)",
         "data-center-crop-64-s0)", "data-center-crop-64-s1)",
         "model-backbone-tf-efficientnet-lite2-s0)", "model-backbone-tf-efficientnet-lite2-s1)"]
+    # --limit 0: nothing starts, and the tables still come out
+    assert main(["crop", "--limit", "0", "--results", str(tmp_path / "studies"), "--runs", str(tmp_path / "runs")]) == 0
+    assert not (tmp_path / "runs").exists() and "full 128 px patch (default) | 0 |" in capsys.readouterr().out
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0
