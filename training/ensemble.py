@@ -269,7 +269,8 @@ def fit_oof(oof: OutOfFold, tta: str, calibration: str = "auto",
             weak_labels: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Calibration, threshold and out-of-fold metrics for the shipped views ``tta``; ``calibration``
     is a kind of :data:`CALIBRATIONS` or ``auto``, which takes the one with the lowest cross-fitted NLL.
-    ``weak_labels`` (one value per row of the patch set) add a breakdown by each (empty: "unknown")."""
+    ``weak_labels`` (one value per out-of-fold prediction, as :func:`weak_labels_of` gives them) add a
+    breakdown by each (empty: "unknown")."""
     m, y = oof.margins(tta), oof.label
     fitted, choice = choose_calibration(m, y, oof.fold, calibration)
     before, after = member_probs(m, None), member_probs(m, fitted)
@@ -291,8 +292,7 @@ def fit_oof(oof: OutOfFold, tta: str, calibration: str = "auto",
         "overall": pooled["overall"],
         "per_domain": pooled.get("per_domain", {}),
         "per_fold": per_fold,
-        "by_label": weak_label_metrics(y, after, {k: v[oof.index] for k, v in (weak_labels or {}).items()},
-                                       threshold),
+        "by_label": weak_label_metrics(y, after, weak_labels or {}, threshold),
     }
 
 
@@ -301,8 +301,8 @@ def _public(fit: dict[str, Any]) -> dict[str, Any]:
 
 
 def weak_labels_of(run: Path, oof: OutOfFold) -> dict[str, np.ndarray]:
-    """The weak labels of every row of the folds' patch set, read back from the manifests (no image is
-    decoded); nothing, with a warning, when the manifests no longer match the folds' data."""
+    """The weak labels of every out-of-fold prediction, in ``oof``'s order, read back from the manifests
+    (no image is decoded); nothing, with a warning, when the manifests no longer match the folds' data."""
     config = members_config(run, read_card(run / "model"))
     if config is None:
         return {}
@@ -316,7 +316,7 @@ def weak_labels_of(run: Path, oof: OutOfFold) -> dict[str, np.ndarray]:
     if oof.index.max() >= len(labels_now) or not np.array_equal(labels_now[oof.index], oof.label):
         log.warning("no out-of-fold breakdown by weak label: the manifests changed since the folds were trained")
         return {}
-    return {name: np.asarray(values) for name, values in meta.items()}
+    return {name: np.asarray(values)[oof.index] for name, values in meta.items()}
 
 
 def members_config(run: Path, card: dict[str, Any]) -> dict[str, Any] | None:
@@ -392,7 +392,7 @@ def build(out: Path, runs: list[Path], tta: str, calibration: str = "auto") -> d
     oof = pool_oof(runs)
     labels = weak_labels_of(runs[0], oof)
     fit = fit_oof(oof, tta, calibration, labels)
-    pool = summarize(oof.label, oof.slide, {name: values[oof.index] for name, values in labels.items()})
+    pool = summarize(oof.label, oof.slide, labels)
     model_dir = build_model_dir(out, runs, fit, pool)
     plots.reliability_plot({"before calibration": (oof.label, fit["probs_before"]),
                             f"after ({describe_calibration(fit['calibration'])})": (oof.label, fit["probs_after"])},
