@@ -536,6 +536,10 @@ def test_study_drivers_print_their_plan(tmp_path: Path, capsys: pytest.CaptureFi
         out = capsys.readouterr().out
         assert out.count("to run:") == 2 * variants  # two seeds each
         assert "data.split=holdout" in out and "run.tta=none" in out
+        # every row, the default included, trains the recipe that ships next: the imbalance winner pinned
+        commands = [x for x in out.splitlines() if x.startswith("  ")]
+        assert len(commands) == 2 * variants
+        assert all("optim.sampler=shuffle optim.loss=weighted_ce" in x for x in commands)
     assert "model.backbone=tf_efficientnet_lite2" in out and not (tmp_path / "studies").exists()
     # both studies at once: their shared default trains once, the crop study's plan first
     assert main(["crop", "backbone", "--dry-run", "--results", str(tmp_path / "studies"), "run.threads=2"]) == 0
