@@ -85,6 +85,18 @@ def test_the_choices_plan_starts_with_the_plain_pooling_row_and_its_default() ->
     assert len(order) == len(set(order)) == 2 * len(distinct)
 
 
+def test_questions_asked_after_the_imbalance_one_build_on_its_answer() -> None:
+    from benchmarks.choices import IMBALANCE_ANSWER, QUESTIONS, variant_slug
+    from benchmarks.studies import BASE
+
+    winner = QUESTIONS["imbalance"]["shuffle + class-weighted CE"]
+    assert winner == ("ERM", IMBALANCE_ANSWER) and BASE == IMBALANCE_ANSWER
+    for _arm, overrides in QUESTIONS["alignment"].values():
+        assert overrides[:len(IMBALANCE_ANSWER)] == IMBALANCE_ANSWER
+    # its ERM row is the imbalance answer's own runs, so they are not trained twice
+    assert variant_slug(*QUESTIONS["alignment"]["no alignment (ERM)"]) == variant_slug(*winner)
+
+
 def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(tmp_path: Path) -> None:
     import json
 
