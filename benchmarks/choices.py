@@ -23,20 +23,19 @@ from typing import Any
 
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
-from benchmarks.ablation import (
-    ARMS,
+from benchmarks.ablation import ARMS
+from benchmarks.driver import (
     EPOCHS,
     REPO,
-    VAL_AUC_RULE,
     by_question,
     checkout_relative,
     commit_files,
-    fmt,
     load_results,
     raw_result,
+    require_results,
     train_planned,
-    val_auc_against_default,
 )
+from benchmarks.spread import VAL_AUC_RULE, fmt, val_auc_against_default
 
 RESULTS = REPO / "benchmarks/results/choices"
 
@@ -157,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         run_plan(args)
         return 0
+    if args.table_only:
+        require_results(args.results)
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         run_plan(args)

@@ -38,8 +38,10 @@ from amf.card import (
     read_card,
     weights_sha256,
 )
-from benchmarks.ablation import DOMAINS, _stat, fmt, load_results
+from benchmarks.ablation import DOMAINS
+from benchmarks.driver import load_results
 from benchmarks.publish import publish
+from benchmarks.spread import fmt, mean_sd
 from benchmarks.threshold_transfer import row_calibration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,7 +239,7 @@ def lodo_table(card: dict[str, Any], records: list[dict[str, Any]]) -> tuple[str
             continue
         cols = {k: [x[k] for x in rs] for k in ("balanced_accuracy", "sensitivity", "specificity", "roc_auc")}
         for k in means:
-            means[k].append(_stat(cols[k])[0])
+            means[k].append(mean_sd(cols[k])[0])
         lines.append(f"| {dom} ({rs[0]['n']} patches) | {fmt(cols['balanced_accuracy'])} | "
                      f"{fmt(cols['sensitivity'])} | {fmt(cols['specificity'])} | {fmt(cols['roc_auc'])} | "
                      f"{len(rs)} |")

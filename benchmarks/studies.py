@@ -31,22 +31,21 @@ from typing import Any
 
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
-from benchmarks.ablation import (
+from benchmarks.choices import IMBALANCE_ANSWER
+from benchmarks.driver import (
     EPOCHS,
     REPO,
-    VAL_AUC_RULE,
     by_question,
     checkout_relative,
     commit_files,
     config_setting,
-    fmt,
     load_results,
     raw_result,
+    require_results,
     result_state,
     train_planned,
-    val_auc_against_default,
 )
-from benchmarks.choices import IMBALANCE_ANSWER
+from benchmarks.spread import VAL_AUC_RULE, fmt, val_auc_against_default
 
 RESULTS = REPO / "benchmarks/results/studies"
 
@@ -212,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not args.studies:
         parser.error(f"unknown study {unknown[0]!r}; choose from {', '.join(STUDIES)}" if unknown
                      else "name at least one study")
-    if not args.table_only:
+    if args.table_only:
+        require_results(args.results)
+    else:
         if not args.dry_run:
             args.results.mkdir(parents=True, exist_ok=True)
         run_plan(args)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.ablation import DOMAINS, against, verdict_table
+from benchmarks.ablation import DOMAINS, verdict_table
+from benchmarks.spread import against
 
 
 @pytest.mark.parametrize(("arm", "erm", "expected"), [
@@ -69,7 +70,7 @@ def test_both_plan_orders_hold_every_run_once_and_a_fast_machine_finishes_a_seed
 
 
 def test_by_question_answers_one_question_whole_before_the_next() -> None:
-    from benchmarks.ablation import by_question
+    from benchmarks.driver import by_question
 
     order = by_question([["A", "a1", "a2"], ["B", "b1"], ["A", "c1"]], seeds=2)
     assert order[:6] == [("A", 0), ("A", 1), ("a1", 0), ("a1", 1), ("a2", 0), ("a2", 1)]
@@ -151,7 +152,7 @@ def test_the_drivers_stop_starting_trainings_past_their_deadline(tmp_path: Path,
     import datetime as dt
     import sys
 
-    from benchmarks.ablation import UNTIL_ENV, run_training, start_deadline
+    from benchmarks.driver import UNTIL_ENV, run_training, start_deadline
 
     at = dt.datetime(2026, 11, 28, 13, 50, tzinfo=dt.timezone.utc).timestamp()
     assert start_deadline("14:40", at) == at + 50 * 60  # HH:MM is UTC, the next such time
@@ -191,7 +192,8 @@ def test_a_result_counts_as_done_only_for_the_settings_that_made_it(tmp_path: Pa
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from benchmarks.ablation import REPO, main, plan, result_state, skip_or_refuse, train_command
+    from benchmarks.ablation import main, plan, train_command
+    from benchmarks.driver import REPO, result_state, skip_or_refuse
     from training.config import load_config
 
     assert plan(2, domains=["Hamamatsu XR", "TUPAC16"], arms=["ERM", "Full"]) == [
@@ -217,7 +219,8 @@ def test_a_result_counts_as_done_only_for_the_settings_that_made_it(tmp_path: Pa
 def test_the_generated_table_states_the_settings_its_runs_recorded(tmp_path: Path) -> None:
     import json
 
-    from benchmarks.ablation import REPO, write_outputs
+    from benchmarks.ablation import write_outputs
+    from benchmarks.driver import REPO
 
     results = tmp_path / "ablation"
     results.mkdir()
@@ -233,7 +236,7 @@ def test_the_generated_table_states_the_settings_its_runs_recorded(tmp_path: Pat
 
 
 def test_generated_files_name_results_relative_to_the_checkout_that_holds_them(tmp_path: Path) -> None:
-    from benchmarks.ablation import checkout_relative
+    from benchmarks.driver import checkout_relative
 
     (tmp_path / "main" / ".git").mkdir(parents=True)
     (tmp_path / "worktree").mkdir()
@@ -255,3 +258,15 @@ def test_older_records_resolve_auto_as_training_does() -> None:
     assert resolved_auto({"backbone": "tf_efficientnet_lite2", "pretrained": "auto"}) == "wheel"
     assert resolved_auto({"backbone": "tf_efficientnet_lite4", "pretrained": "auto"}) == "timm"
     assert resolved_auto({"backbone": "tf_efficientnet_lite0", "pretrained": "timm"}) == "timm"
+
+
+@pytest.mark.parametrize("driver", ["ablation", "choices", "studies"])
+def test_table_only_refuses_a_folder_without_raw_results(tmp_path: Path, driver: str) -> None:
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{driver}").main
+    empty = tmp_path / "mistyped"
+    args = ["--table-only", "--results", str(empty), *(["crop"] if driver == "studies" else [])]
+    with pytest.raises(SystemExit, match=r"^error: no raw results \(\*\.json\) in .*mistyped; nothing to tabulate$"):
+        main(args)
+    assert list(tmp_path.iterdir()) == []  # no folder made, no table overwritten
