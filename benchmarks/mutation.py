@@ -76,6 +76,7 @@ TARGETS: dict[str, list[str]] = {
     "training/distil.py": ["test/test_recipe_parts.py", "test/test_recipe_properties.py", "test/test_learning.py",
                            "test/test_training.py"],
     "training/ensemble.py": ["test/test_ensemble.py", "test/test_threshold_transfer.py"],
+    "training/calibration.py": ["test/test_ensemble.py", "test/test_threshold_transfer.py"],
 }
 
 # Survivors shown equivalent: (module, code, operator, original, mutated) -> the one-line reason, naming
@@ -252,48 +253,48 @@ EQUIVALENT: dict[tuple[str, str, str, str, str], str] = {
         'shrink = size < max(x.shape[-2:])',
         "constant 2 -> 3", "2", "(3)"):
         "max over (3, H, W) differs from max over (H, W) only when H, W < 3, which only grow: no antialias either way",
-    # fit_temperature's search settings: the NLL is unimodal in log T (convex in 1/T), so any grid that
-    # brackets its minimum and any shrinking bracket search inside it reach the same temperature (to
-    # ~1e-7 relative here, far inside the tests' 2e-5)
+    # training/calibration.py, fit_temperature's search settings: the NLL is unimodal in log T (convex
+    # in 1/T), so any grid that brackets its minimum and any shrinking bracket search inside it reach the
+    # same temperature (to ~1e-7 relative here, far inside the tests' 2e-5)
     (
-        "training/ensemble.py",
+        "training/calibration.py",
         'grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))',
         'constant 121 -> 122', '121', '(122)'):
         'a grid of 122 points brackets the same minimum; the search inside finds the same temperature',
     (
-        "training/ensemble.py",
+        "training/calibration.py",
         'lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, last)])',
         'constant 1 -> 2', '1', '(2)'):
         "a bracket two grid steps wide on either side holds the same single minimum (at the range's edges "
         "the clamps still stop it there)",
     (
-        "training/ensemble.py",
+        "training/calibration.py",
         'ratio = (math.sqrt(5) - 1) / 2',
         'constant 5 -> 6', '5', '(6)'):
         "(√6 − 1)/2 ≈ 0.72 instead of the golden ratio still shrinks the bracket round the minimum, to "
         "0.72^40 of 0.1 in log T (3e-7)",
     (
-        "training/ensemble.py",
+        "training/calibration.py",
         'for _ in range(40):',
         'constant 40 -> 41', '40', '(41)'):
         'one more golden-section step only narrows a bracket that is already ~5e-10 wide in log T',
     (
-        "training/ensemble.py",
-        'if _nll(y, calibrated_probs(margins, math.exp(a))) <= _nll(y, calibrated_probs(margins, math.exp(b))):',
+        "training/calibration.py",
+        'if nll(y, calibrated_probs(margins, math.exp(a))) <= nll(y, calibrated_probs(margins, math.exp(b))):',
         "compare <= -> <",
-        "_nll(y, calibrated_probs(margins, math.exp(a))) <= _nll(y, calibrated_probs(margins, math.exp(b)))",
-        "(_nll(y, calibrated_probs(margins, math.exp(a))) < _nll(y, calibrated_probs(margins, math.exp(b))))"):
+        "nll(y, calibrated_probs(margins, math.exp(a))) <= nll(y, calibrated_probs(margins, math.exp(b)))",
+        "(nll(y, calibrated_probs(margins, math.exp(a))) < nll(y, calibrated_probs(margins, math.exp(b))))"):
         'which half a tie keeps: two NLLs tie only where the NLL is flat, and either half then holds a minimum',
     # fit_platt's L-BFGS: the strong-Wolfe line search picks the step, so the first trial step and one
     # more iteration end at the same optimum of a smooth convex loss
     (
-        "training/ensemble.py",
+        "training/calibration.py",
         'optimiser = torch.optim.LBFGS([log_scale, bias], lr=1.0, max_iter=200, tolerance_grad=1e-10,',
         'constant 1.0 -> 2.0', '1.0', '(2.0)'):
         "a first trial step of 2 instead of 1: the line search still settles where the Wolfe conditions "
         "hold, at the same optimum",
     (
-        "training/ensemble.py",
+        "training/calibration.py",
         'optimiser = torch.optim.LBFGS([log_scale, bias], lr=1.0, max_iter=200, tolerance_grad=1e-10,',
         'constant 200 -> 201', '200', '(201)'):
         'an iteration cap of 201: the fit stops on its tolerances long before 200',

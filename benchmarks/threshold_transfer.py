@@ -121,7 +121,7 @@ def _scores(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
 def transfer(members: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     """The shipped rule on ``members``' margins: fit on their pooled validation predictions, apply to
     each member and to their average on the held-out domain."""
-    from training.ensemble import choose_calibration, member_probs
+    from training.calibration import choose_calibration, member_probs
 
     val_m = np.concatenate([m["val_margins"] for m in members])
     val_y = np.concatenate([m["val_labels"] for m in members])

@@ -22,19 +22,17 @@ from amf.model_dir import format_needed, load_model_dir, make_card, read_card, s
 from amf.network import MemberEnsemble, create_model
 from amf.predict import Predictor, predict_proba
 from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from training.ensemble import (
+from training.calibration import (
     CALIBRATIONS,
-    OutOfFold,
-    _nll,
     calibrated_probs,
     choose_calibration,
     cross_fitted,
-    fit_oof,
     fit_platt,
     fit_temperature,
     member_probs,
-    pool_oof,
+    nll,
 )
+from training.ensemble import OutOfFold, fit_oof, pool_oof
 from training.train import VAL_PREDICTIONS
 
 BACKBONE = "mobilenetv2_050"
@@ -287,7 +285,7 @@ def test_temperature_is_the_nll_minimum_not_a_grid_point_near_it() -> None:
     y = (rng.random(5000) < calibrated_probs(margins, 2.3)).astype(np.int64)
     t = fit_temperature(margins, y)
     dense = np.exp(np.linspace(np.log(t) - 0.02, np.log(t) + 0.02, 4001))
-    best = dense[int(np.argmin([_nll(y.astype(np.float64), calibrated_probs(margins, d)) for d in dense]))]
+    best = dense[int(np.argmin([nll(y.astype(np.float64), calibrated_probs(margins, d)) for d in dense]))]
     assert abs(math.log(best / t)) < 2e-5
 
 

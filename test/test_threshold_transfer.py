@@ -12,7 +12,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from amf.metrics import best_threshold
 from benchmarks import threshold_transfer as tt
-from training.ensemble import choose_calibration, member_probs
+from training.calibration import choose_calibration, member_probs
 
 
 def _member(rng: np.random.Generator, shift: float, test_margins: np.ndarray, test_y: np.ndarray) -> dict:
