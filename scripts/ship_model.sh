@@ -8,7 +8,9 @@
 # as the latency baseline; swap model/ in (the card and the weights only: an ONNX export is built, not
 # shipped); rewrite test/input and test/expected_output.json so that no test page lies within 0.02 of
 # the new threshold; export model.onnx; with --latency, measure the cold 16-page job against the old
-# model, paired and interleaved; regenerate benchmarks/results/model_card.md and the README's copies.
+# model, paired and interleaved; for an ensemble's model/ (beside its fold-k/ runs), bring the fold
+# records and the out-of-fold report in benchmarks/results/ensemble/ up to it (benchmarks/ensemble_record.py);
+# regenerate benchmarks/results/model_card.md and the README's copies.
 # Then review `git diff`, run the tests and commit model/, test/ and benchmarks/results/ together.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,6 +33,10 @@ echo "model/ is now $SRC ($(du -sh model | cut -f1))"
 "$PY" -m amf.onnx_export model
 if [[ $LATENCY == --latency ]]; then
   "$PY" benchmarks/latency.py --model model --baseline-model "$PREVIOUS"
+fi
+RUN=$(dirname "$SRC")
+if [[ -f $RUN/ensemble_report.json ]]; then
+  "$PY" -m benchmarks.ensemble_record "$RUN"
 fi
 "$PY" -m benchmarks.model_card >/dev/null
 "$PY" -m benchmarks.readme_sync

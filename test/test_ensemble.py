@@ -514,6 +514,35 @@ def test_ensemble_command_resumes_fold_by_fold_and_refuses_what_it_owns(ensemble
     assert main(["--folds", "2", "--out", str(out), "--tta", "none", *ensemble_args(manifest)]) == 0
 
 
+def test_the_recorder_keeps_each_finished_fold_and_the_report_and_changes_nothing_twice(
+        ensemble_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.ensemble_record import main, record
+
+    out, _ = ensemble_run
+    results = tmp_path / "ensemble"
+    results.mkdir()
+    (results / "fold-0.json").write_text('{"fold": 0, "of": 5}')  # an older ensemble's record: replaced
+    (results / "fold-3.json").write_text('{"fold": 3, "of": 5}')  # a fold this model has not: removed
+    changed = record(out, results)
+    assert sorted(p.name for p in changed) == ["ensemble_report.json", "fold-0.json", "fold-1.json", "fold-3.json",
+                                               "reliability.png"]
+    assert sorted(p.name for p in results.iterdir()) == ["ensemble_report.json", "fold-0.json", "fold-1.json",
+                                                         "reliability.png"]
+    for k in range(2):
+        rec = json.loads((results / f"fold-{k}.json").read_text())
+        card = read_card(out / f"fold-{k}" / "model")["provenance"]
+        assert (rec["fold"], rec["of"], rec["trained_at"]) == (k, 2, card["trained_at"])
+        assert rec["code"] == {"commit": card["git_commit"], "dirty": card["git_dirty"]}
+        assert rec["split"] == f"slide-grouped fold {k} of 2" and len(rec["curve"]) == 1
+        assert rec["config_digest"] == card["config_digest"] and rec["student"]["val"]["n"] > 0
+    assert (results / "ensemble_report.json").read_bytes() == (out / "ensemble_report.json").read_bytes()
+    assert record(out, results) == []  # the same training again: nothing to write
+    # following a process that is not there (pid above the kernel's maximum): one pass, then done
+    assert main([str(out), "--results", str(results), "--follow", "999999999"]) == 0
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+
+
 def test_tta_benchmark_on_out_of_fold_predictions(ensemble_run: tuple[Path, Path], tmp_path: Path) -> None:
     from benchmarks.tta_oof import main
 
