@@ -6,7 +6,18 @@
 #   setsid nohup bash benchmarks/cpu_plan.sh >> runs/cpu_plan.log 2>&1 < /dev/null &   # start or resume
 #   AMF_START_RUNS_UNTIL=14:40 setsid nohup bash benchmarks/cpu_plan.sh ... &        # start no run after 14:40 UTC
 #   CPU_PLAN_DRY=1 bash benchmarks/cpu_plan.sh                                          # the plan, nothing run
-#   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies)"; pkill -f "training.train"   # stop
+#   bash benchmarks/cpu_plan.sh ensemble alignment backbone                             # these stages, in this order
+#   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies|ensemble_record)"; \
+#     pkill -f "training.(train|ensemble)"                                              # stop
+#
+# Stages (default: attention-imbalance crop alignment backbone): the choices' questions and the studies,
+# and `ensemble`, the 5-fold ensemble of the recipe that ships next (the default config with the
+# imbalance answer, benchmarks/choices.py IMBALANCE_ANSWER) into runs/ensemble/, each finished fold's
+# record committed as it lands (benchmarks/ensemble_record.py). It takes about 2.5 hours on 2 cores
+# (CPU_PLAN_ENSEMBLE_MINUTES, default 150), so under AMF_START_RUNS_UNTIL it starts only if it would
+# end by the time a single run started at that deadline would (about 30 minutes after it): a session
+# cut short loses every fold's weights, and keeps only the records. Shipping it stays a reviewed step:
+# scripts/ship_model.sh runs/ensemble/model.
 #
 # Training runs from a worktree pinned at HEAD when the queue starts (CPU_PLAN_WORKTREE, default
 # ../amf-cpu-plan), so edits in this checkout never change the code under a run; each JSON records
@@ -14,35 +25,75 @@
 # its checkpoint when the queue starts again, and the raw JSONs and tables are committed here. With
 # AMF_START_RUNS_UNTIL (HH:MM UTC or an ISO date-time) no training starts after that time and the queue
 # stops there, so the end of a session or a loan is not spent on a run that cannot finish.
+#
+# Everything runs inside main(), which bash reads whole before it starts: an edit or a checkout of this
+# file while a queue runs cannot change what that queue does next.
 set -euo pipefail
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-py="$repo/.venv/bin/python"
-[[ -x $py ]] || { echo "error: $py is missing; set up the checkout first (README, first command)" >&2; exit 2; }
-threads=${CPU_PLAN_THREADS:-$(nproc)}
-common=("run.threads=$threads")
-dry=()
-[[ ${CPU_PLAN_DRY:-0} == 1 ]] && dry=(--dry-run)
 
-if [[ ${#dry[@]} -eq 0 ]]; then
-  wt=${CPU_PLAN_WORKTREE:-$repo/../amf-cpu-plan}
-  git -C "$repo" worktree remove --force "$wt" 2>/dev/null || true
-  git -C "$repo" worktree add --quiet --detach "$wt" HEAD
-  ln -sfn "$repo/.venv" "$wt/.venv"
-  echo "$(date -u +%FT%TZ) queue at $(git -C "$wt" rev-parse --short HEAD) in $wt, $threads threads"
-  cd "$wt"
-  export OMP_NUM_THREADS=$threads
-else
-  cd "$repo"
-fi
-# The order weighs what an answer could change: attention and the imbalance handling (cheap ERM runs),
-# then the input crop (two top Track 2 teams crop to the figure; it would change what ships), then the
-# alignment's form and strength (slower runs of a part that alone is within ERM's spread), then Lite2.
-choices() { "$py" -m benchmarks.choices "${dry[@]}" --commit --results "$repo/benchmarks/results/choices" \
-              --runs "$repo/runs/choices" "${common[@]}" --questions "$@"; }
-studies() { "$py" -m benchmarks.studies "$@" "${dry[@]}" --commit --results "$repo/benchmarks/results/studies" \
-              --runs "$repo/runs/studies" "${common[@]}"; }
-choices attention imbalance
-studies crop
-choices alignment
-studies backbone
-echo "$(date -u +%FT%TZ) queue done"
+main() {
+  stages=("$@")
+  [[ ${#stages[@]} -gt 0 ]] || stages=(attention-imbalance crop alignment backbone)
+  for stage in "${stages[@]}"; do  # every name checked before anything runs
+    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|ensemble)$ ]] || {
+      echo "error: unknown stage $stage; choose from attention-imbalance crop alignment backbone ensemble" >&2; exit 2; }
+  done
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  py="$repo/.venv/bin/python"
+  [[ -x $py ]] || { echo "error: $py is missing; set up the checkout first (README, first command)" >&2; exit 2; }
+  threads=${CPU_PLAN_THREADS:-$(nproc)}
+  common=("run.threads=$threads")
+  dry=()
+  [[ ${CPU_PLAN_DRY:-0} == 1 ]] && dry=(--dry-run)
+
+  if [[ ${#dry[@]} -eq 0 ]]; then
+    wt=${CPU_PLAN_WORKTREE:-$repo/../amf-cpu-plan}
+    git -C "$repo" worktree remove --force "$wt" 2>/dev/null || true
+    git -C "$repo" worktree add --quiet --detach "$wt" HEAD
+    ln -sfn "$repo/.venv" "$wt/.venv"
+    echo "$(date -u +%FT%TZ) queue at $(git -C "$wt" rev-parse --short HEAD) in $wt, $threads threads"
+    cd "$wt"
+    export OMP_NUM_THREADS=$threads
+  else
+    cd "$repo"
+  fi
+  # The order weighs what an answer could change: attention and the imbalance handling (cheap ERM runs),
+  # then the input crop (two top Track 2 teams crop to the figure; it would change what ships), then the
+  # alignment's form and strength (slower runs of a part that alone is within ERM's spread), then Lite2.
+  choices() { "$py" -m benchmarks.choices "${dry[@]}" --commit --results "$repo/benchmarks/results/choices" \
+                --runs "$repo/runs/choices" "${common[@]}" --questions "$@"; }
+  studies() { "$py" -m benchmarks.studies "$@" "${dry[@]}" --commit --results "$repo/benchmarks/results/studies" \
+                --runs "$repo/runs/studies" "${common[@]}"; }
+  ensemble() {
+    local answer out="$repo/runs/ensemble"
+    answer=$("$py" -c "from benchmarks.choices import IMBALANCE_ANSWER; print(' '.join(IMBALANCE_ANSWER))")
+    # shellcheck disable=SC2206  # the answer's words are overrides without spaces
+    local cmd=("$py" -m training.ensemble --config training/configs/default.yaml --folds 5 --out "$out"
+               $answer run.progress=false "${common[@]}")
+    if [[ ${#dry[@]} -gt 0 ]]; then
+      echo "ensemble: $(compgen -G "$out/fold-*/summary.json" | wc -l) of 5 folds done"
+      echo "  ${cmd[*]}"
+      return
+    fi
+    local minutes=${CPU_PLAN_ENSEMBLE_MINUTES:-150}
+    "$py" -c "import sys, time; from benchmarks.driver import start_deadline; d = start_deadline(); \
+  sys.exit(0 if d is None or time.time() + ($minutes - 30) * 60 <= d else 3)" || {
+      echo "stopped: the ensemble (~$minutes min) would end well past AMF_START_RUNS_UNTIL; it starts on a later call"
+      exit 3; }
+    mkdir -p "$out"
+    "${cmd[@]}" >> "$out/driver.log" 2>&1 &
+    local pid=$!
+    "$py" -m benchmarks.ensemble_record "$out" --follow "$pid" --commit --results "$repo/benchmarks/results/ensemble"
+    wait "$pid"
+  }
+  for stage in "${stages[@]}"; do
+    case $stage in
+      attention-imbalance) choices attention imbalance ;;
+      alignment) choices alignment ;;
+      crop | backbone) studies "$stage" ;;
+      ensemble) ensemble ;;
+    esac
+  done
+  echo "$(date -u +%FT%TZ) queue done"
+}
+
+main "$@"; exit

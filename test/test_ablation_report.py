@@ -188,6 +188,32 @@ def test_the_cpu_queue_plans_choices_and_studies_in_its_order() -> None:
     assert all("run.threads=" in line for line in proc.stdout.splitlines() if line.startswith("  "))
 
 
+def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble_of_the_answer(
+        tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from benchmarks.choices import IMBALANCE_ANSWER
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def queue(*stages: str, dry: str = "1") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "benchmarks/cpu_plan.sh", *stages], cwd=repo, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "CPU_PLAN_DRY": dry,
+                                                "CPU_PLAN_WORKTREE": str(tmp_path / "wt")})
+
+    proc = queue("ensemble", "crop")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("ensemble: ") and lines[0].endswith(" of 5 folds done")
+    assert "-m training.ensemble --config training/configs/default.yaml --folds 5" in lines[1]
+    assert " ".join(IMBALANCE_ANSWER) in lines[1] and "run.threads=" in lines[1]
+    assert any("center-crop" in line for line in lines[2:])  # then the next stage
+    # a mistyped stage stops the queue before anything starts: no worktree, no run
+    proc = queue("crop", "ensembel", dry="0")
+    assert proc.returncode == 2 and "unknown stage ensembel" in proc.stderr and not (tmp_path / "wt").exists()
+
+
 def test_a_result_counts_as_done_only_for_the_settings_that_made_it(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     import json
