@@ -11,7 +11,7 @@ leave-one-domain-out ablation stays an honest test. Each row changes one thing a
 question's default: imbalance and attention on ERM, the alignment's form and strength on
 ERM+Align. Two seeds each; a difference within the seed spread is reported as none. A question
 asked after another is answered builds on that answer: the alignment runs train with the imbalance
-handling that won (``IMBALANCE_ANSWER``), as the recipe that ships next does.
+handling that won (``benchmarks/answers.py``), as the recipe that ships next does.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
 from benchmarks.ablation import ARMS
+from benchmarks.answers import IMBALANCE_ANSWER
 from benchmarks.driver import (
     EPOCHS,
     REPO,
@@ -44,9 +45,6 @@ RESULTS = REPO / "benchmarks/results/choices"
 # defaults of the time leave each command's config, and so each committed result's digest, as it was.
 BASE = ["optim.sampler=balanced", "optim.loss=ce"]
 
-# The imbalance question's winner on validation (choices.md: +0.037 val AUC over the balanced sampler).
-# Later questions and the studies build on it, so their answers hold for the recipe that ships next.
-IMBALANCE_ANSWER = ["optim.sampler=shuffle", "optim.loss=weighted_ce"]
 
 # question -> variant -> (ablation arm it modifies, overrides). The first variant of each question is its
 # default; questions run in this order, so a budget cut short answers the first ones (see plan).

@@ -12,7 +12,7 @@
 #
 # Stages (default: attention-imbalance crop alignment backbone): the choices' questions and the studies,
 # and `ensemble`, the 5-fold ensemble of the recipe that ships next (the default config with the
-# imbalance answer, benchmarks/choices.py IMBALANCE_ANSWER) into runs/ensemble/, each finished fold's
+# validation answers so far, benchmarks/answers.py SHIPS_NEXT) into runs/ensemble/, each finished fold's
 # record committed as it lands (benchmarks/ensemble_record.py). It takes about 2.5 hours on 2 cores
 # (CPU_PLAN_ENSEMBLE_MINUTES, default 150), so under AMF_START_RUNS_UNTIL it starts only if it would
 # end by the time a single run started at that deadline would (about 30 minutes after it): a session
@@ -65,8 +65,8 @@ main() {
                 --runs "$repo/runs/studies" "${common[@]}"; }
   ensemble() {
     local answer out="$repo/runs/ensemble"
-    answer=$("$py" -c "from benchmarks.choices import IMBALANCE_ANSWER; print(' '.join(IMBALANCE_ANSWER))")
-    # shellcheck disable=SC2206  # the answer's words are overrides without spaces
+    answer=$("$py" -c "from benchmarks.answers import SHIPS_NEXT; print(' '.join(SHIPS_NEXT))")
+    # shellcheck disable=SC2206  # the answers' words are overrides without spaces
     local cmd=("$py" -m training.ensemble --config training/configs/default.yaml --folds 5 --out "$out"
                $answer run.progress=false "${common[@]}")
     if [[ ${#dry[@]} -gt 0 ]]; then

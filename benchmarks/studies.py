@@ -31,7 +31,7 @@ from typing import Any
 
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
-from benchmarks.choices import IMBALANCE_ANSWER
+from benchmarks.answers import IMBALANCE_ANSWER
 from benchmarks.driver import (
     EPOCHS,
     REPO,

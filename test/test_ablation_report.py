@@ -87,7 +87,8 @@ def test_the_choices_plan_starts_with_the_plain_pooling_row_and_its_default() ->
 
 
 def test_questions_asked_after_the_imbalance_one_build_on_its_answer() -> None:
-    from benchmarks.choices import IMBALANCE_ANSWER, QUESTIONS, variant_slug
+    from benchmarks.answers import IMBALANCE_ANSWER
+    from benchmarks.choices import QUESTIONS, variant_slug
     from benchmarks.studies import BASE
 
     winner = QUESTIONS["imbalance"]["shuffle + class-weighted CE"]
@@ -96,6 +97,27 @@ def test_questions_asked_after_the_imbalance_one_build_on_its_answer() -> None:
         assert overrides[:len(IMBALANCE_ANSWER)] == IMBALANCE_ANSWER
     # its ERM row is the imbalance answer's own runs, so they are not trained twice
     assert variant_slug(*QUESTIONS["alignment"]["no alignment (ERM)"]) == variant_slug(*winner)
+
+
+def test_each_answer_is_what_its_committed_results_call_higher_than_the_default() -> None:
+    from benchmarks.answers import CROP_ANSWER, IMBALANCE_ANSWER, SHIPS_NEXT
+    from benchmarks.choices import QUESTIONS, variant_slug
+    from benchmarks.driver import REPO, load_results
+    from benchmarks.spread import val_auc_against_default
+    from benchmarks.studies import STUDIES
+
+    choices = load_results(REPO / "benchmarks/results/choices")
+    studies = load_results(REPO / "benchmarks/results/studies")
+    imbalance = QUESTIONS["imbalance"]
+    default = [r for r in choices if r["variant"] == variant_slug(*next(iter(imbalance.values())))]
+    answer = [r for r in choices if r["variant"] == variant_slug("ERM", IMBALANCE_ANSWER)]
+    assert val_auc_against_default(answer, default).endswith(" higher")
+    crop = STUDIES["crop"]
+    assert CROP_ANSWER in crop.values()
+    default = [r for r in studies if r["variant_slug"] == "default"]
+    answer = [r for r in studies if r["overrides"] == CROP_ANSWER]
+    assert len(answer) == 2 and val_auc_against_default(answer, default).endswith(" higher")
+    assert [*IMBALANCE_ANSWER, *CROP_ANSWER] == SHIPS_NEXT
 
 
 def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(tmp_path: Path) -> None:
@@ -193,7 +215,7 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     import os
     import subprocess
 
-    from benchmarks.choices import IMBALANCE_ANSWER
+    from benchmarks.answers import SHIPS_NEXT
 
     repo = Path(__file__).resolve().parents[1]
 
@@ -207,7 +229,7 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("ensemble: ") and lines[0].endswith(" of 5 folds done")
     assert "-m training.ensemble --config training/configs/default.yaml --folds 5" in lines[1]
-    assert " ".join(IMBALANCE_ANSWER) in lines[1] and "run.threads=" in lines[1]
+    assert " ".join(SHIPS_NEXT) in lines[1] and "run.threads=" in lines[1]
     assert any("center-crop" in line for line in lines[2:])  # then the next stage
     # a mistyped stage stops the queue before anything starts: no worktree, no run
     proc = queue("crop", "ensembel", dry="0")
