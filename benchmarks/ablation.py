@@ -35,6 +35,7 @@ from benchmarks.driver import (
     checkout_relative,
     commit_files,
     config_setting,
+    input_words,
     load_results,
     raw_result,
     require_results,
@@ -234,6 +235,7 @@ def write_outputs(results: Path) -> None:
         "",
         f"Budget per run: {', '.join(map(str, epochs))} epochs of {config_setting(records, 'model', 'backbone')} "
         f"({_pretrained_words(records)}), batch {config_setting(records, 'optim', 'batch_size')}, "
+        f"{input_words(records)}, "
         f"{config_setting(records, 'optim', 'sampler')} sampling with {config_setting(records, 'optim', 'loss')} loss, "
         "the same augmentation and selection rule for every arm: the last "
         "epoch's student, scored on the held-out domain at the threshold that maximised balanced accuracy on a "

@@ -17,3 +17,9 @@ IMBALANCE_ANSWER = ["optim.sampler=shuffle", "optim.loss=weighted_ce"]
 CROP_ANSWER = ["data.center_crop=64"]
 
 SHIPS_NEXT = [*IMBALANCE_ANSWER, *CROP_ANSWER]
+
+
+def recipe_slug(overrides: list[str]) -> str:
+    """A folder name for results made with ``overrides``: ``sampler-shuffle-loss-weighted-ce-center-crop-64``."""
+    words = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in (o.split("=", 1) for o in overrides)]
+    return "".join(c if c.isalnum() or c == "." else "-" for c in "-".join(words).lower())

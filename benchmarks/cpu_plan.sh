@@ -10,8 +10,10 @@
 #   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies|ensemble_record)"; \
 #     pkill -f "training.(train|ensemble)"                                              # stop
 #
-# Stages (default: attention-imbalance crop alignment backbone): the choices' questions and the studies,
-# and `ensemble`, the 5-fold ensemble of the recipe that ships next (the default config with the
+# Stages (default: attention-imbalance crop alignment backbone): the choices' questions and the studies;
+# `lodo`, the leave-one-domain-out ablation's ERM and Full arms (2 seeds, 3 domains, 12 runs) of the
+# recipe that ships next, into benchmarks/results/ablation-<its settings>/ (the LODO numbers its card
+# needs; measured, never used to choose); and `ensemble`, the 5-fold ensemble of the recipe that ships next (the default config with the
 # validation answers so far, benchmarks/answers.py SHIPS_NEXT) into runs/ensemble/, each finished fold's
 # record committed as it lands (benchmarks/ensemble_record.py). It takes about 2.5 hours on 2 cores
 # (CPU_PLAN_ENSEMBLE_MINUTES, default 150), so under AMF_START_RUNS_UNTIL it starts only if it would
@@ -34,8 +36,9 @@ main() {
   stages=("$@")
   [[ ${#stages[@]} -gt 0 ]] || stages=(attention-imbalance crop alignment backbone)
   for stage in "${stages[@]}"; do  # every name checked before anything runs
-    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|ensemble)$ ]] || {
-      echo "error: unknown stage $stage; choose from attention-imbalance crop alignment backbone ensemble" >&2; exit 2; }
+    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|lodo|ensemble)$ ]] || {
+      echo "error: unknown stage $stage; choose from attention-imbalance crop alignment backbone lodo ensemble" >&2
+      exit 2; }
   done
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   py="$repo/.venv/bin/python"
@@ -63,6 +66,15 @@ main() {
                 --runs "$repo/runs/choices" "${common[@]}" --questions "$@"; }
   studies() { "$py" -m benchmarks.studies "$@" "${dry[@]}" --commit --results "$repo/benchmarks/results/studies" \
                 --runs "$repo/runs/studies" "${common[@]}"; }
+  lodo() {
+    local answer name
+    answer=$("$py" -c "from benchmarks.answers import SHIPS_NEXT; print(' '.join(SHIPS_NEXT))")
+    name=$("$py" -c "from benchmarks.answers import SHIPS_NEXT, recipe_slug; print(recipe_slug(SHIPS_NEXT))")
+    # shellcheck disable=SC2086  # the answers' words are overrides without spaces
+    "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm ERM --arm Full \
+      --results "$repo/benchmarks/results/ablation-$name/ablation" --runs "$repo/runs/ablation-$name" \
+      "${common[@]}" $answer
+  }
   ensemble() {
     local answer out="$repo/runs/ensemble"
     answer=$("$py" -c "from benchmarks.answers import SHIPS_NEXT; print(' '.join(SHIPS_NEXT))")
@@ -90,6 +102,7 @@ main() {
       attention-imbalance) choices attention imbalance ;;
       alignment) choices alignment ;;
       crop | backbone) studies "$stage" ;;
+      lodo) lodo ;;
       ensemble) ensemble ;;
     esac
   done

