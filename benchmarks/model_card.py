@@ -39,7 +39,7 @@ from amf.card import (
     weights_sha256,
 )
 from benchmarks.ablation import DOMAINS
-from benchmarks.driver import load_results
+from benchmarks.driver import checkout_relative, load_results
 from benchmarks.publish import publish
 from benchmarks.spread import fmt, mean_sd
 from benchmarks.threshold_transfer import row_calibration
@@ -317,7 +317,8 @@ def render(raw: dict[str, Any]) -> str:
         lines += [calibration, ""]
     lines += ["## Under domain shift: one network, each domain held out", ""]
     if lodo:
-        lines += [f"The ablation's {SHIPPED_ARM} arm (`benchmarks/results/ablation/`): one network trained with "
+        lines += [f"The ablation's {SHIPPED_ARM} arm (`{raw.get('ablation_shown', 'benchmarks/results/ablation')}/`): "
+                  "one network trained with "
                   "this recipe on the other AMi-Br domains, scored on the held-out one at its in-domain validation "
                   "threshold (mean ± sd over seeds; ¹ one seed).", "", lodo, "",
                   "Recipe settings where those runs differ from this card: "
@@ -335,6 +336,7 @@ def gather(model_dir: Path, ablation: Path, latency: Path, transfer: Path) -> di
             "model_dir_shown": str(model_dir.resolve().relative_to(REPO))
             if model_dir.resolve().is_relative_to(REPO) else str(model_dir),
             "ablation": load_results(ablation) if ablation.is_dir() else [],
+            "ablation_shown": str(checkout_relative(ablation)),
             "latency": json.loads(latency.read_text()) if latency.is_file() else None,
             "transfer": json.loads(transfer.read_text()) if transfer.is_file() else None}
 
