@@ -10,6 +10,10 @@
 #            (GPU_CHECK_DIR=.gpu/j1 with carry [".whl", ".gpu/j1"] for the 2-member ensemble check too)
 #   call 2:  carry [".gpu/ami-br-webp95"]  command: bash benchmarks/gpu_plan.sh ablation  (timeout_s 540)
 #   or:      carry [".gpu/ami-br-webp95"]  command: bash benchmarks/gpu_plan.sh studies   (timeout_s 540)
+#   or:      carry [".gpu/ami-br-webp95"]  command: bash benchmarks/gpu_plan.sh ensemble  (timeout_s 540): the
+#            next shipped model's 5 folds; join the parts that come back (cat ensemble.tgz.part-* | tar -xz),
+#            then scripts/ship_model.sh <that>/ensemble/model and copy ensemble-records/ into
+#            benchmarks/results/ensemble/ (trained on the lossy copy: its card names it)
 #   Lite2:   carry [".whl2"]  command: GPU_WHEELS=.whl2 bash benchmarks/gpu_plan.sh install   (then, warm,
 #            GPU_PLAN_STUDIES=backbone with the data as in call 2: wheels stay installed in /tmp/site)
 #
@@ -18,7 +22,7 @@
 # numbers from the lossy copy are marked as such (their config names the copy, e.g. .gpu/ami-br-webp95).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PART="${1:?usage: gpu_plan.sh checks|ablation|studies|install}"
+PART="${1:?usage: gpu_plan.sh checks|ablation|studies|ensemble|install}"
 DATA="${GPU_DATA:-.gpu/ami-br-webp95}"  # benchmarks/gpu_data.py's lossy copy of AMi-Br
 DEVICE="${GPU_PLAN_DEVICE:-cuda}"
 QUICK="${GPU_PLAN_QUICK:-0}"
@@ -107,10 +111,31 @@ case "$PART" in
         && rm -rf "${OUT:?}/$study-gpu-lossy"
     done
     ;;
+  ensemble)
+    # The 5-fold ensemble of the recipe that ships next (benchmarks/answers.py SHIPS_NEXT) that the CPU needs
+    # ~2.5 hours for (#10): about a minute a fold here. What comes back: the model directory, the run's log
+    # and its records (benchmarks/ensemble_record.py), as one tarball in parts under the 16 MiB a file may be.
+    [[ -f $DATA/manifest.csv ]] || { echo "error: carry $DATA (python -m benchmarks.gpu_data)" >&2; exit 2; }
+    epochs=15; [[ $QUICK == 1 ]] && epochs=1
+    answer=$("$PY" -c "from benchmarks.answers import SHIPS_NEXT; print(' '.join(SHIPS_NEXT))")
+    log "5. the ensemble of the recipe that ships next ($answer) on the lossy copy $DATA"
+    # shellcheck disable=SC2086  # the answers' words and GPU_PLAN_ENSEMBLE_EXTRA are overrides without spaces
+    scratch=$(mktemp -d "${TMPDIR:-/tmp}/gpu-ensemble.XXXXXX")  # a fresh run: nothing resumed from an earlier one
+    timeout "${GPU_PLAN_ENSEMBLE_S:-480}" "$PY" -m training.ensemble --folds 5 --out "$scratch/run" $answer \
+      "data.manifests=[$DATA/manifest.csv]" "data.cache_dir=$scratch/cache" "run.device=$DEVICE" run.amp=true \
+      run.progress=false "optim.epochs=$epochs" ${GPU_PLAN_ENSEMBLE_EXTRA:-}
+    log "ensemble stopped with exit $? (124: time's up; the finished folds' records still come back)"
+    mkdir -p "$scratch/pack/ensemble"
+    "$PY" -m benchmarks.ensemble_record "$scratch/run" --results "$scratch/pack/ensemble-records"
+    cp "$scratch/run/ensemble.log" "$scratch/pack/ensemble/" 2>/dev/null
+    [[ -f $scratch/run/model/model.json ]] && cp -r "$scratch/run/model" "$scratch/pack/ensemble/"
+    tar -C "$scratch/pack" -czf - . | split -b 15M -d - "$OUT/ensemble.tgz.part-"
+    ls -l "$OUT"
+    ;;
   install)
     # the wheels in $WHEELS were installed into /tmp/site above; a warm machine keeps them for the next call
     "$PY" -c "import sys; sys.path.insert(0, '/tmp/site'); import pkgutil; print(sorted(m.name for m in \
 pkgutil.iter_modules(['/tmp/site'])))" | tee "$OUT/installed.txt"
     ;;
-  *) echo "usage: gpu_plan.sh checks|ablation|studies|install" >&2; exit 2 ;;
+  *) echo "usage: gpu_plan.sh checks|ablation|studies|ensemble|install" >&2; exit 2 ;;
 esac
