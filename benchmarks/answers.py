@@ -4,9 +4,14 @@ from the raw results, that the table still calls it higher than its default.
 
 The default config stays the recipe that trained ``model/`` until the next model ships (its card and
 the default must agree); then these move into ``training/config.py`` and the list empties.
+
+    python -m benchmarks.answers          # SHIPS_NEXT as overrides, for the queues' command lines
+    python -m benchmarks.answers --slug   # its folder name, e.g. sampler-shuffle-loss-weighted-ce-center-crop-64
 """
 
 from __future__ import annotations
+
+import sys
 
 # benchmarks/results/choices.md, imbalance: shuffle + class-weighted CE, +0.037 validation AUC over the
 # balanced sampler with CE (two seeds each, beyond both spreads). Later questions and the studies build on it.
@@ -23,3 +28,7 @@ def recipe_slug(overrides: list[str]) -> str:
     """A folder name for results made with ``overrides``: ``sampler-shuffle-loss-weighted-ce-center-crop-64``."""
     words = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in (o.split("=", 1) for o in overrides)]
     return "".join(c if c.isalnum() or c == "." else "-" for c in "-".join(words).lower())
+
+
+if __name__ == "__main__":
+    print(recipe_slug(SHIPS_NEXT) if sys.argv[1:] == ["--slug"] else " ".join(SHIPS_NEXT))

@@ -45,7 +45,6 @@ RESULTS = REPO / "benchmarks/results/choices"
 # defaults of the time leave each command's config, and so each committed result's digest, as it was.
 BASE = ["optim.sampler=balanced", "optim.loss=ce"]
 
-
 # question -> variant -> (ablation arm it modifies, overrides). The first variant of each question is its
 # default; questions run in this order, so a budget cut short answers the first ones (see plan).
 QUESTIONS: dict[str, dict[str, tuple[str, list[str]]]] = {

@@ -68,8 +68,8 @@ main() {
                 --runs "$repo/runs/studies" "${common[@]}"; }
   lodo() {
     local answer name
-    answer=$("$py" -c "from benchmarks.answers import SHIPS_NEXT; print(' '.join(SHIPS_NEXT))")
-    name=$("$py" -c "from benchmarks.answers import SHIPS_NEXT, recipe_slug; print(recipe_slug(SHIPS_NEXT))")
+    answer=$("$py" -m benchmarks.answers)
+    name=$("$py" -m benchmarks.answers --slug)
     # shellcheck disable=SC2086  # the answers' words are overrides without spaces
     "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm ERM --arm Full \
       --results "$repo/benchmarks/results/ablation-$name/ablation" --runs "$repo/runs/ablation-$name" \
@@ -77,7 +77,7 @@ main() {
   }
   ensemble() {
     local answer out="$repo/runs/ensemble"
-    answer=$("$py" -c "from benchmarks.answers import SHIPS_NEXT; print(' '.join(SHIPS_NEXT))")
+    answer=$("$py" -m benchmarks.answers)
     # shellcheck disable=SC2206  # the answers' words are overrides without spaces
     local cmd=("$py" -m training.ensemble --config training/configs/default.yaml --folds 5 --out "$out"
                $answer run.progress=false "${common[@]}")

@@ -36,14 +36,12 @@ PLOT = "reliability.png"
 POLL_S = 60
 
 
-def _fold_labels(fold: Path) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """The record's labels (fold, of, trained_at), the code that trained it, and its training seconds."""
+def _fold_labels(fold: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record's labels (fold, of, trained_at) and the code that trained it, from the fold's card."""
     card = json.loads((fold / "model" / "model.json").read_text())["provenance"]
     data = yaml.safe_load((fold / "config.yaml").read_text())["data"]
-    rows = [json.loads(x) for x in (fold / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    seconds = sum(r.get("seconds") or 0.0 for r in rows if r.get("kind") == "epoch")
     labels = {"fold": int(data["fold"]), "of": int(data["folds"]), "trained_at": card.get("trained_at")}
-    return labels, {"commit": card.get("git_commit"), "dirty": card.get("git_dirty")}, seconds
+    return labels, {"commit": card.get("git_commit"), "dirty": card.get("git_dirty")}
 
 
 def _recorded_at(path: Path) -> str | None:
@@ -62,10 +60,11 @@ def record(run: Path, results: Path = RESULTS) -> list[Path]:
     k = 0
     while (fold := run / FOLD_DIR.format(k)).is_dir():
         if fold_done(fold):
-            labels, code, seconds = _fold_labels(fold)
+            labels, code = _fold_labels(fold)
             out = results / f"fold-{labels['fold']}.json"
             if labels["trained_at"] is None or _recorded_at(out) != labels["trained_at"]:
-                rec = raw_result(fold, labels, code, seconds)
+                rec = raw_result(fold, labels, code, 0.0)
+                rec["seconds"] = round(sum(epoch["seconds"] or 0.0 for epoch in rec["curve"]), 1)
                 rec["seconds_meaning"] = "the fold's training epochs; its final scoring is not counted"
                 write_json_atomic(out, rec, nan_as_null=True)
                 changed.append(out)
@@ -73,7 +72,8 @@ def record(run: Path, results: Path = RESULTS) -> list[Path]:
     if (run / "model" / "model.json").is_file() and (run / REPORT).is_file():
         members = len(json.loads((run / "model" / "model.json").read_text()).get("members") or [])
         for stale in sorted(results.glob("fold-*.json")):
-            if stale.stem.removeprefix("fold-").isdigit() and int(stale.stem.removeprefix("fold-")) >= members:
+            number = stale.stem.removeprefix("fold-")
+            if number.isdigit() and int(number) >= members:
                 stale.unlink()
                 changed.append(stale)
         for name in (REPORT, PLOT):

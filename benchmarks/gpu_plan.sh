@@ -117,7 +117,7 @@ case "$PART" in
     # and its records (benchmarks/ensemble_record.py), as one tarball in parts under the 16 MiB a file may be.
     [[ -f $DATA/manifest.csv ]] || { echo "error: carry $DATA (python -m benchmarks.gpu_data)" >&2; exit 2; }
     epochs=15; [[ $QUICK == 1 ]] && epochs=1
-    answer=$("$PY" -c "from benchmarks.answers import SHIPS_NEXT; print(' '.join(SHIPS_NEXT))")
+    answer=$("$PY" -m benchmarks.answers)
     log "5. the ensemble of the recipe that ships next ($answer) on the lossy copy $DATA"
     # shellcheck disable=SC2086  # the answers' words and GPU_PLAN_ENSEMBLE_EXTRA are overrides without spaces
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/gpu-ensemble.XXXXXX")  # a fresh run: nothing resumed from an earlier one
