@@ -29,6 +29,7 @@ import numpy as np
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.card import pretrained_words
 from amf.provenance import git_state
+from benchmarks.answers import BASE_CONFIG
 from benchmarks.driver import (
     EPOCHS,
     REPO,
@@ -83,9 +84,10 @@ def plan(seeds: int, all_arms_per_seed: bool = False, domains: list[str] | None 
     return [(arm, dom, seed) for arm, dom, seed in order if arms is None or arm in arms]
 
 
-def train_command(out: Path, arm: str, dom: str, seed: int, epochs: int, extra: list[str]) -> list[str]:
+def train_command(out: Path, arm: str, dom: str, seed: int, epochs: int, extra: list[str],
+                  config: str = BASE_CONFIG) -> list[str]:
     column, value = DOMAINS[dom]
-    return [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml",
+    return [sys.executable, "-m", "training.train", "--config", config,
             f"run.out={out}", f"run.seed={seed}", f"optim.epochs={epochs}", "run.tta=none", "run.progress=false",
             "data.split=lodo", f"data.lodo_column={column}", f"data.lodo_value={value}", *ARMS[arm], *extra]
 
@@ -96,8 +98,8 @@ def run_plan(args: argparse.Namespace) -> None:
         name = run_name(arm, dom, seed)
         out = args.runs / name
         result = args.results / f"{name}.json"
-        seconds = train_planned(result, out, train_command(out, arm, dom, seed, args.epochs, args.extra), name,
-                                args.dry_run)
+        cmd = train_command(out, arm, dom, seed, args.epochs, args.extra, args.config)
+        seconds = train_planned(result, out, cmd, name, args.dry_run)
         if seconds is None:
             continue
         record = raw_result(out, {"arm": arm, "held_out": dom, "seed": seed}, code, seconds)
@@ -301,6 +303,9 @@ def plot_curves(records: list[dict[str, Any]], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=BASE_CONFIG,
+                        help="the recipe the arms change, relative to the checkout (default: the first model's, on "
+                             "which benchmarks/results/ablation/ was made; the overrides given last apply to it)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--seeds", type=int, default=2, help="seeds per arm and domain (ERM and Full first)")
     parser.add_argument("--runs", type=Path, default=REPO / "runs/ablation", help="run folders (checkpoints)")

@@ -1,17 +1,26 @@
-"""What the validation drivers have answered, as training overrides; together they are the recipe that
-ships next. Each answer names the generated table it comes from, and test_ablation_report.py checks,
-from the raw results, that the table still calls it higher than its default.
+"""What the validation drivers have answered, as training overrides on the first shipped model's
+recipe (``BASE_CONFIG``). Each answer names the generated table it comes from, and
+test_ablation_report.py checks, from the raw results, that the table still calls it higher than its default.
 
-The default config stays the recipe that trained ``model/`` until the next model ships (its card and
-the default must agree); then these move into ``training/config.py`` and the list empties.
+Every answer is an override on one fixed base, so a recipe's folder name (``recipe_slug``) and its
+runs' config digests stay the same when ``training/config.py``'s defaults move on with a shipped model.
+``SHIPPED`` is what the shipped model/ took; the defaults are ``BASE_CONFIG`` with it (a test checks
+that they resolve to the same config). An answer that lands after a ship joins ``SHIPS_NEXT`` only,
+until the next model ships with it.
 
     python -m benchmarks.answers          # SHIPS_NEXT as overrides, for the queues' command lines
+    python -m benchmarks.answers --base   # the config those overrides apply to
     python -m benchmarks.answers --slug   # its folder name, e.g. sampler-shuffle-loss-weighted-ce-center-crop-64
+    python -m benchmarks.answers --ablation   # where its leave-one-domain-out ablation's raw results go
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+
+# Balanced sampler, plain CE, the full patch: the recipe of the first shipped model, on which every
+# validation question and study in benchmarks/results/ was asked.
+BASE_CONFIG = "training/configs/model-v1.yaml"
 
 # benchmarks/results/choices.md, imbalance: shuffle + class-weighted CE, +0.037 validation AUC over the
 # balanced sampler with CE (two seeds each, beyond both spreads). Later questions and the studies build on it.
@@ -21,7 +30,8 @@ IMBALANCE_ANSWER = ["optim.sampler=shuffle", "optim.loss=weighted_ce"]
 # patch (two seeds each, beyond both spreads; 80 px +0.009, within them).
 CROP_ANSWER = ["data.center_crop=64"]
 
-SHIPS_NEXT = [*IMBALANCE_ANSWER, *CROP_ANSWER]
+SHIPPED: list[str] = []  # what model/ and training/config.py's defaults took from the answers
+SHIPS_NEXT = [*SHIPPED, *IMBALANCE_ANSWER, *CROP_ANSWER]  # the answers not shipped yet follow SHIPPED
 
 
 def recipe_slug(overrides: list[str]) -> str:
@@ -30,5 +40,25 @@ def recipe_slug(overrides: list[str]) -> str:
     return "".join(c if c.isalnum() or c == "." else "-" for c in "-".join(words).lower())
 
 
+def ablation_results(overrides: list[str]) -> str:
+    """Where the leave-one-domain-out ablation of ``BASE_CONFIG`` with ``overrides`` keeps its raw results,
+    relative to the checkout: the base's own in ``benchmarks/results/ablation``, another recipe's in a
+    folder named for it (benchmarks/cpu_plan.sh's lodo stage)."""
+    if not overrides:
+        return "benchmarks/results/ablation"
+    return f"benchmarks/results/ablation-{recipe_slug(overrides)}/ablation"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--base", action="store_true", help="print the config the answers apply to")
+    what.add_argument("--slug", action="store_true", help="print SHIPS_NEXT's folder name")
+    what.add_argument("--ablation", action="store_true", help="print where SHIPS_NEXT's ablation results go")
+    args = parser.parse_args(argv)
+    print(BASE_CONFIG if args.base else recipe_slug(SHIPS_NEXT) if args.slug
+          else ablation_results(SHIPS_NEXT) if args.ablation else " ".join(SHIPS_NEXT))
+
+
 if __name__ == "__main__":
-    print(recipe_slug(SHIPS_NEXT) if sys.argv[1:] == ["--slug"] else " ".join(SHIPS_NEXT))
+    main()

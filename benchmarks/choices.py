@@ -24,7 +24,7 @@ from typing import Any
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
 from benchmarks.ablation import ARMS
-from benchmarks.answers import IMBALANCE_ANSWER
+from benchmarks.answers import BASE_CONFIG, IMBALANCE_ANSWER
 from benchmarks.driver import (
     EPOCHS,
     REPO,
@@ -39,11 +39,6 @@ from benchmarks.driver import (
 from benchmarks.spread import VAL_AUC_RULE, fmt, val_auc_against_default
 
 RESULTS = REPO / "benchmarks/results/choices"
-
-# The settings the study began with, spelled out: a question answered later (or a default changed by an
-# answer) must not move the base that every row of the table is compared on. Explicit values equal to the
-# defaults of the time leave each command's config, and so each committed result's digest, as it was.
-BASE = ["optim.sampler=balanced", "optim.loss=ce"]
 
 # question -> variant -> (ablation arm it modifies, overrides). The first variant of each question is its
 # default; questions run in this order, so a budget cut short answers the first ones (see plan).
@@ -89,9 +84,11 @@ def run_plan(args: argparse.Namespace) -> None:
         name = f"{variant_slug(arm, overrides)}-s{seed}"
         result = args.results / f"{name}.json"
         out = args.runs / name
-        cmd = [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml",
-               f"run.out={out}", f"run.seed={seed}", f"optim.epochs={args.epochs}", "run.tta=none",
-               "run.progress=false", "data.split=holdout", *BASE, *ARMS[arm], *overrides, *args.extra]
+        # BASE_CONFIG, the recipe the questions began with, in a file of its own: a default that moves
+        # with a shipped model must move neither the rows' base nor the digests of committed results.
+        cmd = [sys.executable, "-m", "training.train", "--config", BASE_CONFIG, f"run.out={out}", f"run.seed={seed}",
+               f"optim.epochs={args.epochs}", "run.tta=none", "run.progress=false", "data.split=holdout",
+               *ARMS[arm], *overrides, *args.extra]
         seconds = train_planned(result, out, cmd, name, args.dry_run)
         if seconds is None:
             continue
@@ -125,7 +122,8 @@ def write_table(results: Path) -> str:
         "do not edit by hand.", "",
         "Each variant: the slide-grouped holdout split of all of AMi-Br, scored on its validation split only "
         f"(never on a held-out domain), last epoch, no TTA. Attention and imbalance rows train with "
-        f"`{' '.join(BASE)}` unless the row says otherwise; alignment rows build on the imbalance answer, "
+        f"`{BASE_CONFIG}` (balanced sampler, CE, the full patch) unless the row says otherwise; alignment "
+        "rows build on the imbalance answer, "
         f"`{' '.join(IMBALANCE_ANSWER)}`. Val AUC is the criterion; val BA is at the threshold "
         "picked on the same split, so it is optimistic. Mean ± sd over seeds (¹ one seed). " + VAL_AUC_RULE, "",
         "| question | variant | runs | val AUC | val BA | against the default (val AUC) |",

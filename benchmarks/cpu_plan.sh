@@ -66,20 +66,21 @@ main() {
                 --runs "$repo/runs/choices" "${common[@]}" --questions "$@"; }
   studies() { "$py" -m benchmarks.studies "$@" "${dry[@]}" --commit --results "$repo/benchmarks/results/studies" \
                 --runs "$repo/runs/studies" "${common[@]}"; }
+  base=$("$py" -m benchmarks.answers --base)  # the config every answer is an override on
   lodo() {
     local answer name
     answer=$("$py" -m benchmarks.answers)
     name=$("$py" -m benchmarks.answers --slug)
     # shellcheck disable=SC2086  # the answers' words are overrides without spaces
-    "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm ERM --arm Full \
-      --results "$repo/benchmarks/results/ablation-$name/ablation" --runs "$repo/runs/ablation-$name" \
+    "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm ERM --arm Full --config "$base" \
+      --results "$repo/$("$py" -m benchmarks.answers --ablation)" --runs "$repo/runs/ablation-$name" \
       "${common[@]}" $answer
   }
   ensemble() {
     local answer out="$repo/runs/ensemble"
     answer=$("$py" -m benchmarks.answers)
     # shellcheck disable=SC2206  # the answers' words are overrides without spaces
-    local cmd=("$py" -m training.ensemble --config training/configs/default.yaml --folds 5 --out "$out"
+    local cmd=("$py" -m training.ensemble --config "$base" --folds 5 --out "$out"
                $answer run.progress=false "${common[@]}")
     if [[ ${#dry[@]} -gt 0 ]]; then
       echo "ensemble: $(compgen -G "$out/fold-*/summary.json" | wc -l) of 5 folds done"

@@ -121,7 +121,8 @@ case "$PART" in
     log "5. the ensemble of the recipe that ships next ($answer) on the lossy copy $DATA"
     # shellcheck disable=SC2086  # the answers' words and GPU_PLAN_ENSEMBLE_EXTRA are overrides without spaces
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/gpu-ensemble.XXXXXX")  # a fresh run: nothing resumed from an earlier one
-    timeout "${GPU_PLAN_ENSEMBLE_S:-480}" "$PY" -m training.ensemble --folds 5 --out "$scratch/run" $answer \
+    timeout "${GPU_PLAN_ENSEMBLE_S:-480}" "$PY" -m training.ensemble --config "$("$PY" -m benchmarks.answers --base)" \
+      --folds 5 --out "$scratch/run" $answer \
       "data.manifests=[$DATA/manifest.csv]" "data.cache_dir=$scratch/cache" "run.device=$DEVICE" run.amp=true \
       run.progress=false "optim.epochs=$epochs" ${GPU_PLAN_ENSEMBLE_EXTRA:-}
     log "ensemble stopped with exit $? (124: time's up; the finished folds' records still come back)"

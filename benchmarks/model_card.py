@@ -9,8 +9,9 @@ Sources, and nothing typed by hand:
   threshold, and the metrics it was shipped with (out of fold for an ensemble, validation for one
   network);
 * the directory's files: size on disk;
-* ``benchmarks/results/ablation/*.json``: leave-one-domain-out numbers of one network trained with the
-  shipped recipe (the ablation's Full arm), with the settings where its recipe differs from the card's;
+* ``benchmarks/results/ablation-<shipped recipe>/ablation/*.json`` (``--ablation``): leave-one-domain-out
+  numbers of one network trained with the shipped recipe (the ablation's Full arm), with the settings
+  where its recipe differs from the card's;
 * ``benchmarks/results/latency.json``: the cold 16-page job, used only when it measured these very
   weights (same sha256); otherwise the card says it is not measured;
 * ``benchmarks/results/threshold_transfer.json`` (an ensemble only): how the members' threshold and
@@ -39,14 +40,18 @@ from amf.card import (
     weights_sha256,
 )
 from benchmarks.ablation import DOMAINS
+from benchmarks.answers import SHIPPED, ablation_results
 from benchmarks.driver import checkout_relative, load_results
 from benchmarks.publish import publish
 from benchmarks.spread import fmt, mean_sd
 from benchmarks.threshold_transfer import row_calibration
+from training.config import SETTINGS_ADDED_LATER
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"
 SHIPPED_ARM = "Full"  # the ablation arm that trains the shipped recipe
+# where benchmarks/cpu_plan.sh's lodo stage writes the shipped recipe's ablation (benchmarks/answers.py)
+SHIPPED_ABLATION = REPO / ablation_results(SHIPPED)
 # Settings that make the recipe; the split, the seed and where things go do not.
 _RECIPE_SECTIONS = ("model", "mix", "align", "distil", "optim", "augment")
 _RECIPE_DATA_KEYS = ("input_size", "center_crop", "weak_labels")
@@ -67,15 +72,17 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def recipe_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The flattened settings that make the recipe (see ``_RECIPE_SECTIONS``)."""
-    chosen = {s: config.get(s, {}) for s in _RECIPE_SECTIONS}
-    chosen["data"] = {k: config.get("data", {}).get(k) for k in _RECIPE_DATA_KEYS}
+    """The flattened settings that make the recipe (see ``_RECIPE_SECTIONS``). One that the code which
+    wrote ``config`` did not have yet reads as the value that changes nothing, which it was added at."""
+    chosen = {s: {**SETTINGS_ADDED_LATER.get(s, {}), **config.get(s, {})} for s in _RECIPE_SECTIONS}
+    data = {**SETTINGS_ADDED_LATER.get("data", {}), **config.get("data", {})}
+    chosen["data"] = {k: data.get(k) for k in _RECIPE_DATA_KEYS}
     return _flat(chosen)
 
 
 def recipe_differences(card_config: dict[str, Any], run_config: dict[str, Any]) -> list[str]:
     """``key: card value vs run value`` for every recipe setting both record and set differently (a setting
-    one side's code did not have yet is no difference: settings are added at values that change nothing)."""
+    added later counts at its neutral value; see ``recipe_settings``)."""
     a, b = recipe_settings(card_config), recipe_settings(run_config)
     return [f"{k} {a[k]!r} vs {b[k]!r}" for k in sorted(a.keys() & b.keys())
             if a[k] != b[k] and a[k] is not None and b[k] is not None]
@@ -274,6 +281,16 @@ def transfer_section(card: dict[str, Any], transfer: dict[str, Any] | None) -> l
     if kinds != {shipped}:
         lines += [f"**Stale:** that check fitted {', '.join(sorted(kinds))}; this card ships {shipped}. Rerun "
                   "`python -m benchmarks.threshold_transfer`.", ""]
+    card_config = card.get("provenance", {}).get("config") or {}
+    if any("config" not in r for r in rows):
+        lines += ["**Another recipe, maybe:** that check did not record which recipe its runs trained (it predates "
+                  "the record). Rerun `python -m benchmarks.threshold_transfer --runs` on this recipe's ablation runs.",
+                  ""]
+    else:
+        differences = sorted({d for r in rows for d in recipe_differences(card_config, r["config"])})
+        if differences:
+            lines += ["**Another recipe:** those runs differ from this card in " + "; ".join(differences)
+                      + ". Rerun `python -m benchmarks.threshold_transfer --runs` on this recipe's ablation runs.", ""]
     return lines
 
 
@@ -324,7 +341,9 @@ def render(raw: dict[str, Any]) -> str:
                   "Recipe settings where those runs differ from this card: "
                   + ("; ".join(differences) if differences else "none") + ".", ""]
     else:
-        lines += ["No leave-one-domain-out run of this recipe is recorded.", ""]
+        lines += [f"No leave-one-domain-out run of this recipe is recorded in `{raw['ablation_shown']}/` yet "
+                  "(`bash benchmarks/cpu_plan.sh lodo` trains it). Earlier recipes' are in "
+                  "`benchmarks/results/ablation.md`.", ""]
     if members:
         lines += ["## The members' threshold on their average", "", *transfer_section(card, raw.get("transfer"))]
     lines += ["## Cost", "", cost_table(card, model_dir, raw.get("latency")), ""]
@@ -344,7 +363,8 @@ def gather(model_dir: Path, ablation: Path, latency: Path, transfer: Path) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "model")
-    parser.add_argument("--ablation", type=Path, default=RESULTS / "ablation", help="the ablation's raw results")
+    parser.add_argument("--ablation", type=Path, default=SHIPPED_ABLATION,
+                        help="the raw results of the ablation that trained the shipped recipe")
     parser.add_argument("--latency", type=Path, default=RESULTS / "latency.json")
     parser.add_argument("--transfer", type=Path, default=RESULTS / "threshold_transfer.json",
                         help="benchmarks.threshold_transfer's raw result")

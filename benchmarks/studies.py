@@ -6,8 +6,8 @@
     python -m benchmarks.studies crop --dry-run           # print the plan and what is done, train nothing
     python -m benchmarks.studies crop --table-only        # regenerate benchmarks/results/crop.md
 
-Every run trains the recipe that ships next (the default config with the imbalance handling that
-won on validation, ``BASE``) on the slide-grouped holdout split of AMi-Br and is scored on
+Every run trains the first model's recipe with the imbalance handling that won on validation
+(``BASE_CONFIG`` with ``BASE``) on the slide-grouped holdout split of AMi-Br and is scored on
 its validation split only (the same domains; no held-out domain is looked at), last epoch, no
 TTA; two seeds per variant. Each distinct training is one raw JSON,
 ``benchmarks/results/studies/<variant>-s<seed>.json`` (config, code commit, validation curve and
@@ -31,7 +31,7 @@ from typing import Any
 
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
-from benchmarks.answers import IMBALANCE_ANSWER
+from benchmarks.answers import BASE_CONFIG, IMBALANCE_ANSWER
 from benchmarks.driver import (
     EPOCHS,
     REPO,
@@ -49,10 +49,9 @@ from benchmarks.spread import VAL_AUC_RULE, fmt, val_auc_against_default
 
 RESULTS = REPO / "benchmarks/results/studies"
 
-# Every run, the default included, trains the recipe that ships next: the imbalance handling that won on
-# validation (benchmarks/results/choices.md), whichever the default config says until that model ships.
-# Explicit values leave a run's resolved config, and so its result's digest, unchanged once they become
-# the defaults.
+# Every run, the default included, trains the first model's recipe with the imbalance handling that won
+# on validation (benchmarks/results/choices.md): a fixed base, so the defaults moving on with a shipped
+# model change neither a row's config nor its committed result's digest.
 BASE = IMBALANCE_ANSWER
 
 # study -> variant -> training overrides; the first variant is the default it is compared with.
@@ -89,7 +88,7 @@ def plan(studies: list[str], seeds: int) -> list[tuple[str, list[str], int]]:
 
 
 def command(out: Path, overrides: list[str], seed: int, epochs: int, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "training.train", "--config", "training/configs/default.yaml", f"run.out={out}",
+    return [sys.executable, "-m", "training.train", "--config", BASE_CONFIG, f"run.out={out}",
             f"run.seed={seed}", f"optim.epochs={epochs}", "run.tta=none", "run.progress=false",
             "data.split=holdout", *BASE, *extra, *overrides]
 
@@ -137,7 +136,7 @@ def run_plan(args: argparse.Namespace) -> None:
 def recipe_words(records: list[dict[str, Any]]) -> str:
     """What every variant shares, read from the runs' configs."""
     if not records:
-        return "the recipe that ships next"
+        return "the first model's recipe with the imbalance answer"
     return (f"{config_setting(records, 'optim', 'epochs')} epochs of the full recipe on "
             f"{config_setting(records, 'model', 'backbone')} unless the variant says otherwise, "
             f"{config_setting(records, 'optim', 'sampler')} sampling with "

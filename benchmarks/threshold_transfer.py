@@ -147,6 +147,7 @@ def transfer(members: list[dict[str, np.ndarray]]) -> dict[str, Any]:
 
 def measure(runs: Path, tta: str, log=print) -> dict[str, Any]:
     import torch
+    import yaml
 
     from amf.provenance import available_cpus
 
@@ -159,7 +160,8 @@ def measure(runs: Path, tta: str, log=print) -> dict[str, Any]:
     for (arm, dom), members in groups.items():
         t0 = time.perf_counter()
         result = transfer([member_margins(m, tta, cache) for m in members])
-        rows.append({"arm": arm, "held_out": dom, "runs": [m.name for m in members], **result})
+        config = yaml.safe_load((members[0] / "config.yaml").read_text())  # the members differ in the seed only
+        rows.append({"arm": arm, "held_out": dom, "runs": [m.name for m in members], "config": config, **result})
         log(f"{arm} / {dom}: {len(members)} members, {time.perf_counter() - t0:.0f} s")
     return {"tta": tta, "rows": rows, "code": git_state(REPO), "machine": machine(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from amf.card import read_card
 from amf.metrics import binary_metrics, roc_auc
 from amf.predict import VIEW_COUNTS
 from amf.provenance import git_state, machine
@@ -102,12 +103,19 @@ def measure(run: Path, resamples: int) -> dict[str, Any]:
             "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def rule_pick(raw: dict[str, Any]) -> str | None:
+    """The views the rule ships: dihedral4 when its BA gain's 95% interval lies above zero, else none;
+    None when the folds saved no dihedral4 predictions to judge."""
+    d4 = raw["bootstrap_vs_none"].get("dihedral4")
+    return None if d4 is None else "dihedral4" if d4["ba"]["ci95"][0] > 0 else "none"
+
+
 def verdict(raw: dict[str, Any]) -> str:
     d4 = raw["bootstrap_vs_none"].get("dihedral4")
     if d4 is None:
         return "no dihedral4 predictions saved: no verdict"
     low, high = d4["ba"]["ci95"]
-    if low > 0:
+    if rule_pick(raw) == "dihedral4":
         return f"ship dihedral4: its BA gain over none is {d4['ba']['mean']:+.4f} (95% CI {low:+.4f}..{high:+.4f})"
     return (f"ship none: dihedral4's BA gain {d4['ba']['mean']:+.4f} has a 95% CI ({low:+.4f}..{high:+.4f}) "
             "that does not lie above zero, and it costs 4× the forwards")
@@ -144,11 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over slides")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where tta_oof.json and tta_oof.md go")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--model", type=Path,
+                        help="the run's model directory: exit 1 when its views are not the ones the rule picks "
+                             "(scripts/ship_model.sh, before it ships an ensemble)")
     args = parser.parse_args(argv)
     raw_path = args.results / "tta_oof.json"
     if args.table_only:
         return publish(json.loads(raw_path.read_text()), table, args.results / "tta_oof.md")
-    return publish(measure(args.run, args.bootstrap), table, args.results / "tta_oof.md", raw_path)
+    raw = measure(args.run, args.bootstrap)
+    publish(raw, table, args.results / "tta_oof.md", raw_path)
+    views, pick = read_card(args.model).get("tta", "none") if args.model else None, rule_pick(raw)
+    if views is not None and pick is not None and views != pick:
+        print(f"error: {args.model} ships TTA {views}, but the rule on its out-of-fold predictions picks {pick}; "
+              f"rerun its training.ensemble command with --tta {pick} (the folds are kept, nothing retrains)",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@
 #   scripts/ship_model.sh runs/ensemble/model            # model/, test fixture, model card, README
 #   scripts/ship_model.sh runs/ensemble/model --latency  # also benchmarks/latency.py against the model it replaces
 #
-# Steps: check that the new directory loads (nothing changes if it does not); keep the current model/
-# as the latency baseline; swap model/ in (the card and the weights only: an ONNX export is built, not
-# shipped); rewrite test/input and test/expected_output.json so that no test page lies within 0.02 of
-# the new threshold; export model.onnx; with --latency, measure the cold 16-page job against the old
-# model, paired and interleaved; for an ensemble's model/ (beside its fold-k/ runs), bring the fold
-# records and the out-of-fold report in benchmarks/results/ensemble/ up to it (benchmarks/ensemble_record.py);
+# Steps: check that the new directory loads and, for an ensemble, that its test-time views are the
+# ones benchmarks/tta_oof.py's rule picks on its out-of-fold predictions (model/ stays if not; the
+# TTA table is rewritten for the run); keep the current model/ as the latency baseline; swap model/
+# in (the card and the weights only: an ONNX export is built, not shipped); rewrite test/input and
+# test/expected_output.json so that no test page lies within 0.02 of the new threshold; export
+# model.onnx; with --latency, measure the cold 16-page job against the old model, paired and
+# interleaved; for an ensemble's model/ (beside its fold-k/ runs), bring the fold records and the
+# out-of-fold report in benchmarks/results/ensemble/ up to it (benchmarks/ensemble_record.py);
 # regenerate benchmarks/results/model_card.md and the README's copies.
 # Then review `git diff`, run the tests and commit model/, test/ and benchmarks/results/ together.
 set -euo pipefail
@@ -21,6 +23,12 @@ PY=${PYTHON:-.venv/bin/python}
 [[ $(realpath "$SRC") != $(realpath model) ]] || { echo "error: $SRC is model/ already" >&2; exit 2; }
 
 "$PY" -c "import sys; from amf.model_dir import load_model_dir; load_model_dir(sys.argv[1])" "$SRC"
+RUN=$(dirname "$SRC")
+if [[ -f $RUN/ensemble_report.json ]]; then
+  # this ensemble's own out-of-fold test of TTA (benchmarks/results/tta_oof.md); a model built with other
+  # views than its rule picks is refused before anything is swapped
+  "$PY" -m benchmarks.tta_oof --run "$RUN" --model "$SRC" >/dev/null
+fi
 PREVIOUS=$(mktemp -d /tmp/amf-previous-model.XXXXXX)
 trap 'rm -rf "$PREVIOUS" model.new' EXIT
 cp model/model.json model/model.safetensors "$PREVIOUS/"
@@ -34,7 +42,6 @@ echo "model/ is now $SRC ($(du -sh model | cut -f1))"
 if [[ $LATENCY == --latency ]]; then
   "$PY" benchmarks/latency.py --model model --baseline-model "$PREVIOUS"
 fi
-RUN=$(dirname "$SRC")
 if [[ -f $RUN/ensemble_report.json ]]; then
   "$PY" -m benchmarks.ensemble_record "$RUN"
 fi

@@ -100,7 +100,7 @@ def test_questions_asked_after_the_imbalance_one_build_on_its_answer() -> None:
 
 
 def test_each_answer_is_what_its_committed_results_call_higher_than_the_default() -> None:
-    from benchmarks.answers import CROP_ANSWER, IMBALANCE_ANSWER, SHIPS_NEXT
+    from benchmarks.answers import CROP_ANSWER, IMBALANCE_ANSWER, SHIPPED, SHIPS_NEXT
     from benchmarks.choices import QUESTIONS, variant_slug
     from benchmarks.driver import REPO, load_results
     from benchmarks.spread import val_auc_against_default
@@ -117,7 +117,22 @@ def test_each_answer_is_what_its_committed_results_call_higher_than_the_default(
     default = [r for r in studies if r["variant_slug"] == "default"]
     answer = [r for r in studies if r["overrides"] == CROP_ANSWER]
     assert len(answer) == 2 and val_auc_against_default(answer, default).endswith(" higher")
-    assert [*IMBALANCE_ANSWER, *CROP_ANSWER] == SHIPS_NEXT
+    # what shipped comes first, then the answers not shipped yet; every answer is in what ships next
+    assert SHIPS_NEXT[:len(SHIPPED)] == SHIPPED and all(o in SHIPS_NEXT for o in [*IMBALANCE_ANSWER, *CROP_ANSWER])
+
+
+def test_the_default_config_is_the_first_models_recipe_with_what_shipped() -> None:
+    """training/config.py's defaults move to the answers when a model ships with them, while every
+    validation driver trains on BASE_CONFIG, which stays the first model's recipe: the default config
+    and BASE_CONFIG with SHIPPED spell the same recipe."""
+    from benchmarks.answers import BASE_CONFIG, SHIPPED
+    from benchmarks.driver import REPO
+    from training.config import load_config
+
+    default = load_config(REPO / "training/configs/default.yaml", [])
+    assert load_config(REPO / BASE_CONFIG, SHIPPED).digest() == default.digest()
+    first = load_config(REPO / BASE_CONFIG, [])
+    assert (first.optim.sampler, first.optim.loss, first.data.center_crop) == ("balanced", "ce", 0)
 
 
 def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(tmp_path: Path) -> None:
@@ -146,6 +161,7 @@ def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(t
 
 def test_the_choices_dry_run_shows_what_is_done_and_trains_nothing(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.answers import BASE_CONFIG
     from benchmarks.choices import main, plan
 
     results = tmp_path / "choices"
@@ -157,9 +173,9 @@ def test_the_choices_dry_run_shows_what_is_done_and_trains_nothing(tmp_path: Pat
     out = capsys.readouterr().out
     assert out.count("done: ") == 1 and "done: erm-s1" in out and out.count("to run: ") == len(plan(2)) - 2
     assert out.splitlines()[0] == "other recipe: erm-s0" and "data.split=holdout" in out and "run.threads=2" in out
-    # every row stands on the study's base, spelled out, whatever the defaults become
-    assert all("optim.sampler=balanced optim.loss=ce" in line for line in out.splitlines() if line.startswith("  "))
-    assert "optim.loss=ce mix.enabled=false align.enabled=false distil.enabled=false optim.sampler=shuffle " \
+    # every row stands on the study's base, a config file of its own, whatever the defaults become
+    assert all(f"--config {BASE_CONFIG} " in line for line in out.splitlines() if line.startswith("  "))
+    assert "mix.enabled=false align.enabled=false distil.enabled=false optim.sampler=shuffle " \
            "optim.loss=weighted_ce" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["choices"] and not (tmp_path / "choices.md").exists()
     assert main(["--dry-run", "--results", str(results), "--questions", "imbalance", "attention"]) == 0
@@ -215,7 +231,7 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     import os
     import subprocess
 
-    from benchmarks.answers import SHIPS_NEXT, recipe_slug
+    from benchmarks.answers import BASE_CONFIG, SHIPS_NEXT, recipe_slug
 
     repo = Path(__file__).resolve().parents[1]
 
@@ -228,13 +244,14 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("ensemble: ") and lines[0].endswith(" of 5 folds done")
-    assert "-m training.ensemble --config training/configs/default.yaml --folds 5" in lines[1]
+    assert f"-m training.ensemble --config {BASE_CONFIG} --folds 5" in lines[1]
     assert " ".join(SHIPS_NEXT) in lines[1] and "run.threads=" in lines[1]
     assert any("center-crop" in line for line in lines[2:])  # then the next stage
     proc = queue("lodo")  # ERM and Full of the same recipe, held out domain by domain, in a folder named for it
     assert proc.returncode == 0, proc.stderr
     commands = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
     assert len(commands) == 12 and all(" ".join(SHIPS_NEXT) in c and "data.split=lodo" in c for c in commands)
+    assert all(f"--config {BASE_CONFIG} " in c for c in commands)
     assert all(f"runs/ablation-{recipe_slug(SHIPS_NEXT)}/" in c for c in commands)
     # a mistyped stage stops the queue before anything starts: no worktree, no run
     proc = queue("crop", "ensembel", dry="0")
@@ -252,7 +269,8 @@ def test_a_result_counts_as_done_only_for_the_settings_that_made_it(tmp_path: Pa
     assert plan(2, domains=["Hamamatsu XR", "TUPAC16"], arms=["ERM", "Full"]) == [
         (arm, dom, seed) for seed in (0, 1) for dom in ("Hamamatsu XR", "TUPAC16") for arm in ("ERM", "Full")]
     cmd = train_command(tmp_path / "run", "ERM", "TUPAC16", 0, 15, ["run.threads=2"])
-    digest = load_config(REPO / "training/configs/default.yaml", cmd[cmd.index("--config") + 2:]).digest()
+    at = cmd.index("--config")
+    digest = load_config(REPO / cmd[at + 1], cmd[at + 2:]).digest()
     result = tmp_path / "results" / "ablation" / "erm-tupac16-s0.json"
     assert result_state(result, cmd) == "to run" and not skip_or_refuse(result, cmd)
     result.parent.mkdir(parents=True)
@@ -325,3 +343,19 @@ def test_table_only_refuses_a_folder_without_raw_results(tmp_path: Path, driver:
     with pytest.raises(SystemExit, match=r"^error: no raw results \(\*\.json\) in .*mistyped; nothing to tabulate$"):
         main(args)
     assert list(tmp_path.iterdir()) == []  # no folder made, no table overwritten
+
+
+def test_every_committed_validation_result_is_still_its_drivers_planned_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A default that moves with a shipped model must not orphan a result: each driver's plan, as it
+    stands, finds every committed raw JSON done, none made with other settings."""
+    from benchmarks import ablation, choices, studies
+    from benchmarks.driver import REPO
+
+    results = REPO / "benchmarks/results"
+    for main, argv, folder in ((choices.main, [], "choices"), (studies.main, ["crop", "backbone"], "studies"),
+                               (ablation.main, ["--all-arms-per-seed"], "ablation")):
+        assert main(["--dry-run", *argv]) == 0
+        states = [line.split(":", 1)[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+        committed = len(list((results / folder).glob("*.json")))
+        assert "other recipe" not in states and states.count("done") == committed > 0, folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -543,8 +544,9 @@ def test_the_recorder_keeps_each_finished_fold_and_the_report_and_changes_nothin
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
 
 
-def test_tta_benchmark_on_out_of_fold_predictions(ensemble_run: tuple[Path, Path], tmp_path: Path) -> None:
-    from benchmarks.tta_oof import main
+def test_tta_benchmark_on_out_of_fold_predictions(ensemble_run: tuple[Path, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.tta_oof import main, rule_pick
 
     out, _ = ensemble_run
     assert main(["--run", str(out), "--bootstrap", "30", "--results", str(tmp_path)]) == 0
@@ -552,6 +554,18 @@ def test_tta_benchmark_on_out_of_fold_predictions(ensemble_run: tuple[Path, Path
     assert set(raw["settings"]) == {"none", "flip2", "dihedral4"}
     assert "ci95" in raw["bootstrap_vs_none"]["dihedral4"]["ba"]
     assert "Verdict" in (tmp_path / "tta_oof.md").read_text()
+    # ship_model.sh's check: a model whose views are not the rule's pick is refused, in one line
+    pick = rule_pick(raw)
+    model = tmp_path / "model"
+    shutil.copytree(out / "model", model)
+    card = json.loads((model / "model.json").read_text())
+    for views, status in ((pick, 0), ({"none": "dihedral4", "dihedral4": "none"}[pick], 1)):
+        (model / "model.json").write_text(json.dumps({**card, "tta": views}))
+        capsys.readouterr()
+        assert main(["--run", str(out), "--bootstrap", "30", "--results", str(tmp_path), "--model", str(model)]) \
+            == status
+    assert capsys.readouterr().err.startswith(f"error: {model} ships TTA {views}, but the rule on its out-of-fold "
+                                              f"predictions picks {pick}; rerun its training.ensemble command")
 
 
 # -- the study drivers ---------------------------------------------------------------------------------
@@ -657,7 +671,7 @@ def test_model_card_words_for_the_pretrained_source_and_older_ensemble_cards() -
 def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run: tuple[Path, Path],
                                                                     tmp_path: Path) -> None:
     from amf.card import weights_sha256
-    from benchmarks.model_card import main
+    from benchmarks.model_card import main, recipe_differences
 
     out, _ = ensemble_run
     card = read_card(out / "model")
@@ -687,6 +701,21 @@ def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run:
     assert (f"| TUPAC16 | {describe_calibration(card['calibration'])} | 0.300 | 0.720 | 0.760 | +0.040 | 0.750 |"
             in text)
     assert "| Hamamatsu XR |" not in text.split("## The members' threshold")[1] and "Stale" not in text
+    assert "**Another recipe, maybe:** that check did not record which recipe" in text  # an older raw file
+    # a check made on runs of this recipe says nothing more; one made on another recipe says where it differs
+    same = json.loads(json.dumps(card["provenance"]["config"]))
+    other = json.loads(json.dumps(same))
+    other["optim"]["loss"] = "focal"
+    for runs_config, said in ((same, False), (other, True)):
+        transfer.write_text(json.dumps({"rows": [{**row, "config": runs_config}]}))
+        assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),
+                     "--transfer", str(transfer), "--out", str(md)]) == 0
+        section = md.read_text().split("## The members' threshold")[1].split("## Cost")[0]
+        assert ("**Another recipe" in section) == said, section
+    assert f"in optim.loss {same['optim']['loss']!r} vs 'focal'." in section
+    # a setting that the code which wrote a config did not have yet reads as off, the value it was added at
+    assert recipe_differences({"data": {"center_crop": 64}}, {"data": {}}) == ["data.center_crop 64 vs 0"]
+    assert recipe_differences({"data": {"center_crop": 0}}, {"data": {}}) == []
     other = {"kind": "temperature", "temperature": 1.5} if card["calibration"]["kind"] != "temperature" else None
     transfer.write_text(json.dumps({"rows": [{**row, "calibration": other}]}))
     assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),

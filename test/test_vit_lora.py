@@ -219,8 +219,8 @@ def test_lora_run_merges_into_a_model_dir_that_process_py_loads_without_peft(tmp
 
     manifest = make_dataset(tmp_path / "data")
     out = tmp_path / "run"
-    args = _train_args(manifest, out, "optim.epochs=1", "data.input_size=48", *TINY_VIT, "model.lora.rank=8",
-                       "mix.stages=[blocks.1,blocks.2]")
+    args = _train_args(manifest, out, "optim.epochs=1", "data.input_size=48", "data.center_crop=0", *TINY_VIT,
+                       "model.lora.rank=8", "mix.stages=[blocks.1,blocks.2]")
     assert main(args) == 0
     card = read_card(out / "model")
     arch = card["architecture"]

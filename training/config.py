@@ -142,8 +142,8 @@ _NOT_IN_DIGEST = {"run": ("out", "resume", "progress", "device", "threads", "com
                   "data": ("cache_dir",)}
 # Settings added after runs were made: at these values they change nothing, so they stay out of the
 # digest and older checkpoints still resume.
-_DIGEST_SINCE = {"data": {"center_crop": 0}}
-_DIGEST_SINCE["model"] = {"backbone_kwargs": {}, "resize": -1, "lora": dataclasses.asdict(LoraConfig())}
+SETTINGS_ADDED_LATER = {"data": {"center_crop": 0}}
+SETTINGS_ADDED_LATER["model"] = {"backbone_kwargs": {}, "resize": -1, "lora": dataclasses.asdict(LoraConfig())}
 
 
 @dataclass
@@ -172,7 +172,7 @@ class Config:
     def digest(self) -> str:
         """A hash of :meth:`weights_settings`, where a setting added later is left out at its neutral value."""
         d = self.weights_settings()
-        for section, neutral in _DIGEST_SINCE.items():
+        for section, neutral in SETTINGS_ADDED_LATER.items():
             for k, v in neutral.items():
                 if d[section][k] == v:
                     d[section].pop(k)
@@ -188,7 +188,9 @@ class Config:
                              f"(data.weak_labels: {', '.join(self.data.weak_labels)})")
         if not 0 <= self.data.center_crop <= self.data.input_size:
             raise ValueError(f"data.center_crop must be 0 (off) or 1..data.input_size ({self.data.input_size}), "
-                             f"got {self.data.center_crop}")
+                             f"got {self.data.center_crop}" + (f" (the default); with data.input_size="
+                             f"{self.data.input_size} set data.center_crop=0 or a smaller side"
+                             if self.data.center_crop == DataConfig.center_crop else ""))
         if self.align.normalize not in ("standardize", "none"):
             raise ValueError(f"align.normalize must be standardize or none, got {self.align.normalize!r}")
         if self.optim.loss == "focal" and self.optim.label_smoothing:
