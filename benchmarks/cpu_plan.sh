@@ -13,20 +13,22 @@
 # Stages (default: attention-imbalance crop alignment backbone): the choices' questions and the studies;
 # `lodo`, the leave-one-domain-out ablation's ERM and Full arms (2 seeds, 3 domains, 12 runs) of the
 # recipe that ships next, into benchmarks/results/ablation-<its settings>/ (the LODO numbers its card
-# needs; measured, never used to choose); and `ensemble`, the 5-fold ensemble of the recipe that ships next (the default config with the
-# validation answers so far, benchmarks/answers.py SHIPS_NEXT) into runs/ensemble/, each finished fold's
-# record committed as it lands (benchmarks/ensemble_record.py). It takes about 2.5 hours on 2 cores
-# (CPU_PLAN_ENSEMBLE_MINUTES, default 150), so under AMF_START_RUNS_UNTIL it starts only if it would
-# end by the time a single run started at that deadline would (about 30 minutes after it): a session
-# cut short loses every fold's weights, and keeps only the records. Shipping it stays a reviewed step:
+# needs; measured, never used to choose); and `ensemble`, the 5-fold ensemble of the recipe that ships
+# next (benchmarks/answers.py: BASE_CONFIG with SHIPS_NEXT) into runs/ensemble/, each finished fold's
+# record committed as it lands (benchmarks/ensemble_record.py). A fold takes about 34 minutes on 2
+# cores (2026-11-29; CPU_PLAN_FOLD_MINUTES), so under AMF_START_RUNS_UNTIL it starts only if the folds
+# still to train would end by the time a single run started at that deadline would (about 30 minutes
+# after it): a run folder lost with its session keeps only the records; one that stays resumes from
+# its last checkpoint. Shipping it stays a reviewed step:
 # scripts/ship_model.sh runs/ensemble/model.
 #
 # Training runs from a worktree pinned at HEAD when the queue starts (CPU_PLAN_WORKTREE, default
 # ../amf-cpu-plan), so edits in this checkout never change the code under a run; each JSON records
-# that commit. Run folders live in this checkout's runs/ (git-ignored), so a stopped run resumes from
-# its checkpoint when the queue starts again, and the raw JSONs and tables are committed here. With
-# AMF_START_RUNS_UNTIL (HH:MM UTC or an ISO date-time) no training starts after that time and the queue
-# stops there, so the end of a session or a loan is not spent on a run that cannot finish.
+# that commit. Run folders live in this checkout's runs/ (git-ignored; CPU_PLAN_RUNS), so a stopped
+# run resumes from its checkpoint when the queue starts again, and the raw JSONs and tables are
+# committed here. With AMF_START_RUNS_UNTIL (HH:MM UTC or an ISO date-time) no training starts after
+# that time and the queue stops there, so the end of a session or a loan is not spent on a run that
+# cannot finish.
 #
 # Everything runs inside main(), which bash reads whole before it starts: an edit or a checkout of this
 # file while a queue runs cannot change what that queue does next.
@@ -44,6 +46,8 @@ main() {
   py="$repo/.venv/bin/python"
   [[ -x $py ]] || { echo "error: $py is missing; set up the checkout first (README, first command)" >&2; exit 2; }
   threads=${CPU_PLAN_THREADS:-$(nproc)}
+  runs=$(realpath -m -- "${CPU_PLAN_RUNS:-$repo/runs}")  # run folders (checkpoints), git-ignored; absolute,
+  # since the stages run from the worktree
   common=("run.threads=$threads")
   dry=()
   [[ ${CPU_PLAN_DRY:-0} == 1 ]] && dry=(--dry-run)
@@ -63,21 +67,22 @@ main() {
   # then the input crop (two top Track 2 teams crop to the figure; it would change what ships), then the
   # alignment's form and strength (slower runs of a part that alone is within ERM's spread), then Lite2.
   choices() { "$py" -m benchmarks.choices "${dry[@]}" --commit --results "$repo/benchmarks/results/choices" \
-                --runs "$repo/runs/choices" "${common[@]}" --questions "$@"; }
+                --runs "$runs/choices" "${common[@]}" --questions "$@"; }
   studies() { "$py" -m benchmarks.studies "$@" "${dry[@]}" --commit --results "$repo/benchmarks/results/studies" \
-                --runs "$repo/runs/studies" "${common[@]}"; }
+                --runs "$runs/studies" "${common[@]}"; }
   base=$("$py" -m benchmarks.answers --base)  # the config every answer is an override on
   lodo() {
-    local answer name
+    local answer name results
     answer=$("$py" -m benchmarks.answers)
     name=$("$py" -m benchmarks.answers --slug)
+    results=$("$py" -m benchmarks.answers --ablation)
     # shellcheck disable=SC2086  # the answers' words are overrides without spaces
     "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm ERM --arm Full --config "$base" \
-      --results "$repo/$("$py" -m benchmarks.answers --ablation)" --runs "$repo/runs/ablation-$name" \
+      --results "$repo/$results" --runs "$runs/ablation-$name" \
       "${common[@]}" $answer
   }
   ensemble() {
-    local answer out="$repo/runs/ensemble"
+    local answer out="$runs/ensemble"
     answer=$("$py" -m benchmarks.answers)
     # shellcheck disable=SC2206  # the answers' words are overrides without spaces
     local cmd=("$py" -m training.ensemble --config "$base" --folds 5 --out "$out"
@@ -87,10 +92,13 @@ main() {
       echo "  ${cmd[*]}"
       return
     fi
-    local minutes=${CPU_PLAN_ENSEMBLE_MINUTES:-150}
+    local finished minutes
+    finished=$( (compgen -G "$out/fold-*/summary.json" || true) | wc -l)
+    minutes=$(( ${CPU_PLAN_FOLD_MINUTES:-34} * (5 - finished) ))
     "$py" -c "import sys, time; from benchmarks.driver import start_deadline; d = start_deadline(); \
   sys.exit(0 if d is None or time.time() + ($minutes - 30) * 60 <= d else 3)" || {
-      echo "stopped: the ensemble (~$minutes min) would end well past AMF_START_RUNS_UNTIL; it starts on a later call"
+      echo "stopped: the ensemble's $((5 - finished)) folds left (~$minutes min) would end well past" \
+           "AMF_START_RUNS_UNTIL; they start on a later call"
       exit 3; }
     mkdir -p "$out"
     "${cmd[@]}" >> "$out/driver.log" 2>&1 &

@@ -112,17 +112,19 @@ case "$PART" in
     done
     ;;
   ensemble)
-    # The 5-fold ensemble of the recipe that ships next (benchmarks/answers.py SHIPS_NEXT) that the CPU needs
-    # ~2.5 hours for (#10): about a minute a fold here (estimated from the ~40 s study runs; unmeasured). What comes back: the model directory, the run's log
+    # The 5-fold ensemble of the recipe that ships next (benchmarks/answers.py SHIPS_NEXT) that the CPU
+    # needs ~2.8 hours for (#10): about a minute a fold here (estimated from the ~40 s study runs;
+    # unmeasured). What comes back: the model directory, the run's log
     # and its records (benchmarks/ensemble_record.py), as one tarball in parts under the 16 MiB a file may be.
     [[ -f $DATA/manifest.csv ]] || { echo "error: carry $DATA (python -m benchmarks.gpu_data)" >&2; exit 2; }
     epochs=15; [[ $QUICK == 1 ]] && epochs=1
     answer=$("$PY" -m benchmarks.answers)
+    base=$("$PY" -m benchmarks.answers --base)
     log "5. the ensemble of the recipe that ships next ($answer) on the lossy copy $DATA"
     # shellcheck disable=SC2086  # the answers' words and GPU_PLAN_ENSEMBLE_EXTRA are overrides without spaces
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/gpu-ensemble.XXXXXX")  # a fresh run: nothing resumed from an earlier one
-    timeout "${GPU_PLAN_ENSEMBLE_S:-480}" "$PY" -m training.ensemble --config "$("$PY" -m benchmarks.answers --base)" \
-      --folds 5 --out "$scratch/run" $answer \
+    timeout "${GPU_PLAN_ENSEMBLE_S:-480}" "$PY" -m training.ensemble --config "$base" --folds 5 \
+      --out "$scratch/run" $answer \
       "data.manifests=[$DATA/manifest.csv]" "data.cache_dir=$scratch/cache" "run.device=$DEVICE" run.amp=true \
       run.progress=false "optim.epochs=$epochs" ${GPU_PLAN_ENSEMBLE_EXTRA:-}
     log "ensemble stopped with exit $? (124: time's up; the finished folds' records still come back)"
@@ -130,6 +132,12 @@ case "$PART" in
     "$PY" -m benchmarks.ensemble_record "$scratch/run" --results "$scratch/pack/ensemble-records"
     cp "$scratch/run/ensemble.log" "$scratch/pack/ensemble/" 2>/dev/null
     [[ -f $scratch/run/model/model.json ]] && cp -r "$scratch/run/model" "$scratch/pack/ensemble/"
+    # each fold's out-of-fold predictions, which scripts/ship_model.sh's TTA check reads (benchmarks/tta_oof.py)
+    for f in "$scratch"/run/fold-*/val_predictions.npz; do
+      [[ -f $f ]] || continue
+      fold=$(basename "$(dirname "$f")")
+      mkdir -p "$scratch/pack/ensemble/$fold" && cp "$f" "$scratch/pack/ensemble/$fold/"
+    done
     tar -C "$scratch/pack" -czf - . | split -b 15M -d - "$OUT/ensemble.tgz.part-"
     ls -l "$OUT"
     ;;

@@ -84,10 +84,10 @@ def member_margins(run: Path, tta: str, cache: dict[str, Any]) -> dict[str, np.n
     on the held-out domain, with the labels."""
     from amf.model_dir import load_model_dir
     from amf.predict import predict_view_logits
-    from training.config import load_config
+    from training.config import load_run_config
     from training.data import make_split, read_manifests
 
-    cfg = load_config(run / "config.yaml", [])
+    cfg = load_run_config(run / "config.yaml")
     d = cfg.data
     key = repr((d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.center_crop))
     if key not in cache:

@@ -24,9 +24,14 @@ PY=${PYTHON:-.venv/bin/python}
 
 "$PY" -c "import sys; from amf.model_dir import load_model_dir; load_model_dir(sys.argv[1])" "$SRC"
 RUN=$(dirname "$SRC")
-if [[ -f $RUN/ensemble_report.json ]]; then
-  # this ensemble's own out-of-fold test of TTA (benchmarks/results/tta_oof.md); a model built with other
-  # views than its rule picks is refused before anything is swapped
+if "$PY" -c "import sys; from amf.card import read_card; sys.exit(0 if read_card(sys.argv[1]).get('members') else 1)" \
+    "$SRC"; then
+  # an ensemble: its own out-of-fold test of TTA (benchmarks/results/tta_oof.md); a model built with other
+  # views than the rule picks is refused before anything is swapped
+  [[ -f $RUN/fold-0/val_predictions.npz ]] || {
+    echo "error: $SRC is an ensemble without its folds' out-of-fold predictions beside it" \
+         "($RUN/fold-k/val_predictions.npz), which the TTA check needs; ship it from its training.ensemble" \
+         "--out folder" >&2; exit 2; }
   "$PY" -m benchmarks.tta_oof --run "$RUN" --model "$SRC" >/dev/null
 fi
 PREVIOUS=$(mktemp -d /tmp/amf-previous-model.XXXXXX)

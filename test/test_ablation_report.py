@@ -125,14 +125,19 @@ def test_the_default_config_is_the_first_models_recipe_with_what_shipped() -> No
     """training/config.py's defaults move to the answers when a model ships with them, while every
     validation driver trains on BASE_CONFIG, which stays the first model's recipe: the default config
     and BASE_CONFIG with SHIPPED spell the same recipe."""
+    from amf.card import read_card
     from benchmarks.answers import BASE_CONFIG, SHIPPED
     from benchmarks.driver import REPO
+    from benchmarks.model_card import recipe_differences
     from training.config import load_config
 
     default = load_config(REPO / "training/configs/default.yaml", [])
     assert load_config(REPO / BASE_CONFIG, SHIPPED).digest() == default.digest()
     first = load_config(REPO / BASE_CONFIG, [])
     assert (first.optim.sampler, first.optim.loss, first.data.center_crop) == ("balanced", "ce", 0)
+    # and the shipped model/ was trained with that recipe: SHIPPED, the defaults and model/ move together
+    shipped = read_card(REPO / "model")["provenance"]["config"]
+    assert recipe_differences(shipped, default.weights_settings()) == []
 
 
 def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(tmp_path: Path) -> None:
@@ -258,6 +263,35 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     assert proc.returncode == 2 and "unknown stage ensembel" in proc.stderr and not (tmp_path / "wt").exists()
 
 
+def test_the_cpu_queue_starts_the_ensemble_only_if_the_folds_left_can_end_in_time(tmp_path: Path) -> None:
+    """With three of five folds done and 40 minutes a fold, the two left (80 min) would end past a
+    deadline ten minutes away (plus the ~30 min any single run may overrun it): refused, one line,
+    exit 3, nothing trained. (Were the check to let it through, the training would fail at once: the
+    worktree in tmp_path has no ../shared/data beside it.)"""
+    import datetime as dt
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    runs = tmp_path / "runs"
+    for k in range(3):
+        (runs / "ensemble" / f"fold-{k}").mkdir(parents=True)
+        (runs / "ensemble" / f"fold-{k}" / "summary.json").write_text("{}")
+    until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)).isoformat(timespec="seconds")
+    wt = tmp_path / "wt"
+    try:
+        proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh", "ensemble"], cwd=repo, capture_output=True,
+                              text=True, timeout=300,
+                              env={**os.environ, "CPU_PLAN_WORKTREE": str(wt), "CPU_PLAN_RUNS": str(runs),
+                                   "AMF_START_RUNS_UNTIL": until, "CPU_PLAN_FOLD_MINUTES": "40"})
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=repo, capture_output=True)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == ("stopped: the ensemble's 2 folds left (~80 min) would end well past "
+                                            "AMF_START_RUNS_UNTIL; they start on a later call")
+    assert sorted(p.name for p in (runs / "ensemble").iterdir()) == ["fold-0", "fold-1", "fold-2"]
+
+
 def test_a_result_counts_as_done_only_for_the_settings_that_made_it(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     import json
@@ -350,11 +384,15 @@ def test_every_committed_validation_result_is_still_its_drivers_planned_run(
     """A default that moves with a shipped model must not orphan a result: each driver's plan, as it
     stands, finds every committed raw JSON done, none made with other settings."""
     from benchmarks import ablation, choices, studies
+    from benchmarks.answers import IMBALANCE_ANSWER
     from benchmarks.driver import REPO
 
     results = REPO / "benchmarks/results"
+    other = "ablation-shuffle-weighted-ce/ablation"  # the imbalance answer's held-out check (TUPAC16)
     for main, argv, folder in ((choices.main, [], "choices"), (studies.main, ["crop", "backbone"], "studies"),
-                               (ablation.main, ["--all-arms-per-seed"], "ablation")):
+                               (ablation.main, ["--all-arms-per-seed"], "ablation"),
+                               (ablation.main, ["--arm", "ERM", "--arm", "Full", "--results", str(results / other),
+                                                *IMBALANCE_ANSWER], other)):
         assert main(["--dry-run", *argv]) == 0
         states = [line.split(":", 1)[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
         committed = len(list((results / folder).glob("*.json")))

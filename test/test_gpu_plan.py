@@ -43,3 +43,11 @@ def test_the_gpu_ensemble_part_brings_back_a_model_and_its_records(tmp_path: Pat
     assert all(o.split("=", 1)[1] in json.dumps(card["provenance"]["config"]) for o in SHIPS_NEXT)
     records = sorted(p.name for p in (joined / "ensemble-records").iterdir())
     assert records == ["ensemble_report.json", *(f"fold-{k}.json" for k in range(5)), "reliability.png"]
+    # each fold's out-of-fold predictions come back beside the model, so ship_model.sh can run its TTA check
+    from benchmarks.tta_oof import main as tta_oof
+    from benchmarks.tta_oof import rule_pick
+
+    status = tta_oof(["--run", str(joined / "ensemble"), "--bootstrap", "20", "--results", str(tmp_path / "tta"),
+                      "--model", str(model)])
+    raw = json.loads((tmp_path / "tta" / "tta_oof.json").read_text())
+    assert raw["folds"] == 5 and status == (0 if rule_pick(raw) in (None, card["tta"]) else 1)

@@ -411,6 +411,26 @@ def test_patch_cache_survives_a_second_run_and_rebuilds_when_damaged(tmp_path: P
     assert np.array_equal(np.load(files[0]), first) and len(list(cache.iterdir())) == 1
 
 
+def test_a_runs_own_config_reads_a_setting_added_after_it_as_its_neutral_value(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not as today's default, which may have moved since (the centre crop's did, from 0 to 64)."""
+    import yaml
+
+    from training import config as config_module
+    from training.config import load_run_config
+
+    saved = tmp_path / "config.yaml"
+    save_config(load_config(None, ["optim.epochs=3"]), saved)
+    tree = yaml.safe_load(saved.read_text())
+    del tree["data"]["center_crop"], tree["optim"]["label_smoothing"]  # written before they existed
+    saved.write_text(yaml.safe_dump(tree))
+    # label smoothing, as if added later at 0.05: the run reads 0.05, a fresh config the default 0.0
+    monkeypatch.setitem(config_module.SETTINGS_ADDED_LATER, "optim", {"label_smoothing": 0.05})
+    run = load_run_config(saved)
+    assert run.optim.label_smoothing == 0.05 and load_config(saved).optim.label_smoothing == 0.0
+    assert run.data.center_crop == 0 and run.optim.epochs == 3
+
+
 def test_resume_accepts_another_device_or_thread_count() -> None:
     base = load_config(None, [])
     for change in (["run.device=cuda"], ["run.threads=7"], ["run.compile=true"], ["run.tta=none"],

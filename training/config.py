@@ -262,6 +262,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+def load_run_config(path: str | Path) -> Config:
+    """A run's own ``config.yaml``, which writes every key its code had. A setting added after that
+    run reads as the value it was added at (``SETTINGS_ADDED_LATER``), which changes nothing, not as
+    today's default, which may have moved since (the centre crop did)."""
+    tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    for section, neutral in SETTINGS_ADDED_LATER.items():
+        values = tree.setdefault(section, {})
+        for key, value in neutral.items():
+            values.setdefault(key, json.loads(json.dumps(value)))
+    cfg = Config()
+    _merge(cfg, tree)
+    cfg.check()
+    return cfg
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     from amf.atomic import write_text_atomic
 

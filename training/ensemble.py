@@ -48,7 +48,7 @@ from amf.model_dir import TTA_VIEWS, load_model_dir, make_card, read_card, save_
 from amf.predict import VIEW_COUNTS
 from training import plots
 from training.calibration import CALIBRATIONS, choose_calibration, member_probs, nll
-from training.config import Config, load_config
+from training.config import Config, load_config, load_run_config
 from training.data import read_rows, summarize
 from training.train import VAL_PREDICTIONS, train
 
@@ -195,7 +195,7 @@ def members_config(run: Path, card: dict[str, Any]) -> dict[str, Any] | None:
     code older than that record has it back from its run's config.yaml."""
     config = card["provenance"].get("config")
     if config is None and (run / "config.yaml").is_file():
-        config = load_config(run / "config.yaml").weights_settings()
+        config = load_run_config(run / "config.yaml").weights_settings()
     if config is None:
         return None
     return {**config, "data": {k: v for k, v in config["data"].items() if k != "fold"}}
