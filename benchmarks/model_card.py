@@ -45,7 +45,7 @@ from benchmarks.driver import checkout_relative, load_results
 from benchmarks.publish import publish
 from benchmarks.spread import fmt, mean_sd
 from benchmarks.threshold_transfer import row_calibration
-from training.config import SETTINGS_ADDED_LATER
+from training.config import with_settings_added_later
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results"
@@ -74,9 +74,9 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def recipe_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The flattened settings that make the recipe (see ``_RECIPE_SECTIONS``). One that the code which
     wrote ``config`` did not have yet reads as the value that changes nothing, which it was added at."""
-    chosen = {s: {**SETTINGS_ADDED_LATER.get(s, {}), **config.get(s, {})} for s in _RECIPE_SECTIONS}
-    data = {**SETTINGS_ADDED_LATER.get("data", {}), **config.get("data", {})}
-    chosen["data"] = {k: data.get(k) for k in _RECIPE_DATA_KEYS}
+    config = with_settings_added_later(config)
+    chosen = {s: config.get(s, {}) for s in _RECIPE_SECTIONS}
+    chosen["data"] = {k: config["data"].get(k) for k in _RECIPE_DATA_KEYS}
     return _flat(chosen)
 
 

@@ -5,6 +5,7 @@ The dataclass defaults are the shipped recipe; a YAML file holds only what diffe
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -262,17 +263,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
-def load_run_config(path: str | Path) -> Config:
-    """A run's own ``config.yaml``, which writes every key its code had. A setting added after that
-    run reads as the value it was added at (``SETTINGS_ADDED_LATER``), which changes nothing, not as
-    today's default, which may have moved since (the centre crop did)."""
-    tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+def with_settings_added_later(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config as a run or a card wrote it (nested dicts), with every setting its code did not have
+    yet at the value it was added at (``SETTINGS_ADDED_LATER``), which changes nothing, not at today's
+    default, which may have moved since (the centre crop did)."""
+    tree = copy.deepcopy(tree)
     for section, neutral in SETTINGS_ADDED_LATER.items():
         values = tree.setdefault(section, {})
         for key, value in neutral.items():
-            values.setdefault(key, json.loads(json.dumps(value)))
+            values.setdefault(key, copy.deepcopy(value))
+    return tree
+
+
+def load_run_config(path: str | Path) -> Config:
+    """A run's own ``config.yaml``, which writes every key its code had (see ``with_settings_added_later``)."""
     cfg = Config()
-    _merge(cfg, tree)
+    _merge(cfg, with_settings_added_later(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
     cfg.check()
     return cfg
 
