@@ -15,10 +15,10 @@
 # recipe that ships next, into benchmarks/results/ablation-<its settings>/ (the LODO numbers its card
 # needs; measured, never used to choose); and `ensemble`, the 5-fold ensemble of the recipe that ships
 # next (benchmarks/answers.py: BASE_CONFIG with SHIPS_NEXT) into runs/ensemble/, each finished fold's
-# record committed as it lands (benchmarks/ensemble_record.py). A fold takes about 34 minutes on 2
-# cores (2026-11-29; CPU_PLAN_FOLD_MINUTES), so under AMF_START_RUNS_UNTIL it starts only if the folds
-# still to train would end by the time a single run started at that deadline would (about 30 minutes
-# after it): a run folder lost with its session keeps only the records; one that stays resumes from
+# record committed as it lands (benchmarks/ensemble_record.py). A fold takes about 43 minutes on 2
+# cores (2026-11-29: 35-37 of training epochs, the rest its final scoring; CPU_PLAN_FOLD_MINUTES),
+# so under AMF_START_RUNS_UNTIL it starts only if the folds still to train would end by the time a
+# single run started at that deadline would (about 30 minutes after it): a run folder lost with its session keeps only the records; one that stays resumes from
 # its last checkpoint. Shipping it stays a reviewed step:
 # scripts/ship_model.sh runs/ensemble/model.
 #
@@ -94,7 +94,7 @@ main() {
     fi
     local finished minutes
     finished=$( (compgen -G "$out/fold-*/summary.json" || true) | wc -l)
-    minutes=$(( ${CPU_PLAN_FOLD_MINUTES:-34} * (5 - finished) ))
+    minutes=$(( ${CPU_PLAN_FOLD_MINUTES:-43} * (5 - finished) ))
     "$py" -c "import sys, time; from benchmarks.driver import start_deadline; d = start_deadline(); \
   sys.exit(0 if d is None or time.time() + ($minutes - 30) * 60 <= d else 3)" || {
       echo "stopped: the ensemble's $((5 - finished)) folds left (~$minutes min) would end well past" \

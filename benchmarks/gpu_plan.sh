@@ -113,7 +113,7 @@ case "$PART" in
     ;;
   ensemble)
     # The 5-fold ensemble of the recipe that ships next (benchmarks/answers.py SHIPS_NEXT) that the CPU
-    # needs ~2.8 hours for (#10): about a minute a fold here (estimated from the ~40 s study runs;
+    # needs ~3.6 hours for (#10): about a minute a fold here (estimated from the ~40 s study runs;
     # unmeasured). What comes back: the model directory, the run's log
     # and its records (benchmarks/ensemble_record.py), as one tarball in parts under the 16 MiB a file may be.
     [[ -f $DATA/manifest.csv ]] || { echo "error: carry $DATA (python -m benchmarks.gpu_data)" >&2; exit 2; }
