@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CPU's queue of long validation-only runs, one at a time, each result committed as it lands:
+# The CPU's queue of long validation-only runs, one at a time, each result committed as it lands (with
+# the model card and README tables regenerated from it, benchmarks/derived.py):
 # what is missing of the design choices (python -m benchmarks.choices) and of the input and backbone
 # studies (python -m benchmarks.studies), in the order below. About 25-90 minutes a run on 2 cores.
 #

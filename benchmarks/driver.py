@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from amf.provenance import machine
+from benchmarks.derived import refresh_in
 from training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,8 +175,12 @@ def raw_result(run: Path, labels: dict[str, Any], code: dict[str, Any], seconds:
 
 
 def commit_files(paths: list[Path], message: str) -> None:
-    """Commit just these files in the checkout that holds them, retrying while another commit holds the lock."""
+    """Commit just these files in the checkout that holds them, retrying while another commit holds the lock,
+    with the model card and the README's tables regenerated from them (benchmarks/derived.py)."""
     repo = paths[0].parent
+    top = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if top.returncode == 0:
+        paths = [*paths, *refresh_in(Path(top.stdout.strip()))]
     for attempt in range(10):
         add = subprocess.run(["git", "-C", str(repo), "add", "--", *map(str, paths)], capture_output=True, text=True)
         done = add.returncode == 0 and subprocess.run(

@@ -352,8 +352,7 @@ def render(raw: dict[str, Any]) -> str:
 
 def gather(model_dir: Path, ablation: Path, latency: Path, transfer: Path) -> dict[str, Any]:
     return {"card": read_card(model_dir), "model_dir": str(model_dir),
-            "model_dir_shown": str(model_dir.resolve().relative_to(REPO))
-            if model_dir.resolve().is_relative_to(REPO) else str(model_dir),
+            "model_dir_shown": str(checkout_relative(model_dir)),
             "ablation": load_results(ablation) if ablation.is_dir() else [],
             "ablation_shown": str(checkout_relative(ablation)),
             "latency": json.loads(latency.read_text()) if latency.is_file() else None,
