@@ -308,8 +308,9 @@ def cost_table(card: dict[str, Any], model_dir: Path, latency: dict[str, Any] | 
         base = latency["config"].get("baseline")
         if base and "baseline" in latency["cold"]:
             ratio = statistics.median(cold["wall_s"]) / statistics.median(latency["cold"]["baseline"]["wall_s"])
-            rows.append(("against the previous model", f"{ratio:.2f}× the cold job of {base['members']} member(s) "
-                                                       f"with TTA {base['card_tta']}, paired and interleaved"))
+            rows.append(("against a baseline model", f"{ratio:.2f}× the cold job of `{base['model']}`, "
+                                                     f"{base['members']} member(s) with TTA {base['card_tta']}, "
+                                                     "paired and interleaved"))
     else:
         rows.append(("cold 16-page CPU job", "not measured for these weights (run `python benchmarks/latency.py`)"))
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -3,6 +3,7 @@
 #
 #   scripts/ship_model.sh runs/ensemble/model            # model/, test fixture, model card, README
 #   scripts/ship_model.sh runs/ensemble/model --latency  # also benchmarks/latency.py against the model it replaces
+#   scripts/ship_model.sh runs/ensemble/model --latency runs/model-093ed04  # ... against that model directory
 #
 # Steps: check that the new directory loads and, for an ensemble, that its test-time views are the
 # ones benchmarks/tta_oof.py's rule picks on its out-of-fold predictions (model/ stays if not; the
@@ -16,10 +17,12 @@
 # Then review `git diff`, run the tests and commit model/, test/ and benchmarks/results/ together.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SRC=${1:?usage: scripts/ship_model.sh MODEL_DIR [--latency]}
+SRC=${1:?usage: scripts/ship_model.sh MODEL_DIR [--latency [BASELINE_MODEL_DIR]]}
 LATENCY=${2:-}
+BASELINE=${3:-}
 PY=${PYTHON:-.venv/bin/python}
 [[ -z $LATENCY || $LATENCY == --latency ]] || { echo "error: unknown option $LATENCY" >&2; exit 2; }
+[[ -z $BASELINE || -f $BASELINE/model.json ]] || { echo "error: $BASELINE holds no model.json" >&2; exit 2; }
 [[ $(realpath "$SRC") != $(realpath model) ]] || { echo "error: $SRC is model/ already" >&2; exit 2; }
 
 MEMBERS=$("$PY" -c "import sys; from amf.model_dir import load_model_dir; \
@@ -45,7 +48,7 @@ echo "model/ is now $SRC ($(du -sh model | cut -f1))"
 "$PY" test/make_fixtures.py --expected
 "$PY" -m amf.onnx_export model
 if [[ $LATENCY == --latency ]]; then
-  "$PY" benchmarks/latency.py --model model --baseline-model "$PREVIOUS"
+  "$PY" benchmarks/latency.py --model model --baseline-model "${BASELINE:-$PREVIOUS}"
 fi
 if [[ -f $RUN/ensemble_report.json ]]; then
   "$PY" -m benchmarks.ensemble_record "$RUN"

@@ -32,3 +32,16 @@ def test_an_ensemble_without_its_folds_predictions_is_refused_and_model_stays(tm
                                   f"predictions beside it ({run}/fold-k/val_predictions.npz)")
     assert sorted(p.name for p in checkout.iterdir()) == before
     assert (checkout / "model" / "model.json").read_bytes() == (REPO / "model" / "model.json").read_bytes()
+
+
+def test_a_latency_baseline_without_a_model_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "ship_model.sh", checkout / "scripts")
+    (checkout / "model").mkdir()
+    (checkout / "model" / "model.json").write_text("{}", encoding="utf-8")
+    proc = subprocess.run(["bash", str(checkout / "scripts" / "ship_model.sh"), str(tmp_path / "new"), "--latency",
+                           str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {tmp_path / 'nowhere'} holds no model.json\n"
+    assert (checkout / "model" / "model.json").read_text(encoding="utf-8") == "{}"
