@@ -572,6 +572,21 @@ def test_tta_benchmark_on_out_of_fold_predictions(ensemble_run: tuple[Path, Path
                                               f"predictions picks {pick}; rerun its training.ensemble command")
 
 
+@pytest.mark.parametrize(("folds", "low", "pick"), [(1, 0.01, "dihedral4"), (5, 0.01, "none"), (1, -0.01, "none")])
+def test_tta_rule_ships_dihedral4_only_when_it_helps_and_fits_the_forward_budget(folds: int, low: float,
+                                                                                  pick: str) -> None:
+    """A BA gain above zero is not enough: five members at four views each cost 20 forwards a page,
+    over the budget of 1.5x the single model's four (issue #10), so the time goes to the members."""
+    from benchmarks.tta_oof import FORWARD_BUDGET, rule_pick, verdict
+
+    raw = {"folds": folds, "bootstrap_vs_none": {"dihedral4": {"ba": {"mean": low + 0.01, "ci95": [low, 0.05]}}}}
+    assert rule_pick(raw) == pick
+    assert verdict(raw).startswith(f"ship {pick}")
+    if pick == "none" and low > 0:
+        assert f"{folds * 4} forwards a page exceed the speed budget of {FORWARD_BUDGET}" in verdict(raw)
+    assert rule_pick({"folds": folds, "bootstrap_vs_none": {}}) is None
+
+
 # -- the study drivers ---------------------------------------------------------------------------------
 def test_study_drivers_print_their_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.studies import main
