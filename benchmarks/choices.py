@@ -44,17 +44,17 @@ RESULTS = REPO / "benchmarks/results/choices"
 # default; questions run in this order, so a budget cut short answers the first ones (see plan).
 QUESTIONS: dict[str, dict[str, tuple[str, list[str]]]] = {
     "attention": {
-        "CBAM channel+spatial (default)": ("ERM", []),
+        "CBAM channel+spatial (reference)": ("ERM", []),
         "plain average pooling": ("ERM", ["model.attention=none"]),
         "gated attention pooling": ("ERM", ["model.attention=attnpool"]),
     },
     "imbalance": {
-        "balanced sampler + CE (default)": ("ERM", []),
+        "balanced sampler + CE (reference)": ("ERM", []),
         "shuffle + class-weighted CE": ("ERM", [*IMBALANCE_ANSWER]),
         "shuffle + focal loss (γ=2)": ("ERM", ["optim.sampler=shuffle", "optim.loss=focal"]),
     },
     "alignment": {  # on the imbalance answer; its ERM row is that answer's own runs, trained once
-        "CORAL, standardized, weight 0.3 (default)": ("ERM+Align", [*IMBALANCE_ANSWER]),
+        "CORAL, standardized, weight 0.3 (reference)": ("ERM+Align", [*IMBALANCE_ANSWER]),
         "CORAL, standardized, weight 0.1": ("ERM+Align", [*IMBALANCE_ANSWER, "align.weight=0.1"]),
         "CORAL, standardized, weight 1": ("ERM+Align", [*IMBALANCE_ANSWER, "align.weight=1.0"]),
         "CORAL, raw embedding, weight 10 (before)": ("ERM+Align", [*IMBALANCE_ANSWER, "align.normalize=none",
@@ -126,7 +126,7 @@ def write_table(results: Path) -> str:
         "rows build on the imbalance answer, "
         f"`{' '.join(IMBALANCE_ANSWER)}`. Val AUC is the criterion; val BA is at the threshold "
         "picked on the same split, so it is optimistic. Mean ± sd over seeds (¹ one seed). " + VAL_AUC_RULE, "",
-        "| question | variant | runs | val AUC | val BA | against the default (val AUC) |",
+        "| question | variant | runs | val AUC | val BA | against the reference (val AUC) |",
         "|---|---|---|---|---|---|", *rows, "",
         f"Runs: {len(records)}. Code: "
         + (", ".join(sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in records}))

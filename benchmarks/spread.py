@@ -46,9 +46,9 @@ def against(values: list[float], reference: list[float], name: str = "ERM") -> s
     return f"{diff:+.3f} {call}"
 
 
-VAL_AUC_RULE = ("Against the default (val AUC): a difference within the larger of the two seed spreads is no "
-                "difference; one seed within the default's spread is no difference¹, beyond it no call; the default "
-                "needs two seeds for any call.")
+VAL_AUC_RULE = ("Against the reference, each question's first row (val AUC): a difference within the larger of the "
+                "two seed spreads is no difference; one seed within the reference's spread is no difference¹, beyond "
+                "it no call; the reference needs two seeds for any call.")
 
 
 def val_auc_against_default(records: list[dict[str, Any]], default: list[dict[str, Any]]) -> str:
@@ -57,4 +57,4 @@ def val_auc_against_default(records: list[dict[str, Any]], default: list[dict[st
     if records is default or not records:
         return ""
     return against([r["student"]["val"]["roc_auc"] for r in records],
-                   [r["student"]["val"]["roc_auc"] for r in default], "the default")
+                   [r["student"]["val"]["roc_auc"] for r in default], "the reference")

@@ -159,8 +159,8 @@ def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(t
     put("erm-model-attention-attnpool", "ERM", 0, 0.90)
     text = write_table(results)
     assert "| attention | plain average pooling | 1 | 0.830¹ | 0.700¹ | +0.010 no difference¹ |" in text
-    assert "| gated attention pooling | 1 | 0.900¹ | 0.700¹ | +0.080 one seed, beyond the default's spread" in text
-    assert "| alignment | CORAL, standardized, weight 0.3 (default) | 0 | – | – |  |" in text
+    assert "| gated attention pooling | 1 | 0.900¹ | 0.700¹ | +0.080 one seed, beyond the reference's spread" in text
+    assert "| alignment | CORAL, standardized, weight 0.3 (reference) | 0 | – | – |  |" in text
     assert (tmp_path / "choices.md").read_text() == text
 
 

@@ -610,7 +610,7 @@ def test_study_drivers_print_their_plan(tmp_path: Path, capsys: pytest.CaptureFi
         "model-backbone-tf-efficientnet-lite2-s0)", "model-backbone-tf-efficientnet-lite2-s1)"]
     # --limit 0: nothing starts, and the tables still come out
     assert main(["crop", "--limit", "0", "--results", str(tmp_path / "studies"), "--runs", str(tmp_path / "runs")]) == 0
-    assert not (tmp_path / "runs").exists() and "full 128 px patch (default) | 0 |" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists() and "full 128 px patch (reference) | 0 |" in capsys.readouterr().out
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0
@@ -652,10 +652,10 @@ def test_study_driver_runs_resumes_and_tabulates(tmp_path: Path, capsys: pytest.
     record["config_digest"] = load_config(REPO / cmd[at + 1], cmd[at + 2:]).digest()
     (results / "default-s0.json").write_text(json.dumps(record))
     assert main(["backbone", *settings, "--dry-run"]) == 0
-    assert "done: tf_efficientnet_lite0 (default), seed 0" in capsys.readouterr().out
+    assert "done: tf_efficientnet_lite0 (reference), seed 0" in capsys.readouterr().out
     assert main(["crop", "backbone", "--table-only", "--results", str(results)]) == 0
-    for study, row in (("crop", "full 128 px patch (default) | 1 |"),
-                       ("backbone", "tf_efficientnet_lite0 (default) | 1 |")):
+    for study, row in (("crop", "full 128 px patch (reference) | 1 |"),
+                       ("backbone", "tf_efficientnet_lite0 (reference) | 1 |")):
         assert row in (tmp_path / f"{study}.md").read_text()
 
 
