@@ -80,13 +80,13 @@ def refresh_in(root: Path) -> list[Path]:
     """``refresh`` run by checkout ``root``'s own code; a failure there is a warning, never a lost result."""
     run = subprocess.run([sys.executable, "-m", "benchmarks.derived", str(root)], cwd=root,
                          capture_output=True, text=True)
-    sys.stderr.write(run.stderr if run.returncode == 0 else "")
-    if run.returncode != 0:
-        last = (run.stderr.strip().splitlines() or ["no message"])[-1]
-        print(f"warning: could not regenerate the model card and README tables in {root} ({last}); "
-              "run python -m benchmarks.derived there before committing", file=sys.stderr)
-        return []
-    return [Path(line) for line in run.stdout.splitlines() if line]
+    if run.returncode == 0:
+        sys.stderr.write(run.stderr)  # its warnings about files left alone
+        return [Path(line) for line in run.stdout.splitlines() if line]
+    last = (run.stderr.strip().splitlines() or ["no message"])[-1]
+    print(f"warning: could not regenerate the model card and README tables in {root} ({last}); "
+          "run python -m benchmarks.derived there before committing", file=sys.stderr)
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
