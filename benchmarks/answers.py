@@ -12,11 +12,13 @@ until the next model ships with it.
     python -m benchmarks.answers --base   # the config those overrides apply to
     python -m benchmarks.answers --slug   # its folder name, e.g. sampler-shuffle-loss-weighted-ce-center-crop-64
     python -m benchmarks.answers --ablation   # where its leave-one-domain-out ablation's raw results go
+    python -m benchmarks.answers --transfer   # where its threshold-transfer check goes (beside them)
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import PurePosixPath
 
 # Balanced sampler, plain CE, the full patch: the recipe of the first shipped model, on which every
 # validation question and study in benchmarks/results/ was asked.
@@ -49,15 +51,25 @@ def ablation_results(overrides: list[str]) -> str:
     return f"benchmarks/results/ablation-{recipe_slug(overrides)}/ablation"
 
 
+def transfer_results(overrides: list[str]) -> str:
+    """Where ``benchmarks.threshold_transfer`` keeps its check on that ablation's seed pairs: beside the
+    ablation's folder (the base's: ``benchmarks/results/threshold_transfer.json``), so that a recipe's
+    check never overwrites another's."""
+    return str(PurePosixPath(ablation_results(overrides)).parent / "threshold_transfer.json")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--base", action="store_true", help="print the config the answers apply to")
     what.add_argument("--slug", action="store_true", help="print SHIPS_NEXT's folder name")
     what.add_argument("--ablation", action="store_true", help="print where SHIPS_NEXT's ablation results go")
+    what.add_argument("--transfer", action="store_true",
+                      help="print where the threshold-transfer check of SHIPS_NEXT's ablation goes")
     args = parser.parse_args(argv)
     print(BASE_CONFIG if args.base else recipe_slug(SHIPS_NEXT) if args.slug
-          else ablation_results(SHIPS_NEXT) if args.ablation else " ".join(SHIPS_NEXT))
+          else ablation_results(SHIPS_NEXT) if args.ablation
+          else transfer_results(SHIPS_NEXT) if args.transfer else " ".join(SHIPS_NEXT))
 
 
 if __name__ == "__main__":

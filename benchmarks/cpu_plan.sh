@@ -14,7 +14,8 @@
 # Stages (default: attention-imbalance crop alignment backbone): the choices' questions and the studies;
 # `lodo`, the leave-one-domain-out ablation's ERM and Full arms (2 seeds, 3 domains, 12 runs) of the
 # recipe that ships next, into benchmarks/results/ablation-<its settings>/ (the LODO numbers its card
-# needs; measured, never used to choose); and `ensemble`, the 5-fold ensemble of the recipe that ships
+# needs; measured, never used to choose), then the threshold transfer on its seed pairs beside them
+# (benchmarks/threshold_transfer.py, a few minutes); and `ensemble`, the 5-fold ensemble of the recipe that ships
 # next (benchmarks/answers.py: BASE_CONFIG with SHIPS_NEXT) into runs/ensemble/, each finished fold's
 # record committed as it lands (benchmarks/ensemble_record.py). A fold takes about 43 minutes on 2
 # cores (2026-11-29: 35-37 of training epochs, the rest its final scoring; CPU_PLAN_FOLD_MINUTES),
@@ -81,6 +82,10 @@ main() {
     "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm ERM --arm Full --config "$base" \
       --results "$repo/$results" --runs "$runs/ablation-$name" \
       "${common[@]}" $answer
+    # Reached only once every run has trained (a stopped driver exits non-zero): the seed pairs' check
+    # of the members' threshold on their average, for the card; it skips pairs it has measured.
+    "$py" -m benchmarks.threshold_transfer "${dry[@]}" --commit --runs "$runs/ablation-$name" \
+      --json "$repo/$("$py" -m benchmarks.answers --transfer)"
   }
   ensemble() {
     local answer out="$runs/ensemble"

@@ -47,12 +47,8 @@ def _rewrite(path: Path, text: str) -> bool:
 
 def _card_text(root: Path) -> str:
     from benchmarks import model_card  # it imports the drivers, which import this module
-    from benchmarks.answers import SHIPPED, ablation_results
 
-    results = root / "benchmarks/results"
-    raw = model_card.gather(root / "model", root / ablation_results(SHIPPED), results / "latency.json",
-                            results / "threshold_transfer.json")
-    return model_card.render(raw)
+    return model_card.render(model_card.gather(**model_card.sources(root)))
 
 
 def refresh(root: Path) -> list[Path]:

@@ -3,6 +3,8 @@ domain none of them has seen.
 
     python -m benchmarks.threshold_transfer --runs runs/ablation          # the ablation's seed pairs
     python -m benchmarks.threshold_transfer --table-only                  # regenerate the table
+    python -m benchmarks.threshold_transfer --runs runs/ablation-<recipe> \
+        --json benchmarks/results/ablation-<recipe>/threshold_transfer.json --commit   # the CPU queue's lodo stage
 
 ``training.ensemble`` fits the calibration and the threshold on out-of-fold predictions, each made
 by one member, and ships them for the members' average. Averaging pulls probabilities towards
@@ -20,12 +22,16 @@ splits) on the same leave-one-domain-out training domains. For each held-out dom
   how much of the loss comes from averaging and how much from the domain shift every single model
   meets anyway. It is looked at, never used: nothing is picked from it.
 
-Writes ``benchmarks/results/threshold_transfer.json`` (raw) and ``threshold_transfer.md`` (generated).
+Writes ``benchmarks/results/threshold_transfer.json`` (raw; another recipe's beside its ablation,
+``benchmarks.answers.transfer_results``) and the generated table beside it (``.md``). With ``--commit``
+it commits both (and the card and README tables they feed) and does nothing when the raw file already
+holds the same seed pairs, so the queue can call it after every pass.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -40,6 +46,7 @@ if str(REPO) not in sys.path:
 
 from amf.metrics import best_threshold, binary_metrics, expected_calibration_error  # noqa: E402
 from amf.provenance import git_state, machine  # noqa: E402
+from benchmarks.driver import checkout_relative, commit_files  # noqa: E402
 from benchmarks.publish import publish  # noqa: E402
 
 RAW = REPO / "benchmarks/results/threshold_transfer.json"
@@ -163,8 +170,16 @@ def measure(runs: Path, tta: str, log=print) -> dict[str, Any]:
         config = yaml.safe_load((members[0] / "config.yaml").read_text())  # the members differ in the seed only
         rows.append({"arm": arm, "held_out": dom, "runs": [m.name for m in members], "config": config, **result})
         log(f"{arm} / {dom}: {len(members)} members, {time.perf_counter() - t0:.0f} s")
-    return {"tta": tta, "rows": rows, "code": git_state(REPO), "machine": machine(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {"tta": tta, "rows": rows, "runs": str(checkout_relative(runs)), "code": git_state(REPO),
+            "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def pairs(groups: dict[tuple[str, str], list[Path]]) -> set[tuple[str, str, tuple[str, ...]]]:
+    return {(arm, dom, tuple(m.name for m in members)) for (arm, dom), members in groups.items()}
+
+
+def measured_pairs(raw: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...]]]:
+    return {(r["arm"], r["held_out"], tuple(r["runs"])) for r in raw["rows"]}
 
 
 def _mean(values: list[float]) -> float:
@@ -226,7 +241,8 @@ def table(raw: dict[str, Any]) -> str:
         f"for a single member, so averaging adds {_mean(gaps_avg) - _mean(gaps_mem):+.3f} to what the domain shift "
         "costs any single model.",
         "",
-        f"Code {raw['code'].get('commit', '?')}{' (dirty)' if raw['code'].get('dirty') else ''}, {raw['date']}.",
+        f"Code {raw['code'].get('commit', '?')}{' (dirty)' if raw['code'].get('dirty') else ''}, {raw['date']}"
+        + (f"; runs in `{raw['runs']}`." if raw.get("runs") else "."),
         "",
     ]
     return "\n".join(lines)
@@ -237,14 +253,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "runs/ablation", help="the ablation's run folders")
     parser.add_argument("--tta", default="none", help="test-time views (the ablation's runs chose none)")
     parser.add_argument("--json", type=Path, default=RAW)
-    parser.add_argument("--out", type=Path, default=TABLE)
+    parser.add_argument("--out", type=Path, help="the generated table (default: --json's, ending .md)")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--commit", action="store_true",
+                        help="commit the raw file and table; skip when the raw file holds the same seed pairs")
+    parser.add_argument("--dry-run", action="store_true", help="print the seed pairs found, measure nothing")
     args = parser.parse_args(argv)
+    out = args.out or args.json.with_suffix(".md")
     if args.table_only:
-        import json
-
-        return publish(json.loads(args.json.read_text(encoding="utf-8")), table, args.out)
-    return publish(measure(args.runs, args.tta), table, args.out, args.json)
+        return publish(json.loads(args.json.read_text(encoding="utf-8")), table, out)
+    groups = group_runs(args.runs) if args.runs.is_dir() else {}
+    found = pairs(groups)
+    if args.dry_run or args.commit:
+        done = args.json.is_file() and measured_pairs(json.loads(args.json.read_text(encoding="utf-8"))) == found
+        if args.dry_run or done or not found:
+            state = (("measured" if done else "to measure") if found
+                     else "nothing to measure: no arm has two finished seeds")
+            print(f"threshold transfer of {args.runs}: {state} ({len(found)} seed pairs) -> {args.json}")
+            return 0
+    code = publish(measure(args.runs, args.tta), table, out, args.json)
+    if code == 0 and args.commit:
+        commit_files([args.json, out], f"threshold transfer of {args.runs.name}: {len(found)} seed pairs")
+    return code
 
 
 if __name__ == "__main__":

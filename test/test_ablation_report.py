@@ -258,6 +258,10 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     assert len(commands) == 12 and all(" ".join(SHIPS_NEXT) in c and "data.split=lodo" in c for c in commands)
     assert all(f"--config {BASE_CONFIG} " in c for c in commands)
     assert all(f"runs/ablation-{recipe_slug(SHIPS_NEXT)}/" in c for c in commands)
+    # then the threshold check on the seed pairs, into the recipe's folder beside its ablation
+    last = proc.stdout.splitlines()[-2]
+    assert last.startswith("threshold transfer of ") and last.endswith(
+        f"-> {repo / 'benchmarks/results' / f'ablation-{recipe_slug(SHIPS_NEXT)}' / 'threshold_transfer.json'}")
     # a mistyped stage stops the queue before anything starts: no worktree, no run
     proc = queue("crop", "ensembel", dry="0")
     assert proc.returncode == 2 and "unknown stage ensembel" in proc.stderr and not (tmp_path / "wt").exists()

@@ -104,3 +104,32 @@ def test_the_table_is_made_from_the_raw_file(tmp_path: Path) -> None:
     assert "| Platt, scale 0.500, bias -1.000 | 0.350 |" in (tmp_path / "t.md").read_text()
     assert "0.30 / 0.30 / 0.25" in row
     assert "scores +0.030 balanced accuracy" in text and "averaging adds -0.010" in text and "abc1234" in text
+
+
+def test_the_queue_call_measures_only_new_seed_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    runs, raw = tmp_path / "runs", tmp_path / "results" / "threshold_transfer.json"
+    raw.parent.mkdir()
+    measured: list[Path] = []
+    committed: list[list[Path]] = []
+    monkeypatch.setattr(tt, "measure", lambda r, tta: measured.append(r) or {"rows": [], "tta": tta})
+    monkeypatch.setattr(tt, "table", lambda r: "table\n")
+    monkeypatch.setattr(tt, "commit_files", lambda paths, message: committed.append(paths))
+    args = ["--runs", str(runs), "--json", str(raw), "--commit"]
+    assert tt.main(args) == 0 and not measured  # no run folder yet: nothing to measure, not an error
+    assert "nothing to measure" in capsys.readouterr().out
+    cfg = {"run": {"seed": 0, "out": "a"}}
+    _run(runs, "full-tupac16-s0", cfg)
+    _run(runs, "full-tupac16-s1", {"run": {"seed": 1, "out": "b"}})
+    assert tt.main([*args, "--dry-run"]) == 0 and not measured
+    assert "to measure (1 seed pairs)" in capsys.readouterr().out
+    assert tt.main(args) == 0 and measured == [runs]
+    assert committed == [[raw, raw.with_suffix(".md")]] and raw.with_suffix(".md").read_text() == "table\n"
+    # the raw file that holds the same pairs is current: the next pass of the queue measures nothing
+    raw.write_text(json.dumps({"rows": [{"arm": "Full", "held_out": "TUPAC16",
+                                         "runs": ["full-tupac16-s0", "full-tupac16-s1"]}]}))
+    assert tt.main(args) == 0 and len(measured) == 1 and len(committed) == 1
+    assert "measured (1 seed pairs)" in capsys.readouterr().out
+    _run(runs, "erm-tupac16-s0", cfg)
+    _run(runs, "erm-tupac16-s1", {"run": {"seed": 1, "out": "b"}})
+    assert tt.main(args) == 0 and len(measured) == 2 and len(committed) == 2
