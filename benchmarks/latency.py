@@ -50,6 +50,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from amf.preprocess import VIEW_COUNTS  # noqa: E402  (torch-free; torch and onnxruntime load only to measure)
+from benchmarks.driver import checkout_relative  # noqa: E402
 from benchmarks.publish import publish  # noqa: E402
 
 JOB = REPO / "test" / "input"
@@ -181,11 +182,6 @@ def model_copy(src: Path, dest: Path) -> tuple[Path, float, float | None]:
     return dest, time.perf_counter() - start, check_gap
 
 
-def shown_dir(path: Path) -> str:
-    """A model directory as recorded: relative to the repository when inside it."""
-    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     from amf.card import weights_sha256
     from amf.provenance import available_cpus, git_state, machine
@@ -206,7 +202,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print("exporting model.onnx into a copy of the baseline model directory ...", flush=True)
             base_card = json.loads((args.baseline_model / "model.json").read_text(encoding="utf-8"))
             base_model, base_export_s, base_check_gap = model_copy(args.baseline_model, tmp / "baseline")
-            baseline = {"model": shown_dir(args.baseline_model), "card_tta": base_card["tta"],
+            baseline = {"model": str(checkout_relative(args.baseline_model)), "card_tta": base_card["tta"],
                         "members": len(base_card.get("members") or []) or 1,
                         "weights_sha256": weights_sha256(args.baseline_model, base_card),
                         "onnx_export_s": base_export_s, "onnx_export_check_gap": base_check_gap}
@@ -290,7 +286,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "config": {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "table_only"},
-            "model": shown_dir(args.model),
+            "model": str(checkout_relative(args.model)),
             "card_tta": card_tta, "members": members, "weights_sha256": weights_sha256(args.model, card),
             "n_pages": len(pages), "available_cpus": cpus,
             "torch_default_threads": torch_default, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
