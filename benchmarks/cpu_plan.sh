@@ -32,6 +32,12 @@
 # that time and the queue stops there, so the end of a session or a loan is not spent on a run that
 # cannot finish.
 #
+# Side work beside a run: pause the run for anything heavy (kill -STOP / -CONT the training.train
+# process). `nice -n 19` alone does not protect it: the kernel's autogroups weigh each session (setsid)
+# as one, so a niced job in its own session took a full core and tripled the run's epoch time here
+# (2026-11-29: 48 s to 130-150 s a Full epoch); lowering that session's group, `echo 19 >
+# /proc/<pid>/autogroup`, brought the epochs back to 48-54 s, with the side job living off idle time.
+#
 # Everything runs inside main(), which bash reads whole before it starts: an edit or a checkout of this
 # file while a queue runs cannot change what that queue does next.
 set -euo pipefail
