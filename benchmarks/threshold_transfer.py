@@ -50,7 +50,6 @@ from benchmarks.driver import checkout_relative, commit_files  # noqa: E402
 from benchmarks.publish import publish  # noqa: E402
 
 RAW = REPO / "benchmarks/results/threshold_transfer.json"
-TABLE = REPO / "benchmarks/results/threshold_transfer.md"
 _PER_SEED = ("run.seed", "run.out")  # what may differ between the members of one pair
 
 
