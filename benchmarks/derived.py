@@ -13,7 +13,10 @@ inside that checkout, so that the checkout's own code (the code its tests run) w
 the code of the worktree a queue was started from, which may predate a ship.
 
 A file (or the model directory behind the card) with uncommitted edits is left alone, with a
-warning: committing it would take a person's half-done work along with a result.
+warning: committing it would take a person's half-done work along with a result. So is a README
+block whose result file has uncommitted edits that this commit does not take (``--committing``
+names what it takes): a mutation run's half-written table, say, would otherwise reach the README
+committed without the table itself, and a clean clone would fail its README test.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 from amf.atomic import write_text_atomic
 from amf.card import CARD_NAME
-from benchmarks.readme_sync import synced
+from benchmarks.readme_sync import sources, synced
 
 CARD = Path("benchmarks/results/model_card.md")
 README = Path("README.md")
@@ -36,6 +39,16 @@ def _clean(root: Path, *paths: Path) -> bool:
     status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *map(str, paths)],
                             capture_output=True, text=True)
     return status.returncode == 0 and not status.stdout.strip()
+
+
+def _dirty(root: Path, names: list[str]) -> set[str]:
+    """Those of ``names`` (relative to ``root``) that differ from HEAD."""
+    if not names:
+        return set()
+    status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *names],
+                            capture_output=True, text=True)
+    changed = {line[3:].strip('"') for line in status.stdout.splitlines()}
+    return {name for name in names if name in changed}
 
 
 def _rewrite(path: Path, text: str) -> bool:
@@ -51,8 +64,10 @@ def _card_text(root: Path) -> str:
     return model_card.render(model_card.gather(**model_card.sources(root)))
 
 
-def refresh(root: Path) -> list[Path]:
-    """Regenerate the model card and the README's quoted tables in checkout ``root``; the files changed."""
+def refresh(root: Path, committing: list[Path] | None = None) -> list[Path]:
+    """Regenerate the model card and the README's quoted tables in checkout ``root``; the files changed.
+    With ``committing`` (the files the caller commits), a README block whose file has other uncommitted
+    edits keeps its committed text; without it every block is refilled (drivers older than the list)."""
     changed: list[Path] = []
     card, readme = root / CARD, root / README
     if (root / "model" / CARD_NAME).is_file():
@@ -64,7 +79,16 @@ def refresh(root: Path) -> list[Path]:
                   "run python -m benchmarks.model_card before committing them", file=sys.stderr)
     if readme.is_file():
         if _clean(root, README):
-            if _rewrite(readme, synced(readme.read_text(encoding="utf-8"), root)):
+            text = readme.read_text(encoding="utf-8")
+            keep: set[str] = set()
+            if committing is not None:
+                taken = {str(p.resolve().relative_to(root)) for p in [*committing, *changed]
+                         if p.resolve().is_relative_to(root)}
+                keep = _dirty(root, sources(text)) - taken
+                for name in sorted(keep):
+                    print(f"warning: {name} has uncommitted edits that this commit does not take, so the README "
+                          "block quoting it was left as it is", file=sys.stderr)
+            if _rewrite(readme, synced(text, root, keep)):
                 changed.append(readme)
         else:
             print(f"warning: {README} has uncommitted edits, so its tables were left as they are; "
@@ -72,10 +96,10 @@ def refresh(root: Path) -> list[Path]:
     return changed
 
 
-def refresh_in(root: Path) -> list[Path]:
+def refresh_in(root: Path, committing: list[Path]) -> list[Path]:
     """``refresh`` run by checkout ``root``'s own code; a failure there is a warning, never a lost result."""
-    run = subprocess.run([sys.executable, "-m", "benchmarks.derived", str(root)], cwd=root,
-                         capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "benchmarks.derived", str(root), "--committing",
+                          *map(str, committing)], cwd=root, capture_output=True, text=True)
     if run.returncode == 0:
         sys.stderr.write(run.stderr)  # its warnings about files left alone
         return [Path(line) for line in run.stdout.splitlines() if line]
@@ -89,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, nargs="?", default=Path(__file__).resolve().parents[1],
                         help="the checkout (default: this one)")
+    parser.add_argument("--committing", type=Path, nargs="*",
+                        help="the files the caller commits with what this rewrites")
     args = parser.parse_args(argv)
-    for path in refresh(args.root.resolve()):
+    for path in refresh(args.root.resolve(), args.committing):
         print(path)
     return 0
 

@@ -180,7 +180,7 @@ def commit_files(paths: list[Path], message: str) -> None:
     repo = paths[0].parent
     top = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
     if top.returncode == 0:
-        paths = [*paths, *refresh_in(Path(top.stdout.strip()))]
+        paths = [*paths, *refresh_in(Path(top.stdout.strip()), paths)]
     for attempt in range(10):
         add = subprocess.run(["git", "-C", str(repo), "add", "--", *map(str, paths)], capture_output=True, text=True)
         done = add.returncode == 0 and subprocess.run(

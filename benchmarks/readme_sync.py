@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +42,18 @@ def tables(markdown: str, which: int | None = None) -> str:
     return "\n\n".join(found)
 
 
-def synced(readme: str, root: Path = REPO) -> str:
+def sources(readme: str) -> list[str]:
+    """The result files the README's blocks quote, each once, relative to the checkout."""
+    return sorted({m["path"].partition("#")[0] for m in _BLOCK.finditer(readme)})
+
+
+def synced(readme: str, root: Path = REPO, keep: Collection[str] = ()) -> str:
+    """``readme`` with every block refilled from its file under ``root``, but those quoting a file in
+    ``keep``, which stay as they are."""
     def fill(m: re.Match[str]) -> str:
         name, _, which = m["path"].partition("#")
+        if name in keep:
+            return m[0]
         source = root / name
         body = (tables(source.read_text(encoding="utf-8"), int(which) if which else None) if source.is_file()
                 else f"({name} is missing)")

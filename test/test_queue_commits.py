@@ -74,3 +74,23 @@ def test_a_failing_regeneration_still_commits_the_result(checkout: Path, monkeyp
     assert git(checkout, "show", f"HEAD:{TABLE}") == "| new |\n"
     assert git(checkout, "show", "HEAD:README.md") == README
     assert "could not regenerate" in capsys.readouterr().err
+
+
+def test_a_block_whose_file_has_edits_the_commit_does_not_take_keeps_its_committed_text(
+        checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A half-written table beside the queue (a mutation run's, say) must not reach the committed README
+    without the table itself, or a clean clone fails its README test."""
+    other = "benchmarks/results/other.md"
+    (checkout / other).write_text("| other |\n", encoding="utf-8")
+    (checkout / "README.md").write_text(README + f"\n<!-- begin: {other} -->\n| other |\n<!-- end: {other} -->\n",
+                                        encoding="utf-8")
+    git(checkout, "add", "README.md", other)
+    git(checkout, "commit", "-q", "-m", "two blocks")
+    (checkout / other).write_text("| half written |\n", encoding="utf-8")
+    (checkout / TABLE).write_text("| new |\n", encoding="utf-8")
+    commit_files([checkout / TABLE], "result")
+    readme = git(checkout, "show", "HEAD:README.md")
+    assert f"<!-- begin: {TABLE} -->\n| new |\n" in readme  # the block of what it commits is refilled
+    assert "| other |" in readme and "half written" not in readme  # the other keeps its committed text
+    assert git(checkout, "status", "--porcelain").strip() == f"M {other}"
+    assert f"{other} has uncommitted edits that this commit does not take" in capsys.readouterr().err
