@@ -262,6 +262,21 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     last = proc.stdout.splitlines()[-2]
     assert last.startswith("threshold transfer of ") and last.endswith(
         f"-> {repo / 'benchmarks/results' / f'ablation-{recipe_slug(SHIPS_NEXT)}' / 'threshold_transfer.json'}")
+    # a threshold check that fails (here: two seeds whose configs differ in more than the seed) is a
+    # warning; the stages after it still run
+    runs = tmp_path / "runs" / f"ablation-{recipe_slug(SHIPS_NEXT)}"
+    for seed, epochs in ((0, 15), (1, 3)):
+        (runs / f"full-tupac16-s{seed}" / "model").mkdir(parents=True)
+        (runs / f"full-tupac16-s{seed}" / "summary.json").write_text("{}")
+        (runs / f"full-tupac16-s{seed}" / "model" / "model.json").write_text("{}")
+        (runs / f"full-tupac16-s{seed}" / "config.yaml").write_text(
+            f"run: {{seed: {seed}}}\noptim: {{epochs: {epochs}}}\n")
+    proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh", "lodo", "crop"], cwd=repo, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "CPU_PLAN_DRY": "1",
+                                                       "CPU_PLAN_RUNS": str(tmp_path / "runs")})
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the threshold transfer of" in proc.stderr and "optim.epochs" in proc.stderr
+    assert any("center-crop" in line for line in proc.stdout.splitlines())  # the next stage ran
     # a mistyped stage stops the queue before anything starts: no worktree, no run
     proc = queue("crop", "ensembel", dry="0")
     assert proc.returncode == 2 and "unknown stage ensembel" in proc.stderr and not (tmp_path / "wt").exists()
