@@ -295,6 +295,9 @@ def plot_curves(records: list[dict[str, Any]], out: Path) -> None:
                    ylabel="val " + ("BA @0.5" if metric == "balanced_accuracy" else "AUC"))
             if ax.lines:
                 ax.legend(fontsize=7)
+            else:  # an empty 0..1 frame would read as a measurement
+                ax.text(0.5, 0.5, "no run yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+                ax.set(xticks=[], yticks=[])
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
