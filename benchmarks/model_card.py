@@ -271,6 +271,10 @@ def _goal_cell(m: dict[str, float]) -> str:
     return f"missed ({', '.join(short)})" if short else "met"
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def target_verdict(per_domain: dict[str, dict[str, float]]) -> str:
     """Issue #10's goal, judged per held-out domain on the mean over seeds; a domain without a run is
     named as not measured, never counted as met."""
@@ -282,7 +286,7 @@ def target_verdict(per_domain: dict[str, dict[str, float]]) -> str:
     if not missed and not unmeasured:
         return goal + "met on all three domains."
     parts = [f"met on {', '.join(met)}" if met else "met on none",
-             *([f"missed on {'; '.join(missed)}"] if missed else []),
+             *([f"missed on {_and(missed)}"] if missed else []),
              *([f"not measured yet on {', '.join(unmeasured)}"] if unmeasured else [])]
     return goal + "; ".join(parts) + "."
 
