@@ -34,21 +34,25 @@ CARD = Path("benchmarks/results/model_card.md")
 README = Path("README.md")
 
 
-def _clean(root: Path, *paths: Path) -> bool:
-    """No path differs from HEAD (edited, staged or untracked-and-new all count as a difference)."""
-    status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *map(str, paths)],
+def _changed(root: Path, paths: list[str]) -> set[str] | None:
+    """The files under ``paths`` (relative to ``root``) that differ from HEAD (edited, staged or
+    untracked-and-new all count); None when git cannot tell."""
+    status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *paths],
                             capture_output=True, text=True)
-    return status.returncode == 0 and not status.stdout.strip()
+    return {line[3:].strip('"') for line in status.stdout.splitlines()} if status.returncode == 0 else None
+
+
+def _clean(root: Path, *paths: Path) -> bool:
+    """No file under ``paths`` differs from HEAD."""
+    return _changed(root, [str(p) for p in paths]) == set()
 
 
 def _dirty(root: Path, names: list[str]) -> set[str]:
-    """Those of ``names`` (relative to ``root``) that differ from HEAD."""
+    """Those of the files ``names`` that differ from HEAD (all of them when git cannot tell, as ``_clean``)."""
     if not names:
         return set()
-    status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *names],
-                            capture_output=True, text=True)
-    changed = {line[3:].strip('"') for line in status.stdout.splitlines()}
-    return {name for name in names if name in changed}
+    changed = _changed(root, names)
+    return set(names) if changed is None else {name for name in names if name in changed}
 
 
 def _rewrite(path: Path, text: str) -> bool:
