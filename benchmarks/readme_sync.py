@@ -11,7 +11,10 @@ A block is marked in README.md as
 
 and receives every Markdown table of the named file, in order, separated by a blank line;
 ``<!-- begin: FILE#1 -->`` ... ``<!-- end: FILE#1 -->`` receives only its first table (``#2`` the
-second, ...), for a file whose later tables are too long to quote.
+second, ...), for a file whose later tables are too long to quote. A non-numeric selector takes a
+verdict instead of a table: ``<!-- begin: FILE#the-goal -->`` receives the paragraph of FILE that
+opens with ``**The goal**`` (the bold lead, lower-cased, spaces as hyphens), so that prose can quote
+a generated sentence rather than retype what it says.
 """
 
 from __future__ import annotations
@@ -42,6 +45,25 @@ def tables(markdown: str, which: int | None = None) -> str:
     return "\n\n".join(found)
 
 
+def _slug(text: str) -> str:
+    return "-".join(text.lower().split())
+
+
+def paragraph(markdown: str, lead: str) -> str:
+    """The paragraph of a Markdown text that opens with the bold lead whose slug is ``lead``."""
+    for block in re.split(r"\n\s*\n", markdown):
+        m = re.match(r"\*\*(.+?)\*\*", block.strip())
+        if m and _slug(m[1]) == lead:
+            return block.strip()
+    return f"(no paragraph opening with **{lead.replace('-', ' ')}**)"
+
+
+def _quote(markdown: str, selector: str) -> str:
+    if not selector:
+        return tables(markdown)
+    return tables(markdown, int(selector)) if selector.isdigit() else paragraph(markdown, selector)
+
+
 def sources(readme: str) -> list[str]:
     """The result files the README's blocks quote, each once, relative to the checkout."""
     return sorted({m["path"].partition("#")[0] for m in _BLOCK.finditer(readme)})
@@ -55,8 +77,7 @@ def synced(readme: str, root: Path = REPO, keep: Collection[str] = ()) -> str:
         if name in keep:
             return m[0]
         source = root / name
-        body = (tables(source.read_text(encoding="utf-8"), int(which) if which else None) if source.is_file()
-                else f"({name} is missing)")
+        body = _quote(source.read_text(encoding="utf-8"), which) if source.is_file() else f"({name} is missing)"
         return f"{m[1]}{body}\n{m[4]}"
 
     return _BLOCK.sub(fill, readme)

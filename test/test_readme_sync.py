@@ -28,3 +28,12 @@ def test_a_block_can_take_one_table_of_its_file(tmp_path: Path) -> None:
     readme = "<!-- begin: r.md#2 -->\nold\n<!-- end: r.md#2 -->\n"
     assert synced(readme, tmp_path) == "<!-- begin: r.md#2 -->\n| b |\n|---|\n<!-- end: r.md#2 -->\n"
     assert tables("| a |\n|---|\n", 3) == "(no table 3)"
+
+
+def test_a_block_can_take_a_generated_verdict_paragraph(tmp_path: Path) -> None:
+    (tmp_path / "r.md").write_text("| a |\n|---|\n\n**The goal** (x): met on A;\nmissed on B.\n\n**Other.** no\n")
+    readme = "<!-- begin: r.md#the-goal -->\nold\n<!-- end: r.md#the-goal -->\n"
+    assert synced(readme, tmp_path) == ("<!-- begin: r.md#the-goal -->\n**The goal** (x): met on A;\nmissed on B.\n"
+                                        "<!-- end: r.md#the-goal -->\n")
+    missing = "<!-- begin: r.md#no-such -->\n<!-- end: r.md#no-such -->\n"
+    assert "(no paragraph opening with **no such**)" in synced(missing, tmp_path)
