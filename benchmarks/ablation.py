@@ -38,8 +38,8 @@ from benchmarks.driver import (
     config_setting,
     input_words,
     load_results,
+    plan_then_tables,
     raw_result,
-    require_results,
     train_planned,
 )
 from benchmarks.spread import against, fmt, mean_sd
@@ -326,17 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=2")
     args = parser.parse_intermixed_args(argv)
-    if args.dry_run:
-        run_plan(args)
-        return 0
-    if args.table_only:
-        require_results(args.results)
-    args.results.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
-        run_plan(args)
-    write_outputs(args.results)
-    print((args.results.parent / "ablation.md").read_text())
-    return 0
+    return plan_then_tables(args, run_plan, _write_and_read)
+
+
+def _write_and_read(results: Path) -> str:
+    write_outputs(results)
+    return (results.parent / "ablation.md").read_text()
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ from benchmarks.driver import (
     checkout_relative,
     commit_files,
     load_results,
+    plan_then_tables,
     raw_result,
-    require_results,
     train_planned,
 )
 from benchmarks.spread import VAL_AUC_RULE, fmt, val_auc_against_default
@@ -148,16 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=2")
     args = parser.parse_intermixed_args(argv)
-    if args.dry_run:
-        run_plan(args)
-        return 0
-    if args.table_only:
-        require_results(args.results)
-    args.results.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
-        run_plan(args)
-    print(write_table(args.results))
-    return 0
+    return plan_then_tables(args, run_plan, write_table)
 
 
 if __name__ == "__main__":

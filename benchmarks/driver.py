@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,22 @@ def require_results(results: Path) -> None:
     overwrite a generated table with an empty one."""
     if not any(results.glob("*.json")):
         raise SystemExit(f"error: no raw results (*.json) in {results}; nothing to tabulate")
+
+
+def plan_then_tables(args: Any, run_plan: Callable[[Any], None], tables: Callable[[Path], str]) -> int:
+    """A driver's command line after parsing: ``--dry-run`` prints the plan and trains nothing;
+    ``--table-only`` regenerates the tables from the raw results there; otherwise train what the
+    plan lacks, then regenerate. Prints the tables; the exit status."""
+    if args.dry_run:
+        run_plan(args)
+        return 0
+    if args.table_only:
+        require_results(args.results)
+    else:
+        args.results.mkdir(parents=True, exist_ok=True)
+        run_plan(args)
+    print(tables(args.results))
+    return 0
 
 
 def checkout_relative(path: Path) -> Path:

@@ -40,8 +40,8 @@ from benchmarks.driver import (
     commit_files,
     config_setting,
     load_results,
+    plan_then_tables,
     raw_result,
-    require_results,
     result_state,
     train_planned,
 )
@@ -210,17 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not args.studies:
         parser.error(f"unknown study {unknown[0]!r}; choose from {', '.join(STUDIES)}" if unknown
                      else "name at least one study")
-    if args.table_only:
-        require_results(args.results)
-    else:
-        if not args.dry_run:
-            args.results.mkdir(parents=True, exist_ok=True)
-        run_plan(args)
-    if args.dry_run:
-        return 0
-    for study in args.studies:
-        print(write_table(study, args.results)[1])
-    return 0
+    return plan_then_tables(args, run_plan,
+                            lambda results: "\n".join(write_table(study, results)[1] for study in args.studies))
 
 
 if __name__ == "__main__":
