@@ -13,8 +13,8 @@ and receives every Markdown table of the named file, in order, separated by a bl
 ``<!-- begin: FILE#1 -->`` ... ``<!-- end: FILE#1 -->`` receives only its first table (``#2`` the
 second, ...), for a file whose later tables are too long to quote. A non-numeric selector takes a
 verdict instead of a table: ``<!-- begin: FILE#the-goal -->`` receives the paragraph of FILE that
-opens with ``**The goal**`` (the bold lead, lower-cased, spaces as hyphens), so that prose can quote
-a generated sentence rather than retype what it says.
+opens with ``**The goal**`` (the bold lead, lower-cased, each run of other characters a hyphen), so
+that prose can quote a generated sentence rather than retype what it says.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def tables(markdown: str, which: int | None = None) -> str:
 
 
 def _slug(text: str) -> str:
-    return "-".join(text.lower().split())
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def paragraph(markdown: str, lead: str) -> str:

@@ -103,7 +103,13 @@ def test_the_table_is_made_from_the_raw_file(tmp_path: Path) -> None:
     assert tt.main(["--table-only", "--json", str(tmp_path / "raw.json"), "--out", str(tmp_path / "t.md")]) == 0
     assert "| Platt, scale 0.500, bias -1.000 | 0.350 |" in (tmp_path / "t.md").read_text()
     assert "0.30 / 0.30 / 0.25" in row
-    assert "scores +0.030 balanced accuracy" in text and "averaging adds -0.010" in text and "abc1234" in text
+    assert "scores +0.030 balanced accuracy" in text and "abc1234" in text
+    assert "averaging makes that loss 0.010 smaller" in text
+
+
+def test_the_summary_says_which_way_averaging_moves_the_threshold_loss() -> None:
+    assert tt._averaging_effect(0.004) == "averaging makes that loss 0.004 larger"
+    assert tt._averaging_effect(-0.0004) == "averaging leaves that loss as it is (within 0.001)"
 
 
 def test_the_queue_call_measures_only_new_seed_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
