@@ -178,6 +178,7 @@ def raw_result(run: Path, labels: dict[str, Any], code: dict[str, Any], seconds:
 def commit_files(paths: list[Path], message: str) -> None:
     """Commit just these files in the checkout that holds them, retrying while another commit holds the lock,
     with the model card and the README's tables regenerated from them (benchmarks/derived.py)."""
+    paths = [p.resolve() for p in paths]  # a relative path would be read against `git -C`'s folder, not ours
     repo = paths[0].parent
     top = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
     if top.returncode == 0:

@@ -41,6 +41,15 @@ def test_a_committed_result_brings_the_readme_tables_that_quote_it(checkout: Pat
     assert git(checkout, "status", "--porcelain") == ""
 
 
+def test_a_result_named_by_a_relative_path_commits_too(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a person runs a driver by hand from the checkout (`--json benchmarks/results/...`)."""
+    (checkout / TABLE).write_text("# x\n\n| new |\n|---|\n| 1 |\n", encoding="utf-8")
+    monkeypatch.chdir(checkout)
+    commit_files([Path(TABLE)], "result")
+    assert git(checkout, "log", "-1", "--format=%s") == "result\n"
+    assert git(checkout, "status", "--porcelain") == ""
+
+
 def test_a_readme_being_edited_is_left_out(checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (checkout / "README.md").write_text(README + "\nhalf a sentence", encoding="utf-8")
     (checkout / TABLE).write_text("| new |\n", encoding="utf-8")
