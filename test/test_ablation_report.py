@@ -42,6 +42,27 @@ def test_the_verdict_table_has_a_row_per_arm_that_ran_and_a_cell_per_domain() ->
     assert lines[2].endswith("| – / – |")  # no seed ran every domain: no mean to compare
 
 
+@pytest.mark.parametrize(("full", "erm", "verdict"), [
+    ([0.76, 0.77], [0.70, 0.71], "**met**: Full 0.765 against ERM 0.705, +0.0600"),
+    ([0.7347, 0.7347], [0.705, 0.705], "**missed**: Full 0.735 against ERM 0.705, +0.0297 with a seed spread of "
+                                       "0.0000, beyond the spread but short of 0.03."),  # not rounded up to a hit
+    ([0.70, 0.80], [0.70, 0.71], "**missed**: Full 0.750 against ERM 0.705, +0.0450 with a seed spread of 0.0707, "
+                                 "within the spread."),
+    ([0.76], [0.70, 0.71], "not measured yet: it needs two seeds of each arm on every domain (Full has 1, ERM 2)."),
+])
+def test_the_recipe_goal_is_judged_on_the_per_seed_means(full: list[float], erm: list[float], verdict: str) -> None:
+    from benchmarks.ablation import goal_verdict
+
+    def run(arm: str, dom: str, seed: int, ba: float) -> dict:
+        return {"arm": arm, "held_out": dom, "seed": seed,
+                "student": {"test": {"balanced_accuracy": ba, "roc_auc": 0.8}}}
+
+    records = [run("Full", d, s, ba) for s, ba in enumerate(full) for d in DOMAINS]
+    records += [run("ERM", d, s, ba) for s, ba in enumerate(erm) for d in DOMAINS]
+    line = goal_verdict(records)
+    assert line.startswith("**The goal** (issue #7") and verdict in line
+
+
 def test_the_mean_over_domains_is_compared_seed_by_seed() -> None:
     from benchmarks.ablation import seed_means
 
