@@ -24,8 +24,10 @@ splits) on the same leave-one-domain-out training domains. For each held-out dom
 
 Writes ``benchmarks/results/threshold_transfer.json`` (raw; another recipe's beside its ablation,
 ``benchmarks.answers.transfer_results``) and the generated table beside it (``.md``). With ``--commit``
-it commits both (and the card and README tables they feed) and does nothing when the raw file already
-holds the same seed pairs, so the queue can call it after every pass.
+it commits both (and the card and README tables they feed), does nothing when the raw file already
+holds the same seed pairs, and otherwise measures only the pairs the raw file lacks (each row records
+the code and date that measured it), so the queue can call it after every pass. Without ``--commit``
+every pair is measured afresh.
 """
 
 from __future__ import annotations
@@ -151,7 +153,10 @@ def transfer(members: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     }
 
 
-def measure(runs: Path, tta: str, log=print) -> dict[str, Any]:
+def measure(runs: Path, tta: str, log=print, measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every seed pair in ``runs``; a pair that ``measured`` (an earlier raw file, same views) holds
+    keeps its row, so a queue that calls this after each pair lands measures only the new ones. Each
+    row records the code and date that measured it."""
     import torch
     import yaml
 
@@ -161,16 +166,33 @@ def measure(runs: Path, tta: str, log=print) -> dict[str, Any]:
     groups = group_runs(runs)
     if not groups:
         raise SystemExit(f"no arm in {runs} has two finished seeds on one held-out domain")
+    code, date = git_state(REPO), _now()
+    earlier = {} if not measured or measured.get("tta") != tta else {
+        _pair(r): {"code": measured.get("code", {}), "date": measured.get("date", "?"), **r} for r in measured["rows"]}
     cache: dict[str, Any] = {}
     rows = []
     for (arm, dom), members in groups.items():
+        row = earlier.get((arm, dom, tuple(m.name for m in members)))
+        if row is not None:
+            rows.append(row)
+            log(f"{arm} / {dom}: measured before ({row['date']})")
+            continue
         t0 = time.perf_counter()
         result = transfer([member_margins(m, tta, cache) for m in members])
         config = yaml.safe_load((members[0] / "config.yaml").read_text())  # the members differ in the seed only
-        rows.append({"arm": arm, "held_out": dom, "runs": [m.name for m in members], "config": config, **result})
+        rows.append({"arm": arm, "held_out": dom, "runs": [m.name for m in members], "config": config,
+                     "code": code, "date": date, **result})
         log(f"{arm} / {dom}: {len(members)} members, {time.perf_counter() - t0:.0f} s")
-    return {"tta": tta, "rows": rows, "runs": str(checkout_relative(runs)), "code": git_state(REPO),
-            "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {"tta": tta, "rows": rows, "runs": str(checkout_relative(runs)), "code": code,
+            "machine": machine(), "date": date}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _pair(row: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    return row["arm"], row["held_out"], tuple(row["runs"])
 
 
 def pairs(groups: dict[tuple[str, str], list[Path]]) -> set[tuple[str, str, tuple[str, ...]]]:
@@ -178,7 +200,7 @@ def pairs(groups: dict[tuple[str, str], list[Path]]) -> set[tuple[str, str, tupl
 
 
 def measured_pairs(raw: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...]]]:
-    return {(r["arm"], r["held_out"], tuple(r["runs"])) for r in raw["rows"]}
+    return {_pair(r) for r in raw["rows"]}
 
 
 def _mean(values: list[float]) -> float:
@@ -240,11 +262,18 @@ def table(raw: dict[str, Any]) -> str:
         f"{_mean(gaps_avg):.3f} for the average and {_mean(gaps_mem):.3f} for a single member: "
         f"{_averaging_effect(_mean(gaps_avg) - _mean(gaps_mem))}.",
         "",
-        f"Code {raw['code'].get('commit', '?')}{' (dirty)' if raw['code'].get('dirty') else ''}, {raw['date']}"
-        + (f"; runs in `{raw['runs']}`." if raw.get("runs") else "."),
+        f"Code {_codes(raw)}, {raw['date']}" + (f"; runs in `{raw['runs']}`." if raw.get("runs") else "."),
         "",
     ]
     return "\n".join(lines)
+
+
+def _codes(raw: dict[str, Any]) -> str:
+    """The commits that measured the rows (a row from before per-row provenance has the file's)."""
+    def words(code: dict[str, Any]) -> str:
+        return f"{code.get('commit', '?')}{' (dirty)' if code.get('dirty') else ''}"
+
+    return ", ".join(dict.fromkeys(words(r.get("code") or raw["code"]) for r in raw["rows"])) or words(raw["code"])
 
 
 def _averaging_effect(extra_loss: float) -> str:
@@ -261,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the generated table (default: --json's, ending .md)")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--commit", action="store_true",
-                        help="commit the raw file and table; skip when the raw file holds the same seed pairs")
+                        help="commit the raw file and table; skip when the raw file holds the same seed pairs, "
+                             "and measure only the pairs it lacks")
     parser.add_argument("--dry-run", action="store_true", help="print the seed pairs found, measure nothing")
     args = parser.parse_args(argv)
     out = args.out or args.json.with_suffix(".md")
@@ -276,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                      else "nothing to measure: no arm has two finished seeds")
             print(f"threshold transfer of {args.runs}: {state} ({len(found)} seed pairs) -> {args.json}")
             return 0
-    code = publish(measure(args.runs, args.tta), table, out, args.json)
+    earlier = json.loads(args.json.read_text(encoding="utf-8")) if args.commit and args.json.is_file() else None
+    code = publish(measure(args.runs, args.tta, measured=earlier), table, out, args.json)
     if code == 0 and args.commit:
         commit_files([args.json, out], f"threshold transfer of {args.runs.name}: {len(found)} seed pairs")
     return code

@@ -116,26 +116,51 @@ def test_the_queue_call_measures_only_new_seed_pairs(tmp_path: Path, monkeypatch
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     runs, raw = tmp_path / "runs", tmp_path / "results" / "threshold_transfer.json"
     raw.parent.mkdir()
-    measured: list[Path] = []
+    measured_runs: list[Path] = []
     committed: list[list[Path]] = []
-    monkeypatch.setattr(tt, "measure", lambda r, tta: measured.append(r) or {"rows": [], "tta": tta})
+    earlier: list[dict | None] = []
+    monkeypatch.setattr(tt, "measure", lambda r, tta, measured=None: measured_runs.append(r) or earlier.append(measured)
+                        or {"rows": [], "tta": tta})
     monkeypatch.setattr(tt, "table", lambda r: "table\n")
     monkeypatch.setattr(tt, "commit_files", lambda paths, message: committed.append(paths))
     args = ["--runs", str(runs), "--json", str(raw), "--commit"]
-    assert tt.main(args) == 0 and not measured  # no run folder yet: nothing to measure, not an error
+    assert tt.main(args) == 0 and not measured_runs  # no run folder yet: nothing to measure, not an error
     assert "nothing to measure" in capsys.readouterr().out
     cfg = {"run": {"seed": 0, "out": "a"}}
     _run(runs, "full-tupac16-s0", cfg)
     _run(runs, "full-tupac16-s1", {"run": {"seed": 1, "out": "b"}})
-    assert tt.main([*args, "--dry-run"]) == 0 and not measured
+    assert tt.main([*args, "--dry-run"]) == 0 and not measured_runs
     assert "to measure (1 seed pairs)" in capsys.readouterr().out
-    assert tt.main(args) == 0 and measured == [runs]
+    assert tt.main(args) == 0 and measured_runs == [runs]
     assert committed == [[raw, raw.with_suffix(".md")]] and raw.with_suffix(".md").read_text() == "table\n"
     # the raw file that holds the same pairs is current: the next pass of the queue measures nothing
     raw.write_text(json.dumps({"rows": [{"arm": "Full", "held_out": "TUPAC16",
                                          "runs": ["full-tupac16-s0", "full-tupac16-s1"]}]}))
-    assert tt.main(args) == 0 and len(measured) == 1 and len(committed) == 1
+    assert tt.main(args) == 0 and len(measured_runs) == 1 and len(committed) == 1
     assert "measured (1 seed pairs)" in capsys.readouterr().out
     _run(runs, "erm-tupac16-s0", cfg)
     _run(runs, "erm-tupac16-s1", {"run": {"seed": 1, "out": "b"}})
-    assert tt.main(args) == 0 and len(measured) == 2 and len(committed) == 2
+    assert tt.main(args) == 0 and len(measured_runs) == 2 and len(committed) == 2
+    assert earlier[-1] is not None and earlier[-1]["rows"][0]["runs"] == ["full-tupac16-s0", "full-tupac16-s1"]
+    assert tt.main(["--runs", str(runs), "--json", str(raw)]) == 0 and earlier[-1] is None  # by hand: all afresh
+
+
+def test_a_pair_measured_before_keeps_its_row_and_only_new_pairs_are_scored(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for arm in ("full", "erm"):
+        _run(tmp_path, f"{arm}-tupac16-s0", {"run": {"seed": 0, "out": "a"}})
+        _run(tmp_path, f"{arm}-tupac16-s1", {"run": {"seed": 1, "out": "b"}})
+    scored: list[str] = []
+    monkeypatch.setattr(tt, "member_margins", lambda m, tta, cache: scored.append(m.name))
+    monkeypatch.setattr(tt, "transfer", lambda members: {"threshold": 0.3})
+    old_row = {"arm": "Full", "held_out": "TUPAC16", "runs": ["full-tupac16-s0", "full-tupac16-s1"], "threshold": 0.2}
+    earlier = {"tta": "none", "rows": [old_row], "code": {"commit": "old1234", "dirty": False}, "date": "then"}
+    raw = tt.measure(tmp_path, "none", log=lambda *_: None, measured=earlier)
+    assert scored == ["erm-tupac16-s0", "erm-tupac16-s1"]  # the Full pair was not scored again
+    rows = {r["arm"]: r for r in raw["rows"]}
+    assert rows["Full"]["threshold"] == 0.2 and rows["Full"]["code"]["commit"] == "old1234"  # the file's provenance
+    assert rows["ERM"]["threshold"] == 0.3 and rows["ERM"]["code"] == raw["code"]
+    assert "old1234" in tt._codes(raw).split(", ") and len(tt._codes(raw).split(", ")) == 2  # every commit named
+    scored.clear()
+    tt.measure(tmp_path, "dihedral4", log=lambda *_: None, measured=earlier)  # other views: nothing carries over
+    assert len(scored) == 4
