@@ -7,11 +7,12 @@
 #   setsid nohup bash benchmarks/cpu_plan.sh >> runs/cpu_plan.log 2>&1 < /dev/null &   # start or resume
 #   AMF_START_RUNS_UNTIL=14:40 setsid nohup bash benchmarks/cpu_plan.sh ... &        # start no run after 14:40 UTC
 #   CPU_PLAN_DRY=1 bash benchmarks/cpu_plan.sh                                          # the plan, nothing run
-#   bash benchmarks/cpu_plan.sh ensemble alignment backbone                             # these stages, in this order
+#   bash benchmarks/cpu_plan.sh lodo backbone alignment                                 # these stages, in this order
 #   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies|ensemble_record)"; \
 #     pkill -f "training.(train|ensemble)"                                              # stop
 #
-# Stages (default: attention-imbalance crop alignment backbone): the choices' questions and the studies;
+# Stages (default: attention-imbalance crop backbone alignment; the backbone study's 2 runs before the
+# alignment question's 7, so a short budget still answers a whole question): the choices' questions and the studies;
 # `lodo`, the leave-one-domain-out ablation's ERM and Full arms (2 seeds, 3 domains, 12 runs) of the
 # recipe that ships next, into benchmarks/results/ablation-<its settings>/ (the LODO numbers its card
 # needs; measured, never used to choose), then the threshold transfer on its seed pairs beside them
@@ -44,10 +45,10 @@ set -euo pipefail
 
 main() {
   stages=("$@")
-  [[ ${#stages[@]} -gt 0 ]] || stages=(attention-imbalance crop alignment backbone)
+  [[ ${#stages[@]} -gt 0 ]] || stages=(attention-imbalance crop backbone alignment)
   for stage in "${stages[@]}"; do  # every name checked before anything runs
     [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|lodo|ensemble)$ ]] || {
-      echo "error: unknown stage $stage; choose from attention-imbalance crop alignment backbone lodo ensemble" >&2
+      echo "error: unknown stage $stage; choose from attention-imbalance crop backbone alignment lodo ensemble" >&2
       exit 2; }
   done
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
