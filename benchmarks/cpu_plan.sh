@@ -53,6 +53,7 @@ main() {
   done
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   py="$repo/.venv/bin/python"
+  [[ -x $py ]] || { echo "error: $py is missing; set up the checkout first (README, first command)" >&2; exit 2; }
   if [[ "${AMF_START_RUNS_UNTIL:-}" =~ ^[0-9]{1,2}:[0-9]{2}$ ]]; then
     # Resolved once, here: each driver reads HH:MM as the next such time after it started, so a stage
     # whose driver started past the deadline took it for tomorrow's and trained on (2026-11-29).
@@ -61,7 +62,6 @@ from benchmarks.driver import start_deadline
 print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isoformat())' "$AMF_START_RUNS_UNTIL")
     export AMF_START_RUNS_UNTIL
   fi
-  [[ -x $py ]] || { echo "error: $py is missing; set up the checkout first (README, first command)" >&2; exit 2; }
   threads=${CPU_PLAN_THREADS:-$(nproc)}
   runs=$(realpath -m -- "${CPU_PLAN_RUNS:-$repo/runs}")  # run folders (checkpoints), git-ignored; absolute,
   # since the stages run from the worktree

@@ -299,14 +299,15 @@ def main(argv: list[str] | None = None) -> int:
         return publish(json.loads(args.json.read_text(encoding="utf-8")), table, out)
     groups = group_runs(args.runs) if args.runs.is_dir() else {}
     found = pairs(groups)
-    if args.dry_run or args.commit:
-        done = args.json.is_file() and measured_pairs(json.loads(args.json.read_text(encoding="utf-8"))) == found
+    incremental = args.dry_run or args.commit  # by hand, without either, every pair is measured afresh
+    earlier = json.loads(args.json.read_text(encoding="utf-8")) if incremental and args.json.is_file() else None
+    if incremental:
+        done = earlier is not None and measured_pairs(earlier) == found
         if args.dry_run or done or not found:
             state = (("measured" if done else "to measure") if found
                      else "nothing to measure: no arm has two finished seeds")
             print(f"threshold transfer of {args.runs}: {state} ({len(found)} seed pairs) -> {args.json}")
             return 0
-    earlier = json.loads(args.json.read_text(encoding="utf-8")) if args.commit and args.json.is_file() else None
     code = publish(measure(args.runs, args.tta, measured=earlier), table, out, args.json)
     if code == 0 and args.commit:
         commit_files([args.json, out], f"threshold transfer of {args.runs.name}: {len(found)} seed pairs")
