@@ -152,6 +152,33 @@ def table_path(study: str, results: Path) -> Path:
     return results.parent / f"{study}.md"
 
 
+def step_time_path(study: str, results: Path) -> Path:
+    """benchmarks/step_time.py's paired measurement of the study's variants, beside its table."""
+    return results.parent / f"{study}_step_time.json"
+
+
+def speed_columns(study: str, results: Path, records: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, str], str]:
+    """Per variant, its step-time cells, and the sentence saying where they come from: the paired
+    measurement on one machine where there is one, else the runs' own logs (comparable only within
+    one machine and load, which runs across sessions do not share)."""
+    path = step_time_path(study, results)
+    if path.exists():
+        paired = json.loads(path.read_text())
+        cells = {name: (f"{s['step_seconds_median']:.3f} | {s['images_per_s']:.1f} | {s['step_vs_reference']:.2f}×"
+                        if (s := paired["summary"].get(name)) else "– | – | –") for name in STUDIES[study]}
+        return cells, (f"Step time: paired on one machine by `python -m benchmarks.step_time {study}` "
+                       f"([`{path.name}`]({path.name}); {paired['machine_text']}): each "
+                       f"variant's full recipe step at batch {paired['batch_size']} on a synthetic batch, "
+                       f"{paired['threads']} threads, the variants taking turns over {paired['rounds']} rounds, "
+                       "median seconds per step.")
+    cells = {name: f"{fmt([r['speed']['step_seconds_median'] for r in rs])} | "
+                   f"{fmt([r['speed']['images_per_s_median'] for r in rs])} | –"
+             for name, rs in ((n, records.get(variant_slug(o), [])) for n, o in STUDIES[study].items())}
+    return cells, ("Step time: median seconds per optimiser step over epochs, from each run's own log (the "
+                   "machines are named below; runs on different days or beside other work do not compare; "
+                   "`python -m benchmarks.step_time` measures them paired).")
+
+
 def write_table(study: str, results: Path) -> tuple[Path, str]:
     records = load_results(results)
     by: dict[str, list[dict[str, Any]]] = {}
@@ -159,15 +186,14 @@ def write_table(study: str, results: Path) -> tuple[Path, str]:
         by.setdefault(r["variant_slug"], []).append(r)
     variants = STUDIES[study]
     default = by.get(variant_slug(next(iter(variants.values()))), [])
+    speeds, speed_words = speed_columns(study, results, by)
     rows, used = [], []
     for name, overrides in variants.items():
         rs = by.get(variant_slug(overrides), [])
         used += rs
         auc = [r["student"]["val"]["roc_auc"] for r in rs]
         rows.append(f"| {name} | {len(rs)} | {fmt(auc)} | {fmt([r['student']['val']['balanced_accuracy'] for r in rs])}"
-                    f" | {fmt([r['speed']['step_seconds_median'] for r in rs])} | "
-                    f"{fmt([r['speed']['images_per_s_median'] for r in rs])} | "
-                    f"{val_auc_against_default(rs, default)} |")
+                    f" | {speeds[name]} | {val_auc_against_default(rs, default)} |")
     commits = sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in used})
     machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cpus']} cores, {r['machine']['gpu'] or 'no GPU'}"
                        for r in used})
@@ -177,10 +203,10 @@ def write_table(study: str, results: Path) -> tuple[Path, str]:
         f"`{checkout_relative(results)}/*.json` (the reference's runs serve every study); do not edit by hand.", "",
         f"Each variant: {recipe_words(used)} on the slide-grouped holdout split, scored on its validation split only, "
         "last epoch, no TTA. Val AUC is the criterion; val BA is at the threshold picked on the same split, so it is "
-        "optimistic. Step time: median seconds per optimiser step over epochs (the machine is named below). Mean ± sd "
-        "over seeds (¹ one seed). " + VAL_AUC_RULE, "",
-        "| variant | runs | val AUC | val BA | s / step | images / s | against the reference (val AUC) |",
-        "|---|---|---|---|---|---|---|", *rows, "",
+        "optimistic. Mean ± sd over seeds (¹ one seed). " + VAL_AUC_RULE, "", speed_words, "",
+        "| variant | runs | val AUC | val BA | s / step | images / s | step vs reference "
+        "| against the reference (val AUC) |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
         f"Runs: {len(used)}. Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}.", ""])
     path = table_path(study, results)
     write_text_atomic(path, text)

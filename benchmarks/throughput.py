@@ -13,6 +13,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +40,31 @@ def synthetic_batch(n: int, size: int) -> dict[str, Any]:
     }
 
 
-def measure(arm: str, extra: list[str], device: torch.device, batch_size: int, steps: int, warmup: int) -> float:
-    cfg = load_config(Path("training/configs/default.yaml"), [*ARMS[arm], *extra, f"optim.batch_size={batch_size}"])
+def recipe_step(cfg: Any, device: torch.device, batch_size: int) -> Callable[[], None]:
+    """One training step of ``cfg`` on a fixed synthetic batch, as a call (the timed unit here and in
+    benchmarks/step_time.py)."""
     torch.manual_seed(0)
     algo = MixAlignDistil(cfg, create_model(cfg.model.backbone, attention=cfg.model.attention), device,
                           steps_per_epoch=1000, class_counts=[4, 1])
     batch = synthetic_batch(batch_size, cfg.data.input_size)
-    times = []
-    for i in range(warmup + steps):
+
+    def step() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
         algo.update(batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
+
+    return step
+
+
+def measure(arm: str, extra: list[str], device: torch.device, batch_size: int, steps: int, warmup: int) -> float:
+    cfg = load_config(Path("training/configs/default.yaml"), [*ARMS[arm], *extra, f"optim.batch_size={batch_size}"])
+    step = recipe_step(cfg, device, batch_size)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return batch_size / statistics.median(times)
