@@ -42,7 +42,7 @@ from benchmarks.driver import (
     raw_result,
     train_planned,
 )
-from benchmarks.spread import against, fmt, mean_sd
+from benchmarks.spread import against, fmt, gap, mean_sd
 
 RESULTS = REPO / "benchmarks/results/ablation"
 
@@ -183,8 +183,8 @@ def goal_verdict(records: list[dict[str, Any]]) -> str:
     if len(full) < 2 or len(erm) < 2:
         return head + (f"not measured yet: it needs two seeds of each arm on every domain (Full has {len(full)}, "
                        f"ERM {len(erm)}).")
-    (m_full, sd_full, _), (m_erm, sd_erm, _) = mean_sd(full), mean_sd(erm)
-    diff, spread = m_full - m_erm, max(sd_full, sd_erm)
+    (m_full, _, _), (m_erm, _, _) = mean_sd(full), mean_sd(erm)
+    diff, spread = gap(full, erm)
     said = f"Full {m_full:.3f} against ERM {m_erm:.3f}, {diff:+.4f} with a seed spread of {spread:.4f}"
     if diff >= RECIPE_GOAL and diff > spread:
         return head + f"**met**: {said}."

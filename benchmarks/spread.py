@@ -27,21 +27,28 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.3f} ± {sd:.3f}" if n > 1 else f"{mean:.3f}¹"
 
 
+def gap(values: list[float], reference: list[float]) -> tuple[float, float]:
+    """The mean of ``values`` minus the reference's, and the seed spread a difference must exceed to count:
+    the larger of the two seed standard deviations (the one rule of every table's calls and of the goals)."""
+    (m_a, sd_a, _), (m_e, sd_e, _) = mean_sd(values), mean_sd(reference)
+    return m_a - m_e, max(sd_a, sd_e)
+
+
 def against(values: list[float], reference: list[float], name: str = "ERM") -> str:
     """The mean of ``values`` minus the ``reference``'s, called a difference only beyond the seed spread:
     when it exceeds the larger of the two seed standard deviations. One seed whose value lies within
     the reference's spread is no difference (¹); beyond it, one seed cannot say whether its own spread
     covers the gap, so no call. The reference needs two seeds for any call."""
-    (m_a, sd_a, n_a), (m_e, sd_e, n_e) = mean_sd(values), mean_sd(reference)
+    (m_a, _, n_a), (m_e, sd_e, n_e) = mean_sd(values), mean_sd(reference)
     if n_a == 0:
         return "–"
     if n_e < 2:
         return "needs 2 seeds"
-    diff = m_a - m_e
     if n_a < 2:
+        diff = m_a - m_e
         within = abs(diff) <= sd_e
         return f"{diff:+.3f} " + ("no difference¹" if within else f"one seed, beyond {name}'s spread: no call")
-    spread = max(sd_a, sd_e)
+    diff, spread = gap(values, reference)
     call = "higher" if diff > spread else "lower" if diff < -spread else "no difference"
     return f"{diff:+.3f} {call}"
 
