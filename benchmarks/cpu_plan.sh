@@ -62,6 +62,7 @@ from benchmarks.driver import start_deadline
 print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isoformat())' "$AMF_START_RUNS_UNTIL")
     export AMF_START_RUNS_UNTIL
   fi
+  [[ -z ${AMF_START_RUNS_UNTIL:-} ]] || echo "no training starts after $AMF_START_RUNS_UNTIL"
   threads=${CPU_PLAN_THREADS:-$(nproc)}
   runs=$(realpath -m -- "${CPU_PLAN_RUNS:-$repo/runs}")  # run folders (checkpoints), git-ignored; absolute,
   # since the stages run from the worktree

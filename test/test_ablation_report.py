@@ -437,3 +437,22 @@ def test_every_committed_validation_result_is_still_its_drivers_planned_run(
         states = [line.split(":", 1)[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
         committed = len(list((results / folder).glob("*.json")))
         assert "other recipe" not in states and states.count("done") == committed > 0, folder
+
+
+def test_the_cpu_queue_resolves_an_hh_mm_deadline_once_for_all_its_stages() -> None:
+    """Each driver would read HH:MM as the next such time after *it* started, so a stage starting past
+    the deadline took tomorrow's and trained on: the queue turns HH:MM into one date-time at its start."""
+    import datetime as dt
+    import os
+    import subprocess
+
+    from benchmarks.driver import start_deadline
+
+    repo = Path(__file__).resolve().parents[1]
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)).strftime("%H:%M")
+    proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh", "backbone"], cwd=repo, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CPU_PLAN_DRY": "1", "AMF_START_RUNS_UNTIL": soon})
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout.splitlines()[0].removeprefix("no training starts after ")
+    assert dt.datetime.fromisoformat(said).timestamp() == start_deadline(soon)  # today's (or tonight's), as an ISO time
+    assert start_deadline(said) == start_deadline(soon)  # which every driver reads as that very moment
