@@ -82,8 +82,9 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
     cd "$repo"
   fi
   # The order weighs what an answer could change: attention and the imbalance handling (cheap ERM runs),
-  # then the input crop (two top Track 2 teams crop to the figure; it would change what ships), then the
-  # alignment's form and strength (slower runs of a part that alone is within ERM's spread), then Lite2.
+  # then the input crop (two top Track 2 teams crop to the figure; it would change what ships), then Lite2
+  # (two runs, the last build item of issue #10), then the alignment's form and strength (seven slower
+  # runs of a part that alone is within ERM's spread).
   choices() { "$py" -m benchmarks.choices "${dry[@]}" --commit --results "$repo/benchmarks/results/choices" \
                 --runs "$runs/choices" "${common[@]}" --questions "$@"; }
   studies() { "$py" -m benchmarks.studies "$@" "${dry[@]}" --commit --results "$repo/benchmarks/results/studies" \
