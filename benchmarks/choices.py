@@ -96,7 +96,7 @@ def run_plan(args: argparse.Namespace) -> None:
         write_json_atomic(result, raw_result(out, labels, code, seconds), nan_as_null=True)
         write_table(args.results)
         if args.commit:
-            commit_files([result, args.results.parent / "choices.md"], f"choices: {name}")
+            commit_files([result, *outputs(args.results)], f"choices: {name}")
 
 
 def _row(question: str, name: str, records: list[dict[str, Any]], default: list[dict[str, Any]]) -> str:
@@ -106,11 +106,62 @@ def _row(question: str, name: str, records: list[dict[str, Any]], default: list[
             f"{val_auc_against_default(records, default)} |")
 
 
-def write_table(results: Path) -> str:
-    records = load_results(results)
+def _by_variant(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by.setdefault(r["variant"], []).append(r)
+    return by
+
+
+def strength_table(by: dict[str, list[dict[str, Any]]]) -> str:
+    """What each alignment row's term did, beside what it scored: the term's loss and the gradient it
+    sent into the backbone's last stage relative to the supervised term's (logged by training)."""
+    lines = ["| alignment variant | runs | align loss (mean over steps) | gradient share at the last stage (mean) "
+             "| in the last epoch | val AUC |", "|---|---|---|---|---|---|"]
+    for name, (arm, overrides) in QUESTIONS["alignment"].items():
+        rs = by.get(variant_slug(arm, overrides), [])
+        terms = [r["terms"]["align"] for r in rs if "align" in r.get("terms", {})]
+        share = [t["grad_share_mean"] for t in terms] if arm != "ERM" else [0.0] * len(rs)
+        last = [t["grad_share_last_epoch"] for t in terms] if arm != "ERM" else [0.0] * len(rs)
+        lines.append(f"| {name} | {len(rs)} | {fmt([t['loss_mean'] for t in terms]) if arm != 'ERM' else 'off'} | "
+                     f"{fmt(share)} | {fmt(last)} | {fmt([r['student']['val']['roc_auc'] for r in rs])} |")
+    return "\n".join(lines)
+
+
+def plot_strength(by: dict[str, list[dict[str, Any]]], out: Path) -> Path:
+    """Validation AUC against the alignment term's gradient share, one point per run, ERM at zero."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (name, (arm, overrides)), marker in zip(QUESTIONS["alignment"].items(), "osD^vx", strict=False):
+        rs = by.get(variant_slug(arm, overrides), [])
+        xs = [0.0 if arm == "ERM" else r["terms"]["align"]["grad_share_mean"] for r in rs]
+        if rs:
+            ax.scatter(xs, [r["student"]["val"]["roc_auc"] for r in rs], marker=marker, s=46, label=name)
+    ax.set_xlabel("alignment gradient share at the last stage (mean over steps)")
+    ax.set_ylabel("validation AUC (in-domain)")
+    ax.set_title("Alignment strength against in-domain validation AUC, one point per run", fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.collections:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no alignment runs yet", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def outputs(results: Path) -> list[Path]:
+    return [results.parent / "choices.md", results.parent / "choices_alignment.png"]
+
+
+def write_table(results: Path) -> str:
+    records = load_results(results)
+    by = _by_variant(records)
     rows = []
     for question, variants in QUESTIONS.items():
         default = by.get(variant_slug(*next(iter(variants.values()))), [])
@@ -128,10 +179,18 @@ def write_table(results: Path) -> str:
         "picked on the same split, so it is optimistic. Mean ± sd over seeds (¹ one seed). " + VAL_AUC_RULE, "",
         "| question | variant | runs | val AUC | val BA | against the reference (val AUC) |",
         "|---|---|---|---|---|---|", *rows, "",
+        "## Alignment strength", "",
+        "What each alignment row's term did: its loss (before the weight) and the gradient it sent into the "
+        "backbone's last stage, relative to the supervised term's (training logs both every 20 steps; mean over "
+        "steps, and over the last epoch), beside the validation AUC it scored. The no-alignment row sends none. "
+        "One point per run: "
+        "[`choices_alignment.png`](choices_alignment.png).", "",
+        strength_table(by), "",
         f"Runs: {len(records)}. Code: "
         + (", ".join(sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in records}))
            or "–") + ".", ""])
     write_text_atomic(results.parent / "choices.md", text)
+    plot_strength(by, results.parent / "choices_alignment.png")
     return text
 
 

@@ -185,6 +185,39 @@ def test_the_choices_table_calls_a_single_seed_only_within_the_defaults_spread(t
     assert (tmp_path / "choices.md").read_text() == text
 
 
+def test_the_choices_alignment_strength_sits_beside_what_it_scored(tmp_path: Path) -> None:
+    """Each alignment row's term (loss before its weight, gradient share at the last stage) beside its
+    validation AUC, ERM's row at share zero, and the plot of one point per run."""
+    import json
+
+    from benchmarks.answers import IMBALANCE_ANSWER
+    from benchmarks.choices import QUESTIONS, variant_slug, write_table
+
+    results = tmp_path / "choices"
+    results.mkdir()
+    reference, weak = list(QUESTIONS["alignment"].values())[:2]
+    for (arm, overrides), share, auc in ((reference, [0.3, 0.5], [0.82, 0.83]), (weak, [0.1, 0.2], [0.85, 0.86])):
+        for seed in (0, 1):
+            record = {"variant": variant_slug(arm, overrides), "arm": arm, "seed": seed,
+                      "code": {"commit": "abc", "dirty": False},
+                      "student": {"val": {"roc_auc": auc[seed], "balanced_accuracy": 0.7}},
+                      "terms": {"align": {"loss_mean": 0.2, "grad_share_mean": share[seed],
+                                          "grad_share_last_epoch": share[seed] / 2}}}
+            (results / f"{variant_slug(arm, overrides)}-s{seed}.json").write_text(json.dumps(record))
+    erm = {"variant": variant_slug("ERM", IMBALANCE_ANSWER), "arm": "ERM", "seed": 0,
+           "code": {"commit": "abc", "dirty": False}, "student": {"val": {"roc_auc": 0.87, "balanced_accuracy": 0.8}}}
+    (results / "erm-s0.json").write_text(json.dumps(erm))
+    text = write_table(results)
+    assert ("| CORAL, standardized, weight 0.3 (reference) | 2 | 0.200 ± 0.000 | 0.400 ± 0.141 | 0.200 ± 0.071 "
+            "| 0.825 ± 0.007 |") in text
+    assert ("| CORAL, standardized, weight 0.1 | 2 | 0.200 ± 0.000 | 0.150 ± 0.071 | 0.075 ± 0.035 "
+            "| 0.855 ± 0.007 |") in text
+    assert "| class-conditional MMD, standardized, weight 0.3 | 0 | – | – | – | – |" in text
+    assert "| no alignment (ERM) | 1 | off | 0.000¹ | 0.000¹ | 0.870¹ |" in text
+    png = tmp_path / "choices_alignment.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
 def test_the_choices_dry_run_shows_what_is_done_and_trains_nothing(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.answers import BASE_CONFIG
