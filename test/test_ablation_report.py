@@ -121,7 +121,7 @@ def test_questions_asked_after_the_imbalance_one_build_on_its_answer() -> None:
 
 
 def test_each_answer_is_what_its_committed_results_call_higher_than_the_default() -> None:
-    from benchmarks.answers import CROP_ANSWER, IMBALANCE_ANSWER, SHIPPED, SHIPS_NEXT
+    from benchmarks.answers import ALIGNMENT_ANSWER, CROP_ANSWER, IMBALANCE_ANSWER, SHIPPED, SHIPS_NEXT
     from benchmarks.choices import QUESTIONS, variant_slug
     from benchmarks.driver import REPO, load_results
     from benchmarks.spread import val_auc_against_default
@@ -138,8 +138,21 @@ def test_each_answer_is_what_its_committed_results_call_higher_than_the_default(
     default = [r for r in studies if r["variant_slug"] == "default"]
     answer = [r for r in studies if r["overrides"] == CROP_ANSWER]
     assert len(answer) == 2 and val_auc_against_default(answer, default).endswith(" higher")
+    # alignment: the best-scoring form that still aligns, higher than the question's reference, beyond every
+    # other aligning row's spread, and no lower than no alignment at all
+    alignment = QUESTIONS["alignment"]
+    rows = {name: [r for r in choices if r["variant"] == variant_slug(*v)] for name, v in alignment.items()}
+    reference, *others = rows
+    (answer_name,) = [n for n, (_, o) in alignment.items() if o[len(IMBALANCE_ANSWER):] == ALIGNMENT_ANSWER]
+    answer = rows[answer_name]
+    assert len(answer) == 2 and val_auc_against_default(answer, rows[reference]).endswith(" higher")
+    for name in others:
+        if name not in (answer_name, "no alignment (ERM)"):
+            assert val_auc_against_default(answer, rows[name]).endswith(" higher"), name
+    assert val_auc_against_default(answer, rows["no alignment (ERM)"]).endswith(" no difference")
     # what shipped comes first, then the answers not shipped yet; every answer is in what ships next
-    assert SHIPS_NEXT[:len(SHIPPED)] == SHIPPED and all(o in SHIPS_NEXT for o in [*IMBALANCE_ANSWER, *CROP_ANSWER])
+    assert SHIPS_NEXT[:len(SHIPPED)] == SHIPPED
+    assert all(o in SHIPS_NEXT for o in [*IMBALANCE_ANSWER, *CROP_ANSWER, *ALIGNMENT_ANSWER])
 
 
 def test_the_default_config_is_the_first_models_recipe_with_what_shipped() -> None:
