@@ -50,17 +50,29 @@ def measure(steps_by_variant: dict[str, Any], rounds: int, steps: int, warmup: i
     return times
 
 
-def summary(times: dict[str, list[float]], batch_size: int) -> dict[str, dict[str, float]]:
-    """Median seconds per step, images per second, and the step relative to the first (reference) variant's."""
-    ref = statistics.median(next(iter(times.values())))
-    return {name: {"step_seconds_median": statistics.median(t), "images_per_s": batch_size / statistics.median(t),
-                   "step_vs_reference": statistics.median(t) / ref} for name, t in times.items()}
+def summary(times: dict[str, list[float]], batch_size: int, steps: int) -> dict[str, dict[str, Any]]:
+    """Median seconds per step and images per second over all timed steps, and the step relative to the
+    first (reference) variant's: the median of the per-round ratios (each round's variants ran back to
+    back, so a ratio within a round is the paired comparison), with their range across rounds."""
+    ref_name = next(iter(times))
+
+    def per_round(t: list[float]) -> list[float]:
+        return [statistics.median(t[i:i + steps]) for i in range(0, len(t), steps)]
+
+    ref_rounds = per_round(times[ref_name])
+    out: dict[str, dict[str, Any]] = {}
+    for name, t in times.items():
+        ratios = [a / b for a, b in zip(per_round(t), ref_rounds, strict=True)]
+        out[name] = {"step_seconds_median": statistics.median(t), "images_per_s": batch_size / statistics.median(t),
+                     "step_vs_reference": statistics.median(ratios),
+                     "step_vs_reference_range": [min(ratios), max(ratios)]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=list(STUDIES))
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, help="default: the batch the study's runs trained at")
@@ -92,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
            "threads": args.threads, "batch_size": batch_size, "input_size": input_size,
            "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
            "overrides": {"base": [BASE_CONFIG, *BASE], **variants},
-           "step_seconds": times, "summary": summary(times, batch_size)}
+           "step_seconds": times, "summary": summary(times, batch_size, args.steps)}
     out = args.out or step_time_path(args.study, args.results)
     write_json_atomic(out, raw, indent=1)
     for name, s in raw["summary"].items():
+        low, high = s["step_vs_reference_range"]
         print(f"{name}: {s['step_seconds_median']:.3f} s/step, {s['images_per_s']:.1f} images/s, "
-              f"{s['step_vs_reference']:.2f}× the reference")
+              f"{s['step_vs_reference']:.2f}× the reference ({low:.2f}–{high:.2f} over rounds)")
     if args.commit:
         table, _ = write_table(args.study, args.results)
         commit_files([out, table], f"step time of the {args.study} study's variants, paired on one machine")

@@ -166,12 +166,15 @@ def speed_columns(study: str, results: Path, records: dict[str, list[dict[str, A
     if path.exists():
         paired = json.loads(path.read_text())
         cells = {name: (f"{s['step_seconds_median']:.3f} | {s['images_per_s']:.1f} | {s['step_vs_reference']:.2f}×"
+                        + (" ({:.2f}–{:.2f})".format(*s["step_vs_reference_range"])
+                           if "step_vs_reference_range" in s and name != next(iter(STUDIES[study])) else "")
                         if (s := paired["summary"].get(name)) else "– | – | –") for name in STUDIES[study]}
         return cells, (f"Step time: paired on one machine by `python -m benchmarks.step_time {study}` "
                        f"([`{path.name}`]({path.name}); {paired['machine_text']}): each "
                        f"variant's full recipe step at batch {paired['batch_size']} on a synthetic batch, "
                        f"{paired['threads']} threads, the variants taking turns over {paired['rounds']} rounds, "
-                       "median seconds per step.")
+                       "median seconds per step; the step against the reference's is the median of the rounds' "
+                       "ratios, their range across rounds in brackets.")
     cells = {name: f"{fmt([r['speed']['step_seconds_median'] for r in rs])} | "
                    f"{fmt([r['speed']['images_per_s_median'] for r in rs])} | –"
              for name, rs in ((n, records.get(variant_slug(o), [])) for n, o in STUDIES[study].items())}

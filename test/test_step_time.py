@@ -20,10 +20,14 @@ def test_variants_take_turns_in_reversed_order_every_other_round_after_untimed_w
     assert {name: len(t) for name, t in times.items()} == {"a": 6, "b": 6, "c": 6}  # warm-up steps are not timed
 
 
-def test_summary_is_relative_to_the_first_variant() -> None:
-    s = summary({"ref": [1.0, 2.0, 3.0], "big": [3.0, 4.0, 100.0]}, batch_size=64)
-    assert s["ref"] == {"step_seconds_median": 2.0, "images_per_s": 32.0, "step_vs_reference": 1.0}
+def test_the_step_against_the_reference_is_the_median_of_paired_round_ratios() -> None:
+    times = {"ref": [1.0, 2.0, 3.0], "big": [3.0, 4.0, 100.0]}
+    s = summary(times, batch_size=64, steps=3)  # one round of three steps: medians 2 and 4
+    assert s["ref"] == {"step_seconds_median": 2.0, "images_per_s": 32.0, "step_vs_reference": 1.0,
+                        "step_vs_reference_range": [1.0, 1.0]}
     assert s["big"]["step_vs_reference"] == 2.0 and s["big"]["images_per_s"] == 16.0  # medians: an outlier is ignored
+    s = summary(times, batch_size=64, steps=1)  # three rounds of one step: ratios 3, 2 and 33.3
+    assert s["big"]["step_vs_reference"] == 3.0 and s["big"]["step_vs_reference_range"] == [2.0, 100.0 / 3.0]
 
 
 def test_study_table_takes_its_speed_from_the_paired_measurement_when_there_is_one(tmp_path: Path) -> None:
@@ -42,11 +46,12 @@ def test_study_table_takes_its_speed_from_the_paired_measurement_when_there_is_o
     assert "from each run's own log" in logged and "| 2.200¹ | 29.091¹ | – |" in logged
     paired = {"machine_text": "Y, 2 cores", "date": "2026-12-07T07:00:00Z", "batch_size": 64, "threads": 2, "rounds": 6,
               "summary": {ref: {"step_seconds_median": 1.0, "images_per_s": 64.0, "step_vs_reference": 1.0},
-                          lite2: {"step_seconds_median": 1.9, "images_per_s": 33.7, "step_vs_reference": 1.9}}}
+                          lite2: {"step_seconds_median": 1.9, "images_per_s": 33.7, "step_vs_reference": 1.9,
+                                  "step_vs_reference_range": [1.8, 2.0]}}}
     (tmp_path / "backbone_step_time.json").write_text(json.dumps(paired))
     _, text = write_table("backbone", results)
     assert "paired on one machine by `python -m benchmarks.step_time backbone`" in text and "Y, 2 cores" in text
-    assert f"| {lite2} | 1 | 0.840¹ | 0.780¹ | 1.900 | 33.7 | 1.90× |" in text
+    assert f"| {lite2} | 1 | 0.840¹ | 0.780¹ | 1.900 | 33.7 | 1.90× (1.80–2.00) |" in text
     assert f"| {ref} | 1 | 0.840¹ | 0.780¹ | 1.000 | 64.0 | 1.00× |" in text
 
 
@@ -59,6 +64,7 @@ def test_the_command_measures_a_study_and_writes_its_raw_record(tmp_path: Path,
     assert list(raw["summary"]) == list(STUDIES["crop"]) and raw["code"]["commit"] and raw["machine"]["cpus"] >= 1
     assert all(len(t) == 1 and t[0] > 0 for t in raw["step_seconds"].values())
     assert raw["summary"][next(iter(STUDIES["crop"]))]["step_vs_reference"] == 1.0
+    assert all(len(s["step_vs_reference_range"]) == 2 for s in raw["summary"].values())
     assert "× the reference" in capsys.readouterr().out
     with pytest.raises(SystemExit) as bad:
         main(["crop", "--rounds", "0"])
