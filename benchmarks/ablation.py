@@ -19,6 +19,7 @@ worktree of a commit and point ``--results`` at the main checkout (the JSON reco
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ from benchmarks.driver import (
     train_planned,
 )
 from benchmarks.spread import against, fmt, gap, mean_sd
+from training.config import RECIPE_PARTS, acting_digest, load_config
 
 RESULTS = REPO / "benchmarks/results/ablation"
 
@@ -99,14 +101,47 @@ def run_plan(args: argparse.Namespace) -> None:
         out = args.runs / name
         result = args.results / f"{name}.json"
         cmd = train_command(out, arm, dom, seed, args.epochs, args.extra, args.config)
+        if arm == "ERM" and args.erm_from and borrowable(args.erm_from / f"{name}.json", cmd):
+            print(f"borrowed: {name} from {checkout_relative(args.erm_from)} (trains alike)")
+            continue
         seconds = train_planned(result, out, cmd, name, args.dry_run)
         if seconds is None:
             continue
         record = raw_result(out, {"arm": arm, "held_out": dom, "seed": seed}, code, seconds)
         write_json_atomic(result, record, nan_as_null=True)
-        write_outputs(args.results)
+        write_outputs(args.results, args.erm_from)
         if args.commit:
             commit_files([result, *outputs(args.results)], f"ablation: {arm} held-out {dom} seed {seed}")
+
+
+def borrowable(record: Path, cmd: list[str]) -> bool:
+    """Whether another recipe's ERM result ``record`` is this planned ERM run: equal acting digests, i.e.
+    the recipes differ only in settings of parts ERM switches off. A record that exists but trains
+    otherwise stops the driver in one line; a missing one is trained here."""
+    if not record.is_file():
+        return False
+    i = cmd.index("--config")
+    planned = load_config(REPO / cmd[i + 1], cmd[i + 2:]).to_dict()
+    if acting_digest(json.loads(record.read_text())["config"]) != acting_digest(planned):
+        raise SystemExit(f"error: {record} does not train as this recipe's ERM does; --erm-from takes the ERM "
+                         "results of a recipe that differs only in settings of the parts ERM switches off")
+    return True
+
+
+def borrowed_erm(records: list[dict[str, Any]], erm_from: Path | None) -> list[dict[str, Any]]:
+    """The ERM results of ``erm_from`` that train exactly as this folder's recipe with every part off: each
+    checked against this folder's Full run of the same held-out domain and seed, its parts switched off."""
+    if erm_from is None:
+        return []
+    full = {(r["held_out"], r["seed"]): r["config"] for r in records if r["arm"] == "Full"}
+    found = []
+    for r in load_results(erm_from):
+        mine = full.get((r["held_out"], r["seed"])) if r["arm"] == "ERM" else None
+        if mine is not None:
+            off = {**mine, **{part: {**mine[part], "enabled": False} for part in RECIPE_PARTS}}
+            if acting_digest(off) == acting_digest(r["config"]):
+                found.append({**r, "borrowed_from": str(checkout_relative(erm_from))})
+    return found
 
 
 # -- tables, generated from the raw JSONs only ----------------------------------------------------------
@@ -237,8 +272,10 @@ def resolved_auto(model: dict[str, Any]) -> str:
     return resolve_source(spec.architecture, str(model["pretrained"]), spec.weights)
 
 
-def write_outputs(results: Path) -> None:
-    records = load_results(results)
+def write_outputs(results: Path, erm_from: Path | None = None) -> None:
+    own = load_results(results)
+    borrowed = borrowed_erm(own, erm_from)
+    records = own + borrowed
     md, png = outputs(results)
     commits = sorted({f"{r['code']['commit']}{' (dirty)' if r['code']['dirty'] else ''}" for r in records})
     machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cpus']} cores, {r['machine']['gpu'] or 'no GPU'}"
@@ -265,7 +302,12 @@ def write_outputs(results: Path) -> None:
         "epoch's student, scored on the held-out domain at the threshold that maximised balanced accuracy on a "
         "slide-grouped validation split of the training domains; no TTA. Cells: balanced accuracy / ROC AUC, "
         "mean ± sd over seeds; ¹ marks a single seed. TUPAC16 is held out by Origin (its scanner is unknown), "
-        "the Hamamatsu scanners by Scanner.",
+        "the Hamamatsu scanners by Scanner."
+        + (f" ERM's {len(borrowed)} run{'s are' if len(borrowed) != 1 else ' is'} borrowed from "
+           f"`{checkout_relative(erm_from)}/` (`--erm-from`): each "
+           "trains exactly as this recipe's ERM would (the recipes differ only in settings of parts ERM switches "
+           "off; checked run by run against this folder's Full run of the same domain and seed)."
+           if borrowed and erm_from else ""),
         "",
         table(records),
         "",
@@ -345,16 +387,20 @@ def main(argv: list[str] | None = None) -> int:
                              f"{', '.join(DOMAINS)})")
     parser.add_argument("--arm", dest="arms", action="append", choices=list(ARMS), metavar="ARM",
                         help=f"only this arm; repeat for more (default all: {', '.join(ARMS)})")
+    parser.add_argument("--erm-from", type=Path,
+                        help="another recipe's results folder whose ERM runs this recipe's ERM would repeat (the "
+                             "recipes differ only in settings of parts ERM switches off, e.g. align.kind): "
+                             "borrowed, checked run by run, instead of trained")
     parser.add_argument("--commit", action="store_true", help="git-commit each raw result as it lands")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=2")
     args = parser.parse_intermixed_args(argv)
-    return plan_then_tables(args, run_plan, _write_and_read)
+    return plan_then_tables(args, run_plan, lambda results: _write_and_read(results, args.erm_from))
 
 
-def _write_and_read(results: Path) -> str:
-    write_outputs(results)
+def _write_and_read(results: Path, erm_from: Path | None = None) -> str:
+    write_outputs(results, erm_from)
     return (results.parent / "ablation.md").read_text()
 
 

@@ -502,3 +502,51 @@ def test_the_cpu_queue_resolves_an_hh_mm_deadline_once_for_all_its_stages() -> N
     said = proc.stdout.splitlines()[0].removeprefix("no training starts after ")
     assert dt.datetime.fromisoformat(said).timestamp() == start_deadline(soon)  # today's (or tonight's), as an ISO time
     assert start_deadline(said) == start_deadline(soon)  # which every driver reads as that very moment
+
+
+def test_acting_digest_sees_only_what_the_training_acts_on() -> None:
+    from training.config import acting_digest, load_config
+
+    def acting(*overrides: str) -> str:
+        return acting_digest(load_config(None, list(overrides)).to_dict())
+
+    erm = ("mix.enabled=false", "align.enabled=false", "distil.enabled=false")
+    assert acting(*erm, "align.kind=mmd", "align.weight=3.0", "mix.p=0.9") == acting(*erm)  # parts off: unread
+    assert acting(*erm, "run.out=/elsewhere", "run.threads=1") == acting(*erm)
+    assert acting("align.kind=mmd") != acting()  # a part that is on: its settings act
+    assert acting(*erm, "optim.loss=focal") != acting(*erm) and acting(*erm[1:]) != acting(*erm)
+
+
+def test_the_ablation_borrows_erm_only_from_a_recipe_whose_erm_trains_alike(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A recipe that changes only the alignment's form has the same ERM (alignment is off there): the
+    driver borrows those runs instead of training them again, checked run by run, and says so."""
+    import json
+
+    from benchmarks.ablation import main, write_outputs
+    from benchmarks.answers import BASE_CONFIG, SHIPPED, ablation_results
+    from benchmarks.driver import REPO
+
+    shipped = REPO / ablation_results(SHIPPED)
+    mine, theirs = tmp_path / "mmd" / "ablation", tmp_path / "shipped" / "ablation"
+    mine.mkdir(parents=True)
+    theirs.mkdir(parents=True)
+    for seed in (0, 1):
+        full = json.loads((shipped / f"full-tupac16-s{seed}.json").read_text())
+        full["config"]["align"]["kind"] = "mmd"
+        (mine / f"full-tupac16-s{seed}.json").write_text(json.dumps(full))
+        erm = json.loads((shipped / f"erm-tupac16-s{seed}.json").read_text())
+        if seed == 1:
+            erm["config"]["optim"]["loss"] = "focal"  # trains otherwise: never borrowed
+        (theirs / f"erm-tupac16-s{seed}.json").write_text(json.dumps(erm))
+    write_outputs(mine, theirs)
+    text = (mine.parent / "ablation.md").read_text()
+    assert "ERM's 1 run is borrowed from" in text and "| ERM | " in text and "| Full | " in text
+    assert list(mine.glob("erm-*")) == []  # nothing copied: the table reads them where they are
+    # the driver's plan: a borrowable ERM is not trained; one that trains otherwise stops it in one line
+    args = ["--dry-run", "--config", BASE_CONFIG, "--results", str(mine), "--erm-from", str(theirs),
+            "--domain", "TUPAC16", "--arm", "ERM", *SHIPPED, "align.kind=mmd"]
+    with pytest.raises(SystemExit, match=r"erm-tupac16-s1.json does not train as this recipe's ERM does"):
+        main(args)
+    assert capsys.readouterr().out.splitlines()[0].startswith("borrowed: erm-tupac16-s0 from ")
+    assert main([*args, "--seeds", "1"]) == 0

@@ -175,12 +175,7 @@ class Config:
 
     def digest(self) -> str:
         """A hash of :meth:`weights_settings`, where a setting added later is left out at its neutral value."""
-        d = self.weights_settings()
-        for section, neutral in SETTINGS_ADDED_LATER.items():
-            for k, v in neutral.items():
-                if d[section][k] == v:
-                    d[section].pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return _hash(_without_neutral_later(self.weights_settings()))
 
     def check(self) -> None:
         """Refuse settings that name nothing or do nothing. A setting left at its default does nothing
@@ -291,3 +286,34 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     write_text_atomic(path, text)
+
+
+RECIPE_PARTS = ("mix", "align", "distil")
+
+
+def _without_neutral_later(d: dict[str, Any]) -> dict[str, Any]:
+    for section, neutral in SETTINGS_ADDED_LATER.items():
+        for k, v in neutral.items():
+            if d[section].get(k, v) == v:
+                d[section].pop(k, None)
+    return d
+
+
+def _hash(d: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def acting_digest(settings: dict[str, Any]) -> str:
+    """A hash of what training acts on, from a config's settings (``Config.to_dict()``, as a run's
+    config.yaml holds them): a recipe part switched off keeps only its switch, since none of its other
+    settings reaches the weights. Two runs with equal acting digests train alike, so ERM of two recipes
+    that differ only in the alignment's form is one run (benchmarks/ablation.py ``--erm-from``)."""
+    d = copy.deepcopy(settings)
+    for section, keys in _NOT_IN_DIGEST.items():
+        for k in keys:
+            d[section].pop(k, None)
+    for part in RECIPE_PARTS:
+        if not d[part]["enabled"]:
+            d[part] = {"enabled": False}
+    return _hash(_without_neutral_later(d))
+
