@@ -13,6 +13,7 @@ until the next model ships with it.
     python -m benchmarks.answers --slug   # its folder name, e.g. sampler-shuffle-loss-weighted-ce-center-crop-64
     python -m benchmarks.answers --ablation   # where its leave-one-domain-out ablation's raw results go
     python -m benchmarks.answers --transfer   # where its threshold-transfer check goes (beside them)
+    python -m benchmarks.answers --erm-from   # the shipped ablation whose ERM runs it would repeat, if any
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ def transfer_results(overrides: list[str]) -> str:
     return str(PurePosixPath(ablation_results(overrides)).parent / "threshold_transfer.json")
 
 
+def erm_source(overrides: list[str]) -> str | None:
+    """The shipped recipe's ablation folder when ``overrides`` add to ``SHIPPED`` only settings of parts
+    that ERM switches off (``align.kind=mmd``, say): its ERM runs are this recipe's ERM runs, which the
+    ablation then borrows (``--erm-from``, checked run by run) instead of training again. None otherwise."""
+    if overrides[:len(SHIPPED)] != SHIPPED or overrides == SHIPPED:
+        return None
+    keys = [o.split("=", 1)[0] for o in overrides[len(SHIPPED):]]
+    if all(k.split(".", 1)[0] in ("mix", "align", "distil") and not k.endswith(".enabled") for k in keys):
+        return str(PurePosixPath(ablation_results(SHIPPED)))
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group()
@@ -72,10 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     what.add_argument("--ablation", action="store_true", help="print where SHIPS_NEXT's ablation results go")
     what.add_argument("--transfer", action="store_true",
                       help="print where the threshold-transfer check of SHIPS_NEXT's ablation goes")
+    what.add_argument("--erm-from", action="store_true",
+                      help="print the ablation folder whose ERM runs SHIPS_NEXT's ERM would repeat (empty if none)")
     args = parser.parse_args(argv)
     print(BASE_CONFIG if args.base else recipe_slug(SHIPS_NEXT) if args.slug
           else ablation_results(SHIPS_NEXT) if args.ablation
-          else transfer_results(SHIPS_NEXT) if args.transfer else " ".join(SHIPS_NEXT))
+          else transfer_results(SHIPS_NEXT) if args.transfer
+          else erm_source(SHIPS_NEXT) or "" if args.erm_from else " ".join(SHIPS_NEXT))
 
 
 if __name__ == "__main__":

@@ -95,9 +95,14 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
     answer=$("$py" -m benchmarks.answers)
     name=$("$py" -m benchmarks.answers --slug)
     results=$("$py" -m benchmarks.answers --ablation)
+    # ERM switches the parts off, so a recipe that changes only their settings (the alignment's form)
+    # has the shipped recipe's ERM runs already: borrowed, checked run by run, not trained again.
+    local erm borrow=()
+    erm=$("$py" -m benchmarks.answers --erm-from)
+    [[ -z $erm ]] || borrow=(--erm-from "$repo/$erm")
     # shellcheck disable=SC2086  # the answers' words are overrides without spaces
     "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm ERM --arm Full --config "$base" \
-      --results "$repo/$results" --runs "$runs/ablation-$name" \
+      --results "$repo/$results" --runs "$runs/ablation-$name" "${borrow[@]}" \
       "${common[@]}" $answer
     # Reached only once every run has trained (a stopped driver exits non-zero): the seed pairs' check
     # of the members' threshold on their average, for the card; it skips pairs it has measured. Its

@@ -303,7 +303,7 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     import os
     import subprocess
 
-    from benchmarks.answers import BASE_CONFIG, SHIPS_NEXT, recipe_slug
+    from benchmarks.answers import BASE_CONFIG, SHIPS_NEXT, erm_source, recipe_slug
 
     repo = Path(__file__).resolve().parents[1]
 
@@ -322,7 +322,10 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     proc = queue("lodo")  # ERM and Full of the same recipe, held out domain by domain, in a folder named for it
     assert proc.returncode == 0, proc.stderr
     commands = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
-    assert len(commands) == 12 and all(" ".join(SHIPS_NEXT) in c and "data.split=lodo" in c for c in commands)
+    # ERM's six runs are the shipped recipe's when what ships next changes only settings of parts ERM switches off
+    borrowed = [line for line in proc.stdout.splitlines() if line.startswith("borrowed: erm-")]
+    assert (len(commands), len(borrowed)) == ((6, 6) if erm_source(SHIPS_NEXT) else (12, 0))
+    assert all(" ".join(SHIPS_NEXT) in c and "data.split=lodo" in c for c in commands)
     assert all(f"--config {BASE_CONFIG} " in c for c in commands)
     assert all(f"runs/ablation-{recipe_slug(SHIPS_NEXT)}/" in c for c in commands)
     # then the threshold check on the seed pairs, into the recipe's folder beside its ablation
@@ -550,3 +553,15 @@ def test_the_ablation_borrows_erm_only_from_a_recipe_whose_erm_trains_alike(tmp_
         main(args)
     assert capsys.readouterr().out.splitlines()[0].startswith("borrowed: erm-tupac16-s0 from ")
     assert main([*args, "--seeds", "1"]) == 0
+
+
+def test_what_ships_next_borrows_the_shipped_erm_only_when_it_changes_nothing_erm_trains_with() -> None:
+    from benchmarks.answers import SHIPPED, ablation_results, erm_source
+
+    shipped = ablation_results(SHIPPED)
+    assert erm_source([*SHIPPED, "align.kind=mmd"]) == shipped
+    assert erm_source([*SHIPPED, "align.kind=mmd", "mix.p=0.3", "distil.temperature=4"]) == shipped
+    assert erm_source(SHIPPED) is None  # the shipped recipe itself trains its own ERM
+    assert erm_source([*SHIPPED, "optim.loss=focal"]) is None  # ERM trains with the loss
+    assert erm_source([*SHIPPED, "align.enabled=false"]) is None  # a switch changes the arms themselves
+    assert erm_source(["optim.sampler=shuffle"]) is None  # not built on what shipped
