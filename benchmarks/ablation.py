@@ -40,11 +40,12 @@ from benchmarks.driver import (
     input_words,
     load_results,
     plan_then_tables,
+    planned_config,
     raw_result,
     train_planned,
 )
 from benchmarks.spread import against, fmt, gap, mean_sd
-from training.config import RECIPE_PARTS, acting_digest, load_config
+from training.config import RECIPE_PARTS, acting_digest
 
 RESULTS = REPO / "benchmarks/results/ablation"
 
@@ -120,8 +121,7 @@ def borrowable(record: Path, cmd: list[str]) -> bool:
     otherwise stops the driver in one line; a missing one is trained here."""
     if not record.is_file():
         return False
-    i = cmd.index("--config")
-    planned = load_config(REPO / cmd[i + 1], cmd[i + 2:]).to_dict()
+    planned = planned_config(cmd).to_dict()
     if acting_digest(json.loads(record.read_text())["config"]) != acting_digest(planned):
         raise SystemExit(f"error: {record} does not train as this recipe's ERM does; --erm-from takes the ERM "
                          "results of a recipe that differs only in settings of the parts ERM switches off")

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import PurePosixPath
 
+from training.config import RECIPE_PARTS
+
 # Balanced sampler, plain CE, the full patch: the recipe of the first shipped model, on which every
 # validation question and study in benchmarks/results/ was asked.
 BASE_CONFIG = "training/configs/model-v1.yaml"
@@ -72,7 +74,7 @@ def erm_source(overrides: list[str]) -> str | None:
     if overrides[:len(SHIPPED)] != SHIPPED or overrides == SHIPPED:
         return None
     keys = [o.split("=", 1)[0] for o in overrides[len(SHIPPED):]]
-    if all(k.split(".", 1)[0] in ("mix", "align", "distil") and not k.endswith(".enabled") for k in keys):
+    if all(k.split(".", 1)[0] in RECIPE_PARTS and not k.endswith(".enabled") for k in keys):
         return str(PurePosixPath(ablation_results(SHIPPED)))
     return None
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from amf.provenance import machine
 from benchmarks.derived import refresh_in
-from training.config import load_config
+from training.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 15  # ERM's validation curve on AMi-Br flattens before this (see ablation_curves.png)
@@ -78,9 +78,14 @@ def result_state(result: Path, cmd: list[str]) -> str:
     driver may count as this run: one table never mixes recipes."""
     if not result.is_file():
         return "to run"
-    i = cmd.index("--config")
-    planned = load_config(REPO / cmd[i + 1], cmd[i + 2:]).digest()
+    planned = planned_config(cmd).digest()
     return "done" if json.loads(result.read_text()).get("config_digest") == planned else "other recipe"
+
+
+def planned_config(cmd: list[str]) -> Config:
+    """The config a driver's ``training.train`` command line would train with."""
+    i = cmd.index("--config")
+    return load_config(REPO / cmd[i + 1], cmd[i + 2:])
 
 
 def skip_or_refuse(result: Path, cmd: list[str]) -> bool:

@@ -158,6 +158,16 @@ def step_time_path(study: str, results: Path) -> Path:
     return results.parent / f"{study}_step_time.json"
 
 
+def _paired_cells(s: dict[str, Any] | None, reference: bool) -> str:
+    """One variant's step time, images per second and step against the reference's (with the rounds'
+    range, which the reference's own row, 1.00 in every round, leaves out)."""
+    if s is None:
+        return "– | – | –"
+    spread = s.get("step_vs_reference_range")
+    ratio = f"{s['step_vs_reference']:.2f}×" + (" ({:.2f}–{:.2f})".format(*spread) if spread and not reference else "")
+    return f"{s['step_seconds_median']:.3f} | {s['images_per_s']:.1f} | {ratio}"
+
+
 def speed_columns(study: str, results: Path, records: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, str], str]:
     """Per variant, its step-time cells, and the sentence saying where they come from: the paired
     measurement on one machine where there is one, else the runs' own logs (comparable only within
@@ -165,10 +175,8 @@ def speed_columns(study: str, results: Path, records: dict[str, list[dict[str, A
     path = step_time_path(study, results)
     if path.exists():
         paired = json.loads(path.read_text())
-        cells = {name: (f"{s['step_seconds_median']:.3f} | {s['images_per_s']:.1f} | {s['step_vs_reference']:.2f}×"
-                        + (" ({:.2f}–{:.2f})".format(*s["step_vs_reference_range"])
-                           if "step_vs_reference_range" in s and name != next(iter(STUDIES[study])) else "")
-                        if (s := paired["summary"].get(name)) else "– | – | –") for name in STUDIES[study]}
+        reference = next(iter(STUDIES[study]))
+        cells = {name: _paired_cells(paired["summary"].get(name), name == reference) for name in STUDIES[study]}
         return cells, (f"Step time: paired on one machine by `python -m benchmarks.step_time {study}` "
                        f"([`{path.name}`]({path.name}); {paired['machine_text']}): each "
                        f"variant's full recipe step at batch {paired['batch_size']} on a synthetic batch, "

@@ -167,11 +167,7 @@ class Config:
     def weights_settings(self) -> dict[str, Any]:
         """Every setting that determines the weights (``_NOT_IN_DIGEST`` lists what does not), nested by
         section: what a model card records so that the model describes how it was trained."""
-        d = self.to_dict()
-        for section, keys in _NOT_IN_DIGEST.items():
-            for k in keys:
-                d[section].pop(k)
-        return d
+        return _without_not_in_digest(self.to_dict())
 
     def digest(self) -> str:
         """A hash of :meth:`weights_settings`, where a setting added later is left out at its neutral value."""
@@ -291,6 +287,13 @@ def save_config(cfg: Config, path: str | Path) -> None:
 RECIPE_PARTS = ("mix", "align", "distil")
 
 
+def _without_not_in_digest(d: dict[str, Any]) -> dict[str, Any]:
+    for section, keys in _NOT_IN_DIGEST.items():
+        for k in keys:
+            d[section].pop(k, None)
+    return d
+
+
 def _without_neutral_later(d: dict[str, Any]) -> dict[str, Any]:
     for section, neutral in SETTINGS_ADDED_LATER.items():
         for k, v in neutral.items():
@@ -308,10 +311,7 @@ def acting_digest(settings: dict[str, Any]) -> str:
     config.yaml holds them): a recipe part switched off keeps only its switch, since none of its other
     settings reaches the weights. Two runs with equal acting digests train alike, so ERM of two recipes
     that differ only in the alignment's form is one run (benchmarks/ablation.py ``--erm-from``)."""
-    d = copy.deepcopy(settings)
-    for section, keys in _NOT_IN_DIGEST.items():
-        for k in keys:
-            d[section].pop(k, None)
+    d = _without_not_in_digest(copy.deepcopy(settings))
     for part in RECIPE_PARTS:
         if not d[part]["enabled"]:
             d[part] = {"enabled": False}
