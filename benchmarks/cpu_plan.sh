@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CPU's queue of long validation-only runs, one at a time, each result committed as it lands (with
 # the model card and README tables regenerated from it, benchmarks/derived.py):
-# what is missing of the design choices (python -m benchmarks.choices) and of the input and backbone
-# studies (python -m benchmarks.studies), in the order below. About 25-90 minutes a run on 2 cores.
+# what is missing of the design choices (python -m benchmarks.choices) and of the input, backbone and
+# stain studies (python -m benchmarks.studies), in the order below. About 25-90 minutes a run on 2 cores.
 #
 #   setsid nohup bash benchmarks/cpu_plan.sh >> runs/cpu_plan.log 2>&1 < /dev/null &   # start or resume
 #   AMF_START_RUNS_UNTIL=14:40 setsid nohup bash benchmarks/cpu_plan.sh ... &        # start no run after 14:40 UTC
@@ -12,7 +12,8 @@
 #     pkill -f "training.(train|ensemble)"                                              # stop
 #
 # Stages (default: attention-imbalance crop backbone alignment; the backbone study's 2 runs before the
-# alignment question's 7, so a short budget still answers a whole question): the choices' questions and the studies;
+# alignment question's 7, so a short budget still answers a whole question): the choices' questions and the studies
+# (`stain`, the stain jitter's range, only when named);
 # `lodo`, the leave-one-domain-out ablation's ERM and Full arms (2 seeds, 3 domains, 12 runs) of the
 # recipe that ships next, into benchmarks/results/ablation-<its settings>/ (the LODO numbers its card
 # needs; measured, never used to choose), then the threshold transfer on its seed pairs beside them
@@ -47,8 +48,8 @@ main() {
   stages=("$@")
   [[ ${#stages[@]} -gt 0 ]] || stages=(attention-imbalance crop backbone alignment)
   for stage in "${stages[@]}"; do  # every name checked before anything runs
-    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|lodo|ensemble)$ ]] || {
-      echo "error: unknown stage $stage; choose from attention-imbalance crop backbone alignment lodo ensemble" >&2
+    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|stain|lodo|ensemble)$ ]] || {
+      echo "error: unknown stage $stage; choose from attention-imbalance crop backbone alignment stain lodo ensemble" >&2
       exit 2; }
   done
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -143,7 +144,7 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
     case $stage in
       attention-imbalance) choices attention imbalance ;;
       alignment) choices alignment ;;
-      crop | backbone) studies "$stage" ;;
+      crop | backbone | stain) studies "$stage" ;;
       lodo) lodo ;;
       ensemble) ensemble ;;
     esac

@@ -1,7 +1,8 @@
-"""Two validation-only studies of the input and the backbone, one resumable driver.
+"""Validation-only studies of the input, the backbone and the stain jitter, one resumable driver.
 
     python -m benchmarks.studies crop --commit            # full 128 px patch vs a centre crop upscaled to 128
     python -m benchmarks.studies backbone --commit        # tf_efficientnet_lite0 vs tf_efficientnet_lite2
+    python -m benchmarks.studies stain --commit           # the HED stain jitter's multiplicative range
     python -m benchmarks.studies crop backbone --commit   # both, the crop study first
     python -m benchmarks.studies crop --dry-run           # print the plan and what is done, train nothing
     python -m benchmarks.studies crop --table-only        # regenerate benchmarks/results/crop.md
@@ -64,6 +65,14 @@ STUDIES: dict[str, dict[str, list[str]]] = {
     "backbone": {
         "tf_efficientnet_lite0 (reference)": [],
         "tf_efficientnet_lite2": ["model.backbone=tf_efficientnet_lite2"],
+    },
+    # The stain jitter's multiplicative range per HED channel (alpha in [1 - sigma, 1 + sigma]; the additive
+    # +-0.02 stays): ours is Tellez et al.'s "HED-light" range (Med. Image Anal. 2019), 0.2 their
+    # "HED-strong" one; 0.4 goes past it. A lab or scanner shift moves stain densities by more than 5%.
+    "stain": {
+        "HED jitter, sigma 0.05 (reference)": [],
+        "HED jitter, sigma 0.2 (Tellez et al.'s strong)": ["augment.hed_sigma=0.2"],
+        "HED jitter, sigma 0.4": ["augment.hed_sigma=0.4"],
     },
 }
 

@@ -478,7 +478,7 @@ def test_every_committed_validation_result_is_still_its_drivers_planned_run(
 
     results = REPO / "benchmarks/results"
     other = "ablation-shuffle-weighted-ce/ablation"  # the imbalance answer's held-out check (TUPAC16)
-    for main, argv, folder in ((choices.main, [], "choices"), (studies.main, ["crop", "backbone"], "studies"),
+    for main, argv, folder in ((choices.main, [], "choices"), (studies.main, ["crop", "backbone", "stain"], "studies"),
                                (ablation.main, ["--all-arms-per-seed"], "ablation"),
                                (ablation.main, ["--arm", "ERM", "--arm", "Full", "--results", str(results / other),
                                                 *IMBALANCE_ANSWER], other)):
