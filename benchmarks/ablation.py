@@ -44,6 +44,7 @@ from benchmarks.driver import (
     raw_result,
     train_planned,
 )
+from benchmarks.goals import domain_means, target_verdict
 from benchmarks.spread import against, fmt, gap, mean_sd
 from training.config import RECIPE_PARTS, acting_digest
 
@@ -110,7 +111,7 @@ def run_plan(args: argparse.Namespace) -> None:
             continue
         record = raw_result(out, {"arm": arm, "held_out": dom, "seed": seed}, code, seconds)
         write_json_atomic(result, record, nan_as_null=True)
-        write_outputs(args.results, args.erm_from)
+        write_outputs(args.results, args.erm_from, args.against)
         if args.commit:
             commit_files([result, *outputs(args.results)], f"ablation: {arm} held-out {dom} seed {seed}")
 
@@ -154,25 +155,50 @@ def by_arm_and_domain(records: list[dict[str, Any]]) -> dict[tuple[str, str], li
     return by
 
 
-def table(records: list[dict[str, Any]]) -> str:
+def arm_cells(records: list[dict[str, Any]], arm: str) -> tuple[list[str], int]:
+    """One arm's cells: BA / AUC per held-out domain (mean ± sd over seeds), then the mean over domains
+    (``incomplete`` until every domain has a run); and how many runs they hold."""
     by = by_arm_and_domain(records)
+    cells, dom_ba, dom_auc, n = [], [], [], 0
+    for dom in DOMAINS:
+        rs = by.get((arm, dom), [])
+        n += len(rs)
+        ba = [r["student"]["test"]["balanced_accuracy"] for r in rs]
+        auc = [r["student"]["test"]["roc_auc"] for r in rs]
+        cells.append(f"{fmt(ba)} / {fmt(auc)}")
+        dom_ba.append(mean_sd(ba)[0])
+        dom_auc.append(mean_sd(auc)[0])
+    complete = all(not math.isnan(x) for x in dom_ba)
+    return [*cells, f"{np.mean(dom_ba):.3f} / {np.mean(dom_auc):.3f}" if complete else "incomplete"], n
+
+
+def table(records: list[dict[str, Any]]) -> str:
     lines = ["| arm | " + " | ".join(f"{d}: BA / AUC" for d in DOMAINS) + " | mean over domains: BA / AUC | runs |",
              "|---|" + "---|" * (len(DOMAINS) + 2)]
     for arm in ARMS:
-        cells, dom_ba, dom_auc, n = [], [], [], 0
-        for dom in DOMAINS:
-            rs = by.get((arm, dom), [])
-            n += len(rs)
-            ba = [r["student"]["test"]["balanced_accuracy"] for r in rs]
-            auc = [r["student"]["test"]["roc_auc"] for r in rs]
-            cells.append(f"{fmt(ba)} / {fmt(auc)}")
-            dom_ba.append(mean_sd(ba)[0])
-            dom_auc.append(mean_sd(auc)[0])
-        complete = all(not math.isnan(x) for x in dom_ba)
-        mean = f"{np.mean(dom_ba):.3f} / {np.mean(dom_auc):.3f}" if complete else "incomplete"
+        cells, n = arm_cells(records, arm)
         if n:
-            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {mean} | {n} |")
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {n} |")
     return "\n".join(lines)
+
+
+def against_shipped(records: list[dict[str, Any]], shipped: list[dict[str, Any]]) -> str:
+    """This folder's Full arm beside the shipped recipe's (``shipped``: that folder's raw results), and
+    their difference per held-out domain and on the mean over domains, seed by seed, with the rule of
+    the table against ERM."""
+    keys = ("balanced_accuracy", "roc_auc")
+    mine, theirs = by_arm_and_domain(records), by_arm_and_domain(shipped)
+    diffs = [" / ".join(against([r["student"]["test"][k] for r in mine.get(("Full", dom), [])],
+                                [r["student"]["test"][k] for r in theirs.get(("Full", dom), [])], "the shipped Full")
+                        for k in keys) for dom in DOMAINS]
+    diffs.append(" / ".join(against(seed_means(records, "Full", k), seed_means(shipped, "Full", k), "the shipped Full")
+                            for k in keys))
+    return "\n".join([
+        "| Full arm | " + " | ".join(f"{d}: BA / AUC" for d in DOMAINS) + " | mean over domains: BA / AUC |",
+        "|---|" + "---|" * (len(DOMAINS) + 1),
+        "| the shipped recipe | " + " | ".join(arm_cells(shipped, "Full")[0]) + " |",
+        "| this recipe | " + " | ".join(arm_cells(records, "Full")[0]) + " |",
+        "| difference | " + " | ".join(diffs) + " |"])
 
 
 def seed_means(records: list[dict[str, Any]], arm: str, key: str) -> list[float]:
@@ -272,7 +298,7 @@ def resolved_auto(model: dict[str, Any]) -> str:
     return resolve_source(spec.architecture, str(model["pretrained"]), spec.weights)
 
 
-def write_outputs(results: Path, erm_from: Path | None = None) -> None:
+def write_outputs(results: Path, erm_from: Path | None = None, against: Path | None = None) -> None:
     own = load_results(results)
     borrowed = borrowed_erm(own, erm_from)
     records = own + borrowed
@@ -284,11 +310,13 @@ def write_outputs(results: Path, erm_from: Path | None = None) -> None:
     manifests = sorted({m for r in records for m in r["config"]["data"]["manifests"]})
     lossy = any(m.startswith(".gpu/") for m in manifests)
     shown = checkout_relative(results)
+    flags = "".join(f" --{name} {checkout_relative(folder)}" for name, folder in (("erm-from", erm_from),
+                                                                               ("against", against)) if folder)
     text = "\n".join([
         "# Leave-one-domain-out ablation on AMi-Br",
         "",
-        f"Generated by `python -m benchmarks.ablation --table-only --results {shown}` from the raw results in "
-        f"`{shown}/*.json`; do not edit by hand.",
+        f"Generated by `python -m benchmarks.ablation --table-only --results {shown}{flags}` from the raw results "
+        f"in `{shown}/*.json`; do not edit by hand.",
         "",
         f"Data: {', '.join(f'`{m}`' for m in manifests) or '–'}"
         + (f" (the GPU machine's {lossy_copy(manifests)} copy of AMi-Br made by `benchmarks/gpu_data.py`: lossy, "
@@ -330,11 +358,30 @@ def write_outputs(results: Path, erm_from: Path | None = None) -> None:
         "",
         shares_table(records) if records else "no runs yet",
         "",
+        *(shipped_section(records, against) if against else []),
         f"Code: {', '.join(commits) or '–'}. Machines: {'; '.join(machines) or '–'}. Runs: {len(records)}.",
         "",
     ])
     write_text_atomic(md, text)
     plot_curves(records, png)
+
+
+def shipped_section(records: list[dict[str, Any]], against: Path) -> list[str]:
+    """A recipe that might ship next, against the one that shipped (``--against``: its results folder),
+    and issue #10's goal for this recipe's Full arm."""
+    return [
+        "## Against the shipped recipe",
+        "",
+        f"This folder's Full arm beside the Full arm of the recipe the shipped model was trained with "
+        f"(`{checkout_relative(against)}/`), held-out domain by held-out domain, with the rule of the table against "
+        "ERM. Measured to report what the change does under a domain shift; the settings themselves are picked "
+        "on validation.",
+        "",
+        against_shipped(records, load_results(against)),
+        "",
+        target_verdict(domain_means(r for r in records if r["arm"] == "Full"), DOMAINS),
+        "",
+    ]
 
 
 def plot_curves(records: list[dict[str, Any]], out: Path) -> None:
@@ -391,16 +438,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="another recipe's results folder whose ERM runs this recipe's ERM would repeat (the "
                              "recipes differ only in settings of parts ERM switches off, e.g. align.kind): "
                              "borrowed, checked run by run, instead of trained")
+    parser.add_argument("--against", type=Path,
+                        help="the shipped recipe's results folder: the tables add this recipe's Full arm against its "
+                             "Full arm, and issue #10's goal for this one")
     parser.add_argument("--commit", action="store_true", help="git-commit each raw result as it lands")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=2")
     args = parser.parse_intermixed_args(argv)
-    return plan_then_tables(args, run_plan, lambda results: _write_and_read(results, args.erm_from))
+    return plan_then_tables(args, run_plan, lambda results: _write_and_read(results, args.erm_from, args.against))
 
 
-def _write_and_read(results: Path, erm_from: Path | None = None) -> str:
-    write_outputs(results, erm_from)
+def _write_and_read(results: Path, erm_from: Path | None = None, against: Path | None = None) -> str:
+    write_outputs(results, erm_from, against)
     return (results.parent / "ablation.md").read_text()
 
 

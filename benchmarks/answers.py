@@ -14,6 +14,7 @@ until the next model ships with it.
     python -m benchmarks.answers --ablation   # where its leave-one-domain-out ablation's raw results go
     python -m benchmarks.answers --transfer   # where its threshold-transfer check goes (beside them)
     python -m benchmarks.answers --erm-from   # the shipped ablation whose ERM runs it would repeat, if any
+    python -m benchmarks.answers --against    # the shipped ablation it is compared with, if it is not that one
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def transfer_results(overrides: list[str]) -> str:
     return str(PurePosixPath(ablation_results(overrides)).parent / "threshold_transfer.json")
 
 
+def shipped_source(overrides: list[str]) -> str:
+    """The shipped recipe's ablation folder, which another recipe's ablation table is set against
+    (``benchmarks.ablation --against``); empty for the shipped recipe itself."""
+    return "" if overrides == SHIPPED else ablation_results(SHIPPED)
+
+
 def erm_source(overrides: list[str]) -> str | None:
     """The shipped recipe's ablation folder when ``overrides`` add to ``SHIPPED`` only settings of parts
     that ERM switches off (``align.kind=mmd``, say): its ERM runs are this recipe's ERM runs, which the
@@ -89,11 +96,15 @@ def main(argv: list[str] | None = None) -> None:
                       help="print where the threshold-transfer check of SHIPS_NEXT's ablation goes")
     what.add_argument("--erm-from", action="store_true",
                       help="print the ablation folder whose ERM runs SHIPS_NEXT's ERM would repeat (empty if none)")
+    what.add_argument("--against", action="store_true",
+                      help="print the shipped recipe's ablation folder, which SHIPS_NEXT's is compared with (empty "
+                           "when SHIPS_NEXT is what shipped)")
     args = parser.parse_args(argv)
     print(BASE_CONFIG if args.base else recipe_slug(SHIPS_NEXT) if args.slug
           else ablation_results(SHIPS_NEXT) if args.ablation
           else transfer_results(SHIPS_NEXT) if args.transfer
-          else erm_source(SHIPS_NEXT) or "" if args.erm_from else " ".join(SHIPS_NEXT))
+          else erm_source(SHIPS_NEXT) or "" if args.erm_from
+          else shipped_source(SHIPS_NEXT) if args.against else " ".join(SHIPS_NEXT))
 
 
 if __name__ == "__main__":

@@ -98,12 +98,15 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
     results=$("$py" -m benchmarks.answers --ablation)
     # ERM switches the parts off, so a recipe that changes only their settings (the alignment's form)
     # has the shipped recipe's ERM runs already: borrowed, checked run by run, not trained again.
-    local erm borrow=()
+    local erm borrow=() shipped against=()
     erm=$("$py" -m benchmarks.answers --erm-from)
     [[ -z $erm ]] || borrow=(--erm-from "$repo/$erm")
+    # A recipe that might ship is set against the one that shipped, Full arm by Full arm.
+    shipped=$("$py" -m benchmarks.answers --against)
+    [[ -z $shipped ]] || against=(--against "$repo/$shipped")
     # shellcheck disable=SC2086  # the answers' words are overrides without spaces
     "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm ERM --arm Full --config "$base" \
-      --results "$repo/$results" --runs "$runs/ablation-$name" "${borrow[@]}" \
+      --results "$repo/$results" --runs "$runs/ablation-$name" "${borrow[@]}" "${against[@]}" \
       "${common[@]}" $answer
     # Reached only once every run has trained (a stopped driver exits non-zero): the seed pairs' check
     # of the members' threshold on their average, for the card; it skips pairs it has measured. Its

@@ -565,3 +565,48 @@ def test_what_ships_next_borrows_the_shipped_erm_only_when_it_changes_nothing_er
     assert erm_source([*SHIPPED, "optim.loss=focal"]) is None  # ERM trains with the loss
     assert erm_source([*SHIPPED, "align.enabled=false"]) is None  # a switch changes the arms themselves
     assert erm_source(["optim.sampler=shuffle"]) is None  # not built on what shipped
+
+
+def test_a_recipe_that_might_ship_is_set_against_the_shipped_full_arm_with_issue_10s_goal(tmp_path: Path) -> None:
+    """``--against``: this folder's Full beside the shipped recipe's, per domain and on the seed-by-seed mean
+    over domains, and issue #10's goal judged on this recipe's Full; the header's command regenerates it."""
+    import json
+
+    from benchmarks.ablation import main
+
+    def run(folder: Path, dom: str, seed: int, ba: float, auc: float) -> None:
+        record = {"arm": "Full", "held_out": dom, "seed": seed, "code": {"commit": "abc", "dirty": False},
+                  "machine": {"cpu": "cpu", "cpus": 2, "gpu": None}, "curve": [], "terms": {},
+                  "config": {"optim": {"epochs": 15, "batch_size": 64, "sampler": "shuffle", "loss": "weighted_ce"},
+                             "model": {"backbone": "tf_efficientnet_lite0", "pretrained": "wheel"},
+                             "data": {"manifests": ["m.csv"], "center_crop": 64, "input_size": 128}},
+                  "pretrained": "wheel", "student": {"test": {"balanced_accuracy": ba, "roc_auc": auc}}}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"full-{dom.lower().replace(' ', '-')}-s{seed}.json").write_text(json.dumps(record))
+
+    mine, shipped = tmp_path / "next" / "ablation", tmp_path / "shipped" / "ablation"
+    for seed, shift in ((0, 0.0), (1, 0.01)):
+        for dom in DOMAINS:
+            run(shipped, dom, seed, 0.77 + shift, 0.87 + shift)
+            run(mine, dom, seed, 0.83 + shift, 0.90 + shift if dom != "Hamamatsu S360" else 0.87 + shift)
+    assert main(["--table-only", "--results", str(mine), "--against", str(shipped)]) == 0
+    text = (mine.parent / "ablation.md").read_text()
+    section = text.split("## Against the shipped recipe", 1)[1]
+    rows = {line.split(" | ")[0]: line for line in section.splitlines() if line.startswith("| ")}
+    assert rows["| the shipped recipe"].startswith("| the shipped recipe | 0.775 ± 0.007 / 0.875 ± 0.007 |")
+    assert rows["| this recipe"].endswith("| 0.835 / 0.895 |")
+    assert rows["| difference"] == ("| difference | " + " | ".join(
+        ["+0.060 higher / +0.030 higher"] * 2 + ["+0.060 higher / +0.000 no difference",
+                                                 "+0.060 higher / +0.020 higher"]) + " |")
+    assert ("on every held-out domain, mean over seeds): met on TUPAC16, Hamamatsu XR; missed on Hamamatsu S360 "
+            "(AUC 0.875).") in section
+    assert f"--results {mine} --against {shipped}`" in text  # the header's command keeps the comparison
+    assert main(["--table-only", "--results", str(mine)]) == 0
+    assert "## Against the shipped recipe" not in (mine.parent / "ablation.md").read_text()
+
+
+def test_only_a_recipe_other_than_the_shipped_one_is_set_against_it() -> None:
+    from benchmarks.answers import SHIPPED, ablation_results, shipped_source
+
+    assert shipped_source(SHIPPED) == ""
+    assert shipped_source([*SHIPPED, "augment.hed_sigma=0.2"]) == ablation_results(SHIPPED)
