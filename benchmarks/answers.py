@@ -15,6 +15,7 @@ until the next model ships with it.
     python -m benchmarks.answers --transfer   # where its threshold-transfer check goes (beside them)
     python -m benchmarks.answers --erm-from   # the shipped ablation whose ERM runs it would repeat, if any
     python -m benchmarks.answers --against    # the shipped ablation it is compared with, if it is not that one
+    python -m benchmarks.answers --ablation augment.hed_sigma=0.2   # the same of SHIPPED with a change to check
 """
 
 from __future__ import annotations
@@ -90,21 +91,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--base", action="store_true", help="print the config the answers apply to")
-    what.add_argument("--slug", action="store_true", help="print SHIPS_NEXT's folder name")
-    what.add_argument("--ablation", action="store_true", help="print where SHIPS_NEXT's ablation results go")
+    what.add_argument("--slug", action="store_true", help="print the recipe's folder name")
+    what.add_argument("--ablation", action="store_true", help="print where the recipe's ablation results go")
     what.add_argument("--transfer", action="store_true",
-                      help="print where the threshold-transfer check of SHIPS_NEXT's ablation goes")
+                      help="print where the threshold-transfer check of the recipe's ablation goes")
     what.add_argument("--erm-from", action="store_true",
-                      help="print the ablation folder whose ERM runs SHIPS_NEXT's ERM would repeat (empty if none)")
+                      help="print the ablation folder whose ERM runs the recipe's ERM would repeat (empty if none)")
     what.add_argument("--against", action="store_true",
-                      help="print the shipped recipe's ablation folder, which SHIPS_NEXT's is compared with (empty "
-                           "when SHIPS_NEXT is what shipped)")
+                      help="print the shipped recipe's ablation folder, which the recipe's is compared with (empty "
+                           "when the recipe is what shipped)")
+    parser.add_argument("change", nargs="*", metavar="KEY=VALUE",
+                        help="the recipe is SHIPPED with this change (a candidate to check) instead of SHIPS_NEXT")
     args = parser.parse_args(argv)
-    print(BASE_CONFIG if args.base else recipe_slug(SHIPS_NEXT) if args.slug
-          else ablation_results(SHIPS_NEXT) if args.ablation
-          else transfer_results(SHIPS_NEXT) if args.transfer
-          else erm_source(SHIPS_NEXT) or "" if args.erm_from
-          else shipped_source(SHIPS_NEXT) if args.against else " ".join(SHIPS_NEXT))
+    bad = [c for c in args.change if "=" not in c or c.startswith("=")]
+    if bad:
+        parser.error(f"a change is KEY=VALUE, not {bad[0]!r}")
+    recipe = [*SHIPPED, *args.change] if args.change else SHIPS_NEXT
+    print(BASE_CONFIG if args.base else recipe_slug(recipe) if args.slug
+          else ablation_results(recipe) if args.ablation
+          else transfer_results(recipe) if args.transfer
+          else erm_source(recipe) or "" if args.erm_from
+          else shipped_source(recipe) if args.against else " ".join(recipe))
 
 
 if __name__ == "__main__":

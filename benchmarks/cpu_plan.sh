@@ -8,12 +8,14 @@
 #   AMF_START_RUNS_UNTIL=14:40 setsid nohup bash benchmarks/cpu_plan.sh ... &        # start no run after 14:40 UTC
 #   CPU_PLAN_DRY=1 bash benchmarks/cpu_plan.sh                                          # the plan, nothing run
 #   bash benchmarks/cpu_plan.sh lodo backbone alignment                                 # these stages, in this order
+#   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh candidate       # a change, held out
 #   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies|ensemble_record)"; \
 #     pkill -f "training.(train|ensemble)"                                              # stop
 #
 # Stages (default: attention-imbalance crop backbone alignment; the backbone study's 2 runs before the
 # alignment question's 7, so a short budget still answers a whole question): the choices' questions and the studies
-# (`stain`, the stain jitter's range, only when named);
+# (`stain`, the stain jitter's range, only when named); `candidate`, one change to the shipped recipe
+# checked held out (CPU_PLAN_CANDIDATE='KEY=VALUE ...': its Full arm, 6 runs, set against the shipped one);
 # `lodo`, the leave-one-domain-out ablation's ERM and Full arms (2 seeds, 3 domains, 12 runs) of the
 # recipe that ships next, into benchmarks/results/ablation-<its settings>/ (the LODO numbers its card
 # needs; measured, never used to choose), then the threshold transfer on its seed pairs beside them
@@ -48,8 +50,12 @@ main() {
   stages=("$@")
   [[ ${#stages[@]} -gt 0 ]] || stages=(attention-imbalance crop backbone alignment)
   for stage in "${stages[@]}"; do  # every name checked before anything runs
-    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|stain|lodo|ensemble)$ ]] || {
-      echo "error: unknown stage $stage; choose from attention-imbalance crop backbone alignment stain lodo ensemble" >&2
+    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|stain|lodo|candidate|ensemble)$ ]] || {
+      echo "error: unknown stage $stage; choose from attention-imbalance crop backbone alignment stain lodo" \
+           "candidate ensemble" >&2
+      exit 2; }
+    [[ $stage != candidate || ${CPU_PLAN_CANDIDATE:-} =~ ^[A-Za-z_.]+=[^[:space:]]+([[:space:]]+[A-Za-z_.]+=[^[:space:]]+)*$ ]] || {
+      echo "error: the candidate stage needs CPU_PLAN_CANDIDATE='KEY=VALUE ...', the change to check held out" >&2
       exit 2; }
   done
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -118,6 +124,24 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       echo "warning: the threshold transfer of $runs/ablation-$name failed; rerun it by hand:" \
            "python -m benchmarks.threshold_transfer --runs $runs/ablation-$name --json $transfer --commit" >&2
   }
+  # One change (CPU_PLAN_CANDIDATE, training overrides) on the shipped recipe, held out: its Full arm only
+  # (2 seeds, 3 domains, 6 runs) into benchmarks/results/ablation-<shipped settings + the change>/, set
+  # against the shipped recipe's Full arm. What a study's variant does under a domain shift, measured:
+  # the studies pick on validation.
+  candidate() {
+    local answer name results shipped
+    # shellcheck disable=SC2086  # overrides are words without spaces (checked above)
+    answer=$("$py" -m benchmarks.answers $CPU_PLAN_CANDIDATE)
+    # shellcheck disable=SC2086
+    name=$("$py" -m benchmarks.answers --slug $CPU_PLAN_CANDIDATE)
+    # shellcheck disable=SC2086
+    results=$("$py" -m benchmarks.answers --ablation $CPU_PLAN_CANDIDATE)
+    # shellcheck disable=SC2086
+    shipped=$("$py" -m benchmarks.answers --against $CPU_PLAN_CANDIDATE)
+    # shellcheck disable=SC2086
+    "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm Full --config "$base" --results "$repo/$results" \
+      --runs "$runs/ablation-$name" --against "$repo/$shipped" "${common[@]}" $answer
+  }
   ensemble() {
     local answer out="$runs/ensemble"
     answer=$("$py" -m benchmarks.answers)
@@ -149,6 +173,7 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       alignment) choices alignment ;;
       crop | backbone | stain) studies "$stage" ;;
       lodo) lodo ;;
+      candidate) candidate ;;
       ensemble) ensemble ;;
     esac
   done

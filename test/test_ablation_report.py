@@ -610,3 +610,46 @@ def test_only_a_recipe_other_than_the_shipped_one_is_set_against_it() -> None:
 
     assert shipped_source(SHIPPED) == ""
     assert shipped_source([*SHIPPED, "augment.hed_sigma=0.2"]) == ablation_results(SHIPPED)
+
+
+def test_the_cpu_queue_checks_a_candidate_change_held_out_full_arm_only_against_the_shipped_recipe(
+        tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from benchmarks.answers import BASE_CONFIG, SHIPPED, recipe_slug
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def queue(candidate: str | None, dry: str = "1") -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "CPU_PLAN_CANDIDATE"}
+        env.update({"CPU_PLAN_DRY": dry, "CPU_PLAN_WORKTREE": str(tmp_path / "wt"),
+                    "CPU_PLAN_RUNS": str(tmp_path / "runs")})
+        if candidate:
+            env["CPU_PLAN_CANDIDATE"] = candidate
+        return subprocess.run(["bash", "benchmarks/cpu_plan.sh", "candidate"], cwd=repo, capture_output=True,
+                              text=True, timeout=120, env=env)
+
+    proc = queue("augment.hed_sigma=0.2")
+    assert proc.returncode == 0, proc.stderr
+    commands = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    folder = f"ablation-{recipe_slug([*SHIPPED, 'augment.hed_sigma=0.2'])}"
+    assert len(commands) == 6 and all("align.enabled=true" in c for c in commands)  # Full only, 3 domains x 2 seeds
+    assert all(c.endswith(" ".join([*SHIPPED, "augment.hed_sigma=0.2"])) and f"--config {BASE_CONFIG} " in c
+               and f"/runs/{folder}/" in c for c in commands)
+    for candidate in (None, "augment.hed_sigma", "augment.hed_sigma=0.2 ; rm"):  # checked before anything runs
+        proc = queue(candidate, dry="0")
+        assert proc.returncode == 2 and "needs CPU_PLAN_CANDIDATE" in proc.stderr and not (tmp_path / "wt").exists()
+
+
+def test_answers_name_a_candidate_changes_folders_on_the_shipped_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.answers import SHIPPED, SHIPS_NEXT, ablation_results, main
+
+    main(["--ablation", "augment.hed_sigma=0.2"])
+    main(["--against", "augment.hed_sigma=0.2"])
+    main(["--ablation"])
+    assert capsys.readouterr().out.splitlines() == [
+        ablation_results([*SHIPPED, "augment.hed_sigma=0.2"]), ablation_results(SHIPPED), ablation_results(SHIPS_NEXT)]
+    with pytest.raises(SystemExit):
+        main(["--ablation", "augment.hed_sigma"])
+    assert "a change is KEY=VALUE" in capsys.readouterr().err
