@@ -341,16 +341,9 @@ def write_outputs(results: Path, erm_from: Path | None = None, against: Path | N
         "",
         "## Against ERM",
         "",
-        "Each arm's mean minus ERM's on the held-out domain. A difference is called only beyond the seed spread "
-        "(larger than the larger of the two seed standard deviations); within it, it is no difference. An arm "
-        "with one seed (¹) is called no difference when its value lies within ERM's spread, and not called when "
-        "it lies beyond (its own spread is unknown); ERM needs two seeds for any call. The last column compares "
-        "the mean over the three held-out domains, seed by seed (only seeds that ran all three).",
-        "",
-        verdict_table(records) if records else "no runs yet",
-        "",
-        goal_verdict(records),
-        "",
+        *(erm_section(records) if against is None or any(r["arm"] == "ERM" for r in records) else [
+            "No ERM runs here: a candidate change trains its Full arm only (`bash benchmarks/cpu_plan.sh "
+            "candidate`), which the last section sets against the shipped recipe's.", ""]),
         "## What each term weighs",
         "",
         "Unweighted loss, and the norm of the gradient that the weighted term sends into the backbone's last stage "
@@ -364,6 +357,21 @@ def write_outputs(results: Path, erm_from: Path | None = None, against: Path | N
     ])
     write_text_atomic(md, text)
     plot_curves(records, png)
+
+
+def erm_section(records: list[dict[str, Any]]) -> list[str]:
+    return [
+        "Each arm's mean minus ERM's on the held-out domain. A difference is called only beyond the seed spread "
+        "(larger than the larger of the two seed standard deviations); within it, it is no difference. An arm "
+        "with one seed (¹) is called no difference when its value lies within ERM's spread, and not called when "
+        "it lies beyond (its own spread is unknown); ERM needs two seeds for any call. The last column compares "
+        "the mean over the three held-out domains, seed by seed (only seeds that ran all three).",
+        "",
+        verdict_table(records) if records else "no runs yet",
+        "",
+        goal_verdict(records),
+        "",
+    ]
 
 
 def shipped_section(records: list[dict[str, Any]], against: Path) -> list[str]:

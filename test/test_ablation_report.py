@@ -601,6 +601,7 @@ def test_a_recipe_that_might_ship_is_set_against_the_shipped_full_arm_with_issue
     assert ("on every held-out domain, mean over seeds): met on TUPAC16, Hamamatsu XR; missed on Hamamatsu S360 "
             "(AUC 0.875).") in section
     assert f"--results {mine} --against {shipped}`" in text  # the header's command keeps the comparison
+    assert "No ERM runs here" in text and "**The goal** (issue #7" not in text  # Full only: nothing to set ERM against
     assert main(["--table-only", "--results", str(mine)]) == 0
     assert "## Against the shipped recipe" not in (mine.parent / "ablation.md").read_text()
 
