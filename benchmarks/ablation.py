@@ -37,6 +37,7 @@ from benchmarks.driver import (
     checkout_relative,
     commit_files,
     config_setting,
+    grouped,
     input_words,
     load_results,
     plan_then_tables,
@@ -149,10 +150,7 @@ def borrowed_erm(records: list[dict[str, Any]], erm_from: Path | None) -> list[d
 
 
 def by_arm_and_domain(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in records:
-        by.setdefault((r["arm"], r["held_out"]), []).append(r)
-    return by
+    return grouped(records, lambda r: (r["arm"], r["held_out"]))
 
 
 def arm_cells(records: list[dict[str, Any]], arm: str) -> tuple[list[str], int]:

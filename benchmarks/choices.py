@@ -31,6 +31,7 @@ from benchmarks.driver import (
     by_question,
     checkout_relative,
     commit_files,
+    grouped,
     load_results,
     plan_then_tables,
     raw_result,
@@ -106,13 +107,6 @@ def _row(question: str, name: str, records: list[dict[str, Any]], default: list[
             f"{val_auc_against_default(records, default)} |")
 
 
-def _by_variant(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by.setdefault(r["variant"], []).append(r)
-    return by
-
-
 def strength_table(by: dict[str, list[dict[str, Any]]]) -> str:
     """What each alignment row's term did, beside what it scored: the term's loss and the gradient it
     sent into the backbone's last stage relative to the supervised term's (logged by training)."""
@@ -161,7 +155,7 @@ def outputs(results: Path) -> list[Path]:
 
 def write_table(results: Path) -> str:
     records = load_results(results)
-    by = _by_variant(records)
+    by = grouped(records, lambda r: r["variant"])
     rows = []
     for question, variants in QUESTIONS.items():
         default = by.get(variant_slug(*next(iter(variants.values()))), [])

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,14 @@ def commit_files(paths: list[Path], message: str) -> None:
 
 def load_results(results: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+
+
+def grouped(records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]) -> dict[Any, list[dict[str, Any]]]:
+    """Raw results by ``key`` (a variant, an arm and held-out domain), each group in the records' order."""
+    by: dict[Any, list[dict[str, Any]]] = {}
+    for r in records:
+        by.setdefault(key(r), []).append(r)
+    return by
 
 
 def require_results(results: Path) -> None:

@@ -40,6 +40,7 @@ from benchmarks.driver import (
     checkout_relative,
     commit_files,
     config_setting,
+    grouped,
     load_results,
     plan_then_tables,
     raw_result,
@@ -202,9 +203,7 @@ def speed_columns(study: str, results: Path, records: dict[str, list[dict[str, A
 
 def write_table(study: str, results: Path) -> tuple[Path, str]:
     records = load_results(results)
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by.setdefault(r["variant_slug"], []).append(r)
+    by = grouped(records, lambda r: r["variant_slug"])
     variants = STUDIES[study]
     default = by.get(variant_slug(next(iter(variants.values()))), [])
     speeds, speed_words = speed_columns(study, results, by)
