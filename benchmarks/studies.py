@@ -78,6 +78,14 @@ STUDIES: dict[str, dict[str, list[str]]] = {
 }
 
 
+# Studies whose variants run the very same training step, and why: their runs' logged step times measure
+# the machine and its load on the day, never the variant, so the table shows none.
+SAME_STEP = {
+    "crop": "the crop is cut and upscaled to 128 px once, when the patches are decoded",
+    "stain": "the jitter's range changes the random numbers' bounds, not the operations",
+}
+
+
 def variant_slug(overrides: list[str]) -> str:
     text = "-".join(overrides) or "default"
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
@@ -180,8 +188,9 @@ def _paired_cells(s: dict[str, Any] | None, reference: bool) -> str:
 
 def speed_columns(study: str, results: Path, records: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, str], str]:
     """Per variant, its step-time cells, and the sentence saying where they come from: the paired
-    measurement on one machine where there is one, else the runs' own logs (comparable only within
-    one machine and load, which runs across sessions do not share)."""
+    measurement on one machine where there is one; none where the variants run the same step
+    (``SAME_STEP``); else the runs' own logs (comparable only within one machine and load, which runs
+    across sessions do not share)."""
     path = step_time_path(study, results)
     if path.exists():
         paired = json.loads(path.read_text())
@@ -193,6 +202,10 @@ def speed_columns(study: str, results: Path, records: dict[str, list[dict[str, A
                        f"{paired['threads']} threads, the variants taking turns over {paired['rounds']} rounds, "
                        "median seconds per step; the step against the reference's is the median of the rounds' "
                        "ratios, their range across rounds in brackets.")
+    if study in SAME_STEP:
+        return ({name: "– | – | 1× by construction" for name in STUDIES[study]},
+                f"Step time: the same for every variant by construction ({SAME_STEP[study]}); the runs' logged "
+                "times, in their raw JSONs, measure the machine and its load on the day, not the variant.")
     cells = {name: f"{fmt([r['speed']['step_seconds_median'] for r in rs])} | "
                    f"{fmt([r['speed']['images_per_s_median'] for r in rs])} | –"
              for name, rs in ((n, records.get(variant_slug(o), [])) for n, o in STUDIES[study].items())}

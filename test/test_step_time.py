@@ -55,6 +55,21 @@ def test_study_table_takes_its_speed_from_the_paired_measurement_when_there_is_o
     assert f"| {ref} | 1 | 0.840¹ | 0.780¹ | 1.000 | 64.0 | 1.00× |" in text
 
 
+def test_a_study_whose_variants_run_the_same_step_shows_no_logged_times(tmp_path: Path) -> None:
+    results = tmp_path / "studies"
+    results.mkdir()
+    for slug, seconds in (("default", 2.2), ("augment-hed-sigma-0-2", 1.1)):  # two days, two loads
+        record = {"variant_slug": slug, "speed": {"step_seconds_median": seconds, "images_per_s_median": 64 / seconds},
+                  "student": {"val": {"roc_auc": 0.84, "balanced_accuracy": 0.78}}, "code": {"commit": "abc",
+                  "dirty": False}, "machine": {"cpu": "X", "cpus": 2, "gpu": None},
+                  "config": {"optim": {"epochs": 15, "sampler": "shuffle", "loss": "weighted_ce"},
+                             "model": {"backbone": "tf_efficientnet_lite0"}}}
+        (results / f"{slug}-s0.json").write_text(json.dumps(record))
+    _, text = write_table("stain", results)
+    assert "the same for every variant by construction" in text and "2.200" not in text and "1.100" not in text
+    assert text.count("| – | – | 1× by construction |") == len(STUDIES["stain"])
+
+
 def test_the_command_measures_a_study_and_writes_its_raw_record(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "crop_step_time.json"
