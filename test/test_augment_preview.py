@@ -56,3 +56,23 @@ def test_the_command_writes_the_figure_and_refuses_bad_settings(tmp_path: Path,
     assert augment_preview.main(["--manifest", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and not (tmp_path / "x.png").exists()
+
+
+def test_stain_densities_read_back_the_stains_a_picture_was_made_of() -> None:
+    import math
+
+    from training.augment import _RGB_FROM_HED, stain_densities
+
+    stains = torch.tensor([[0.05, 0.02, 0.0], [0.01, 0.04, 0.01]])
+    rgb = torch.exp(stains @ _RGB_FROM_HED * math.log(1e-6))  # rgb2hed's inverse, as the jitter writes back
+    images = rgb.view(2, 3, 1, 1).expand(2, 3, 4, 4)
+    assert torch.allclose(stain_densities(images), stains, atol=1e-5)
+
+
+def test_the_rows_are_labelled_with_their_domains_mean_stain_densities(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert augment_preview.main(["--manifest", str(manifest(tmp_path)), "--draws", "1", "--size", "32",
+                                 "--density-patches", "5", "--out", str(tmp_path / "p.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == ["XR", "S360", "TUPAC16"]
+    assert "mean stain density over 2 patches" in lines[0]  # XR has two; asked for five

@@ -21,6 +21,18 @@ _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 _LOG_ADJUST = math.log(1e-6)
 
 
+def _stains(x: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W in [0, 1] -> N x (H·W) x 3 hematoxylin, eosin and DAB densities (scikit-image's rgb2hed)."""
+    pixels = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, 3).clamp_min(1e-6)
+    return (torch.log(pixels) / _LOG_ADJUST) @ _HED_FROM_RGB.to(x.device)
+
+
+def stain_densities(x: torch.Tensor) -> torch.Tensor:
+    """Per image (N x 3 x H x W in [0, 1]), its mean hematoxylin, eosin and DAB densities on the scale
+    the stain jitter works in: N x 3."""
+    return _stains(x).mean(1)
+
+
 def _uniform(n: int, low: float, high: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=g, device=device) * (high - low) + low
 
@@ -88,9 +100,7 @@ class BatchAugment:
         apply = _coin(n, c.hed_p, g, dev).view(n, 1, 1)
         alpha = torch.where(apply, _uniform(3 * n, 1 - c.hed_sigma, 1 + c.hed_sigma, g, dev).view(n, 1, 3), 1.0)
         beta = torch.where(apply, _uniform(3 * n, -c.hed_bias, c.hed_bias, g, dev).view(n, 1, 3), 0.0)
-        pixels = x.permute(0, 2, 3, 1).reshape(n, -1, 3).clamp_min(1e-6)
-        stains = (torch.log(pixels) / _LOG_ADJUST) @ _HED_FROM_RGB.to(dev)
-        stains = stains * alpha + beta
+        stains = _stains(x) * alpha + beta
         rgb = torch.exp(-(stains * -_LOG_ADJUST) @ _RGB_FROM_HED.to(dev))
         return rgb.clamp(0, 1).view(n, x.shape[2], x.shape[3], 3).permute(0, 3, 1, 2).contiguous()
 

@@ -5,7 +5,8 @@
 
 Each row is one patch of a domain (the manifest's ``--by`` column; a row without it falls back to
 the next column in ``--by``, so TUPAC16, which has no scanner, is its own row by Origin), decoded as
-training decodes it. Then, for each ``--sigma`` (``augment.hed_sigma``), a few draws of
+training decodes it, labelled with the mean stain densities of a few of the domain's patches (the
+jitter's scale: its bias is added to these). Then, for each ``--sigma`` (``augment.hed_sigma``), a few draws of
 ``BatchAugment.photometric`` with the stain jitter always on and blur and noise off, every other
 setting as ``training/config.py``'s defaults: the same draws across sigmas, so a column pair differs
 only in the range. Picking a range that looks wrong here costs nothing; one that trains wrong
@@ -24,7 +25,7 @@ import torch
 
 from amf.errors import InputError
 from amf.manifest import decode_image
-from training.augment import BatchAugment
+from training.augment import BatchAugment, stain_densities
 from training.config import AugmentConfig
 from training.data import read_rows
 
@@ -54,9 +55,10 @@ def stain_draws(images: torch.Tensor, sigmas: list[float], draws: int, seed: int
     return out
 
 
-def plot(rows: dict[str, torch.Tensor], jittered: dict[float, torch.Tensor], bias: float, out: Path) -> Path:
+def plot(rows: dict[str, torch.Tensor], jittered: dict[float, torch.Tensor], bias: float, out: Path,
+         densities: dict[str, tuple[torch.Tensor, int]] | None = None) -> Path:
     """One row per domain: its patch, then each sigma's draws (``jittered``: N x draws x 3 x H x W, N in
-    the order of ``rows``)."""
+    the order of ``rows``); ``densities``: per domain, its patches' mean H, E, DAB densities and how many."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +80,11 @@ def plot(rows: dict[str, torch.Tensor], jittered: dict[float, torch.Tensor], bia
             ax.set_yticks([])
             if r == 0 and title:
                 ax.set_title(title, fontsize=8, loc="left")
-        axes[r][0].set_ylabel(domain, fontsize=8)
+        label = domain
+        if densities and domain in densities:
+            mean, n = densities[domain]
+            label += "\nmean of {}: H {:.3f}\nE {:.3f} D {:.3f}".format(n, *mean.tolist())
+        axes[r][0].set_ylabel(label, fontsize=7)
     fig.suptitle(f"HED stain jitter: alpha in [1 - sigma, 1 + sigma], bias in [-{bias:g}, {bias:g}] per stain "
                  f"channel; {draws} draws per sigma", fontsize=9)
     fig.tight_layout()
@@ -101,21 +107,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="augment.hed_bias, the additive range per stain channel (default: the recipe's)")
     parser.add_argument("--draws", type=int, default=3, help="jittered copies per sigma")
     parser.add_argument("--size", type=int, default=128, help="patch size as training decodes it")
+    parser.add_argument("--density-patches", type=int, default=30,
+                        help="patches per domain whose mean stain densities label its row (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("stain_preview.png"))
     args = parser.parse_args(argv)
     if any(not 0 <= s < 1 for s in args.sigma) or args.bias < 0 or args.draws < 1:
         parser.error("each --sigma lies in [0, 1) (a factor 1 - sigma must stay positive), --bias is not negative "
                      "and --draws is at least 1")
+    def tensor(path: Path) -> torch.Tensor:
+        return torch.from_numpy(decode_image(path, args.size).copy()).permute(2, 0, 1).float() / 255
+
     try:
-        patches = domain_patches(args.manifest, args.by, 1, args.seed)
-        rows = {d: torch.from_numpy(decode_image(ps[0], args.size).copy()).permute(2, 0, 1).float() / 255
-                for d, ps in patches.items()}
+        patches = domain_patches(args.manifest, args.by, max(1, args.density_patches), args.seed)
+        rows = {d: tensor(ps[0]) for d, ps in patches.items()}
+        densities = {d: (stain_densities(torch.stack([tensor(p) for p in ps])).mean(0), len(ps))
+                     for d, ps in patches.items()} if args.density_patches > 0 else {}
     except (InputError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for d, (mean, n) in densities.items():
+        print("{}: mean stain density over {} patches: H {:.4f}, E {:.4f}, DAB {:.4f}".format(d, n, *mean.tolist()))
     images = torch.stack(list(rows.values()))
-    print(plot(rows, stain_draws(images, args.sigma, args.draws, args.seed, args.bias), args.bias, args.out))
+    print(plot(rows, stain_draws(images, args.sigma, args.draws, args.seed, args.bias), args.bias, args.out,
+               densities))
     return 0
 
 
