@@ -30,18 +30,22 @@ def test_the_step_against_the_reference_is_the_median_of_paired_round_ratios() -
     assert s["big"]["step_vs_reference"] == 3.0 and s["big"]["step_vs_reference_range"] == [2.0, 100.0 / 3.0]
 
 
+def logged_run(slug: str, seconds: float) -> dict:
+    """A study's raw result whose own log timed its step at ``seconds``."""
+    return {"variant_slug": slug, "speed": {"step_seconds_median": seconds, "images_per_s_median": 64 / seconds},
+            "student": {"val": {"roc_auc": 0.84, "balanced_accuracy": 0.78}}, "code": {"commit": "abc", "dirty": False},
+            "machine": {"cpu": "X", "cpus": 2, "gpu": None},
+            "config": {"optim": {"epochs": 15, "sampler": "shuffle", "loss": "weighted_ce"},
+                       "model": {"backbone": "tf_efficientnet_lite0"}}}
+
+
 def test_study_table_takes_its_speed_from_the_paired_measurement_when_there_is_one(tmp_path: Path) -> None:
     results = tmp_path / "studies"
     results.mkdir()
     ref, lite2 = STUDIES["backbone"]
     # the runs' own logs say the bigger network is faster: on another day, beside other work
     for slug, seconds in (("default", 2.2), ("model-backbone-tf-efficientnet-lite2", 1.3)):
-        record = {"variant_slug": slug, "speed": {"step_seconds_median": seconds, "images_per_s_median": 64 / seconds},
-                  "student": {"val": {"roc_auc": 0.84, "balanced_accuracy": 0.78}}, "code": {"commit": "abc",
-                  "dirty": False}, "machine": {"cpu": "X", "cpus": 2, "gpu": None},
-                  "config": {"optim": {"epochs": 15, "sampler": "shuffle", "loss": "weighted_ce"},
-                             "model": {"backbone": "tf_efficientnet_lite0"}}}
-        (results / f"{slug}-s0.json").write_text(json.dumps(record))
+        (results / f"{slug}-s0.json").write_text(json.dumps(logged_run(slug, seconds)))
     _, logged = write_table("backbone", results)
     assert "from each run's own log" in logged and "| 2.200¹ | 29.091¹ | – |" in logged
     paired = {"machine_text": "Y, 2 cores", "date": "2026-12-07T07:00:00Z", "batch_size": 64, "threads": 2, "rounds": 6,
@@ -59,12 +63,7 @@ def test_a_study_whose_variants_run_the_same_step_shows_no_logged_times(tmp_path
     results = tmp_path / "studies"
     results.mkdir()
     for slug, seconds in (("default", 2.2), ("augment-hed-sigma-0-2", 1.1)):  # two days, two loads
-        record = {"variant_slug": slug, "speed": {"step_seconds_median": seconds, "images_per_s_median": 64 / seconds},
-                  "student": {"val": {"roc_auc": 0.84, "balanced_accuracy": 0.78}}, "code": {"commit": "abc",
-                  "dirty": False}, "machine": {"cpu": "X", "cpus": 2, "gpu": None},
-                  "config": {"optim": {"epochs": 15, "sampler": "shuffle", "loss": "weighted_ce"},
-                             "model": {"backbone": "tf_efficientnet_lite0"}}}
-        (results / f"{slug}-s0.json").write_text(json.dumps(record))
+        (results / f"{slug}-s0.json").write_text(json.dumps(logged_run(slug, seconds)))
     _, text = write_table("stain", results)
     assert "the same for every variant by construction" in text and "2.200" not in text and "1.100" not in text
     assert text.count("| – | – | 1× by construction |") == len(STUDIES["stain"])
