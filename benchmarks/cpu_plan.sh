@@ -15,7 +15,8 @@
 # Stages (default: attention-imbalance crop backbone alignment; the backbone study's 2 runs before the
 # alignment question's 7, so a short budget still answers a whole question): the choices' questions and the studies
 # (`stain`, the stain jitter's range, only when named); `candidate`, one change to the shipped recipe
-# checked held out (CPU_PLAN_CANDIDATE='KEY=VALUE ...': its Full arm, 6 runs, set against the shipped one);
+# checked held out (CPU_PLAN_CANDIDATE='KEY=VALUE ...': its Full arm, 6 runs, set against the shipped one,
+# then the threshold transfer on its seed pairs);
 # `lodo`, the leave-one-domain-out ablation's ERM and Full arms (2 seeds, 3 domains, 12 runs) of the
 # recipe that ships next, into benchmarks/results/ablation-<its settings>/ (the LODO numbers its card
 # needs; measured, never used to choose), then the threshold transfer on its seed pairs beside them
@@ -117,30 +118,28 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
     # Reached only once every run has trained (a stopped driver exits non-zero): the seed pairs' check
     # of the members' threshold on their average, for the card; it skips pairs it has measured. Its
     # failure is a warning: the stages after this one still run.
-    local transfer
-    transfer=$("$py" -m benchmarks.answers --transfer)
-    "$py" -m benchmarks.threshold_transfer "${dry[@]}" --commit --runs "$runs/ablation-$name" \
-      --json "$repo/$transfer" ||
-      echo "warning: the threshold transfer of $runs/ablation-$name failed; rerun it by hand:" \
-           "python -m benchmarks.threshold_transfer --runs $runs/ablation-$name --json $transfer --commit" >&2
+    transfer_check "$name" "$("$py" -m benchmarks.answers --transfer)"
+  }
+  transfer_check() {  # NAME JSON: the seed pairs' threshold check of runs/ablation-NAME into JSON
+    "$py" -m benchmarks.threshold_transfer "${dry[@]}" --commit --runs "$runs/ablation-$1" --json "$repo/$2" ||
+      echo "warning: the threshold transfer of $runs/ablation-$1 failed; rerun it by hand:" \
+           "python -m benchmarks.threshold_transfer --runs $runs/ablation-$1 --json $2 --commit" >&2
   }
   # One change (CPU_PLAN_CANDIDATE, training overrides) on the shipped recipe, held out: its Full arm only
   # (2 seeds, 3 domains, 6 runs) into benchmarks/results/ablation-<shipped settings + the change>/, set
   # against the shipped recipe's Full arm. What a study's variant does under a domain shift, measured:
   # the studies pick on validation.
   candidate() {
-    local answer name results shipped
-    # shellcheck disable=SC2086  # overrides are words without spaces (checked above)
-    answer=$("$py" -m benchmarks.answers $CPU_PLAN_CANDIDATE)
-    # shellcheck disable=SC2086
-    name=$("$py" -m benchmarks.answers --slug $CPU_PLAN_CANDIDATE)
-    # shellcheck disable=SC2086
-    results=$("$py" -m benchmarks.answers --ablation $CPU_PLAN_CANDIDATE)
-    # shellcheck disable=SC2086
-    shipped=$("$py" -m benchmarks.answers --against $CPU_PLAN_CANDIDATE)
-    # shellcheck disable=SC2086
+    local change answer name results shipped
+    read -r -a change <<< "$CPU_PLAN_CANDIDATE"  # KEY=VALUE words (checked above)
+    answer=$("$py" -m benchmarks.answers "${change[@]}")
+    name=$("$py" -m benchmarks.answers --slug "${change[@]}")
+    results=$("$py" -m benchmarks.answers --ablation "${change[@]}")
+    shipped=$("$py" -m benchmarks.answers --against "${change[@]}")
+    # shellcheck disable=SC2086  # the answers' words are overrides without spaces
     "$py" -m benchmarks.ablation "${dry[@]}" --commit --arm Full --config "$base" --results "$repo/$results" \
       --runs "$runs/ablation-$name" --against "$repo/$shipped" "${common[@]}" $answer
+    transfer_check "$name" "$("$py" -m benchmarks.answers --transfer "${change[@]}")"
   }
   ensemble() {
     local answer out="$runs/ensemble"

@@ -638,6 +638,9 @@ def test_the_cpu_queue_checks_a_candidate_change_held_out_full_arm_only_against_
     assert len(commands) == 6 and all("align.enabled=true" in c for c in commands)  # Full only, 3 domains x 2 seeds
     assert all(c.endswith(" ".join([*SHIPPED, "augment.hed_sigma=0.2"])) and f"--config {BASE_CONFIG} " in c
                and f"/runs/{folder}/" in c for c in commands)
+    last = proc.stdout.splitlines()[-2]  # then the seed pairs' threshold check, beside the candidate's ablation
+    assert last.startswith("threshold transfer of ")
+    assert last.endswith(f"/benchmarks/results/{folder}/threshold_transfer.json")
     for candidate in (None, "augment.hed_sigma", "augment.hed_sigma=0.2 ; rm"):  # checked before anything runs
         proc = queue(candidate, dry="0")
         assert proc.returncode == 2 and "needs CPU_PLAN_CANDIDATE" in proc.stderr and not (tmp_path / "wt").exists()
