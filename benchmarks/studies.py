@@ -70,10 +70,13 @@ STUDIES: dict[str, dict[str, list[str]]] = {
     # The stain jitter's multiplicative range per HED channel (alpha in [1 - sigma, 1 + sigma]; the additive
     # +-0.02 stays): ours is Tellez et al.'s "HED-light" range (Med. Image Anal. 2019), 0.2 their
     # "HED-strong" one; 0.4 goes past it. A lab or scanner shift moves stain densities by more than 5%.
+    # The additive bias (+-0.02, 0.05 in the last row) makes most of the visible change at these densities
+    # (python -m training.augment_preview).
     "stain": {
         "HED jitter, sigma 0.05 (reference)": [],
         "HED jitter, sigma 0.2 (Tellez et al.'s strong)": ["augment.hed_sigma=0.2"],
         "HED jitter, sigma 0.4": ["augment.hed_sigma=0.4"],
+        "HED jitter, sigma 0.05, bias 0.05": ["augment.hed_bias=0.05"],
     },
 }
 
