@@ -83,7 +83,7 @@ def erm_source(overrides: list[str]) -> str | None:
         return None
     keys = [o.split("=", 1)[0] for o in overrides[len(SHIPPED):]]
     if all(k.split(".", 1)[0] in RECIPE_PARTS and not k.endswith(".enabled") for k in keys):
-        return str(PurePosixPath(ablation_results(SHIPPED)))
+        return ablation_results(SHIPPED)
     return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from benchmarks.driver import grouped
 from benchmarks.spread import mean_sd
 
 # Met on a held-out domain when the mean over seeds reaches both.
@@ -14,10 +15,8 @@ LODO_TARGET = {"balanced_accuracy": 0.80, "roc_auc": 0.88}
 
 def domain_means(runs: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per held-out domain, the seed means of the goal's metrics (raw ablation results of one arm)."""
-    by: dict[str, list[dict[str, float]]] = {}
-    for r in runs:
-        by.setdefault(r["held_out"], []).append(r["student"]["test"])
-    return {dom: {k: mean_sd([t[k] for t in tests])[0] for k in LODO_TARGET} for dom, tests in by.items()}
+    return {dom: {k: mean_sd([r["student"]["test"][k] for r in rs])[0] for k in LODO_TARGET}
+            for dom, rs in grouped(runs, lambda r: r["held_out"]).items()}
 
 
 def short_of_goal(m: dict[str, float]) -> list[str]:

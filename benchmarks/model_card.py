@@ -43,9 +43,9 @@ from amf.card import (
 from benchmarks.ablation import DOMAINS
 from benchmarks.answers import SHIPPED, ablation_results, transfer_results
 from benchmarks.driver import checkout_relative, load_results
-from benchmarks.goals import LODO_TARGET, goal_cell, target_verdict
+from benchmarks.goals import LODO_TARGET, domain_means, goal_cell, target_verdict
 from benchmarks.publish import publish
-from benchmarks.spread import fmt, mean_sd
+from benchmarks.spread import fmt
 from benchmarks.threshold_transfer import row_calibration
 from training.config import with_settings_added_later
 
@@ -240,13 +240,12 @@ def lodo_table(card: dict[str, Any], records: list[dict[str, Any]]) -> tuple[str
     goal = f"goal (BA ≥ {LODO_TARGET['balanced_accuracy']:.2f}, AUC ≥ {LODO_TARGET['roc_auc']:.2f})"
     lines = [f"| held out | balanced accuracy | sensitivity | specificity | ROC AUC | seeds | {goal} |",
              "|---|---|---|---|---|---|---|"]
-    per_domain: dict[str, dict[str, float]] = {}  # seed means of the goal's metrics
+    per_domain = domain_means(runs)  # seed means of the goal's metrics
     for dom in DOMAINS:
         rs = [r["student"]["test"] for r in runs if r["held_out"] == dom]
         if not rs:
             continue
         cols = {k: [x[k] for x in rs] for k in ("balanced_accuracy", "sensitivity", "specificity", "roc_auc")}
-        per_domain[dom] = {k: mean_sd(cols[k])[0] for k in LODO_TARGET}
         lines.append(f"| {dom} ({rs[0]['n']} patches) | {fmt(cols['balanced_accuracy'])} | "
                      f"{fmt(cols['sensitivity'])} | {fmt(cols['specificity'])} | {fmt(cols['roc_auc'])} | "
                      f"{len(rs)} | {goal_cell(per_domain[dom])} |")

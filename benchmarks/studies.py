@@ -2,7 +2,7 @@
 
     python -m benchmarks.studies crop --commit            # full 128 px patch vs a centre crop upscaled to 128
     python -m benchmarks.studies backbone --commit        # tf_efficientnet_lite0 vs tf_efficientnet_lite2
-    python -m benchmarks.studies stain --commit           # the HED stain jitter's multiplicative range
+    python -m benchmarks.studies stain --commit           # the HED stain jitter's range (multiplicative, additive)
     python -m benchmarks.studies crop backbone --commit   # both, the crop study first
     python -m benchmarks.studies crop --dry-run           # print the plan and what is done, train nothing
     python -m benchmarks.studies crop --table-only        # regenerate benchmarks/results/crop.md

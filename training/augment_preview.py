@@ -120,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         patches = domain_patches(args.manifest, args.by, max(1, args.density_patches), args.seed)
-        rows = {d: tensor(ps[0]) for d, ps in patches.items()}
-        densities = {d: (stain_densities(torch.stack([tensor(p) for p in ps])).mean(0), len(ps))
-                     for d, ps in patches.items()} if args.density_patches > 0 else {}
+        decoded = {d: torch.stack([tensor(p) for p in ps]) for d, ps in patches.items()}  # each patch once
     except (InputError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    rows = {d: x[0] for d, x in decoded.items()}
+    densities = {d: (stain_densities(x).mean(0), len(x)) for d, x in decoded.items()
+                 } if args.density_patches > 0 else {}
     for d, (mean, n) in densities.items():
         print("{}: mean stain density over {} patches: H {:.4f}, E {:.4f}, DAB {:.4f}".format(d, n, *mean.tolist()))
     images = torch.stack(list(rows.values()))
