@@ -1,10 +1,11 @@
 """Regenerate what the committed results feed, so that a queue's commit never leaves stale numbers.
 
-A driver that commits a raw result changes what two generated files must say: the model card
+A driver that commits a raw result changes what three generated files must say: the model card
 (``benchmarks.model_card`` reads the shipped recipe's ablation, the latency and the threshold
-transfer) and the README's quoted tables (``benchmarks.readme_sync``). Both are tested against the
+transfer), every recipe's held-out page (``benchmarks.held_out``, from every ablation folder) and
+the README's quoted tables (``benchmarks.readme_sync``). They are tested against the
 results, so a queue that committed only its result would leave the checkout failing its own tests
-until someone regenerated them by hand. ``refresh`` rewrites both in the checkout the results belong
+until someone regenerated them by hand. ``refresh`` rewrites them in the checkout the results belong
 to, and returns the files it changed for the same commit. A driver runs it as
 
     python -m benchmarks.derived ROOT   # in ROOT: prints the files it rewrote, one per line
@@ -74,6 +75,7 @@ def refresh(root: Path, committing: list[Path] | None = None) -> list[Path]:
     edits keeps its committed text; without it every block is refilled (drivers older than the list)."""
     changed: list[Path] = []
     card, readme = root / CARD, root / README
+    changed += _held_out(root)
     if (root / "model" / CARD_NAME).is_file():
         if _clean(root, CARD, Path("model")):
             if _rewrite(card, _card_text(root)):
@@ -98,6 +100,23 @@ def refresh(root: Path, committing: list[Path] | None = None) -> list[Path]:
             print(f"warning: {README} has uncommitted edits, so its tables were left as they are; "
                   "run python -m benchmarks.readme_sync before committing it", file=sys.stderr)
     return changed
+
+
+def _held_out(root: Path) -> list[Path]:
+    """Every recipe's held-out page (benchmarks.held_out), rewritten when a result changed it."""
+    from benchmarks import held_out
+    from benchmarks.answers import SHIPPED, ablation_results
+
+    paths = [held_out.RESULTS / name for name in held_out.OUTPUTS]
+    if not any((root / ablation_results(SHIPPED)).glob("*.json")):
+        return []
+    if not _clean(root, *paths):
+        print(f"warning: {paths[0]} or its figure has uncommitted edits, so they were left as they are; "
+              "run python -m benchmarks.held_out before committing them", file=sys.stderr)
+        return []
+    before = {p: (root / p).read_bytes() if (root / p).is_file() else None for p in paths}
+    held_out.write(root)
+    return [root / p for p in paths if (root / p).read_bytes() != before[p]]
 
 
 def refresh_in(root: Path, committing: list[Path]) -> list[Path]:

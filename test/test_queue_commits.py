@@ -103,3 +103,24 @@ def test_a_block_whose_file_has_edits_the_commit_does_not_take_keeps_its_committ
     assert "| other |" in readme and "half written" not in readme  # the other keeps its committed text
     assert git(checkout, "status", "--porcelain").strip() == f"M {other}"
     assert f"{other} has uncommitted edits that this commit does not take" in capsys.readouterr().err
+
+
+def test_an_ablation_result_brings_every_recipes_held_out_page(checkout: Path) -> None:
+    from test_held_out import SHIPPED_CONFIG, record
+
+    from benchmarks.ablation import DOMAINS
+    from benchmarks.answers import BASE_CONFIG, SHIPPED, ablation_results
+
+    (checkout / BASE_CONFIG).parent.mkdir(parents=True)
+    shutil.copy(REPO / BASE_CONFIG, checkout / BASE_CONFIG)
+    folder = checkout / ablation_results(SHIPPED)
+    for dom in DOMAINS:
+        record(folder, dom, 0, 0.78, 0.87, SHIPPED_CONFIG, "2026-11-29T00:00:00Z")
+    git(checkout, "add", ".")
+    git(checkout, "commit", "-q", "-m", "the shipped recipe's runs")
+    record(folder, "TUPAC16", 1, 0.80, 0.88, SHIPPED_CONFIG, "2026-11-30T00:00:00Z")
+    commit_files([folder / "full-tupac16-s1.json"], "result")
+    page = git(checkout, "show", "HEAD:benchmarks/results/held_out.md")
+    assert "| the shipped recipe | 4 | 0.790 ± 0.014 / 0.875 ± 0.007 |" in page
+    assert "benchmarks/results/held_out.png" in git(checkout, "show", "--name-only", "--format=", "HEAD")
+    assert git(checkout, "status", "--porcelain") == ""
