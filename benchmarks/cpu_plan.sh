@@ -9,6 +9,7 @@
 #   CPU_PLAN_DRY=1 bash benchmarks/cpu_plan.sh                                          # the plan, nothing run
 #   bash benchmarks/cpu_plan.sh lodo backbone alignment                                 # these stages, in this order
 #   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh candidate       # a change, held out
+#   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh ensemble        # its 5 folds, on validation
 #   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies|ensemble_record)"; \
 #     pkill -f "training.(train|ensemble)"                                              # stop
 #
@@ -55,8 +56,10 @@ main() {
       echo "error: unknown stage $stage; choose from attention-imbalance crop backbone alignment stain lodo" \
            "candidate ensemble" >&2
       exit 2; }
-    [[ $stage != candidate || ${CPU_PLAN_CANDIDATE:-} =~ ^[A-Za-z_.]+=[^[:space:]]+([[:space:]]+[A-Za-z_.]+=[^[:space:]]+)*$ ]] || {
-      echo "error: the candidate stage needs CPU_PLAN_CANDIDATE='KEY=VALUE ...', the change to check held out" >&2
+    [[ ($stage != candidate && -z ${CPU_PLAN_CANDIDATE:-}) ||
+       ${CPU_PLAN_CANDIDATE:-} =~ ^[A-Za-z_.]+=[^[:space:]]+([[:space:]]+[A-Za-z_.]+=[^[:space:]]+)*$ ]] || {
+      echo "error: the candidate stage needs CPU_PLAN_CANDIDATE='KEY=VALUE ...', the change to check held out" \
+           "(and the ensemble stage takes it in that form)" >&2
       exit 2; }
   done
   repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -141,15 +144,26 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       --runs "$runs/ablation-$name" --against "$repo/$shipped" "${common[@]}" $answer
     transfer_check "$name" "$("$py" -m benchmarks.answers --transfer "${change[@]}")"
   }
+  # With CPU_PLAN_CANDIDATE, the ensemble of the shipped recipe with that change instead, into
+  # runs/ensemble-<its settings>/ and benchmarks/results/ensemble-<its settings>/ (never the shipped
+  # ensemble's records), then its out-of-fold scores set against the shipped ensemble's, fold by fold
+  # (benchmarks/oof_against.py): validation evidence on all of the data, and a model ready to ship if chosen.
   ensemble() {
-    local answer out="$runs/ensemble"
-    answer=$("$py" -m benchmarks.answers)
+    local answer out="$runs/ensemble" results="$repo/benchmarks/results/ensemble" change=() name=""
+    if [[ -n ${CPU_PLAN_CANDIDATE:-} ]]; then
+      read -r -a change <<< "$CPU_PLAN_CANDIDATE"
+      name=$("$py" -m benchmarks.answers --slug "${change[@]}")
+      out="$runs/ensemble-$name"
+      results="$repo/benchmarks/results/ensemble-$name"
+    fi
+    answer=$("$py" -m benchmarks.answers "${change[@]}")
     # shellcheck disable=SC2206  # the answers' words are overrides without spaces
     local cmd=("$py" -m training.ensemble --config "$base" --folds 5 --out "$out"
                $answer run.progress=false "${common[@]}")
     if [[ ${#dry[@]} -gt 0 ]]; then
       echo "ensemble: $(compgen -G "$out/fold-*/summary.json" | wc -l) of 5 folds done"
       echo "  ${cmd[*]}"
+      echo "  records: $results"
       return
     fi
     local finished minutes
@@ -163,8 +177,11 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
     mkdir -p "$out"
     "${cmd[@]}" >> "$out/driver.log" 2>&1 &
     local pid=$!
-    "$py" -m benchmarks.ensemble_record "$out" --follow "$pid" --commit --results "$repo/benchmarks/results/ensemble"
+    "$py" -m benchmarks.ensemble_record "$out" --follow "$pid" --commit --results "$results"
     wait "$pid"
+    [[ -z $name ]] || "$py" -m benchmarks.oof_against "$results" --commit > /dev/null ||
+      echo "warning: could not set $results against the shipped ensemble; rerun:" \
+           "python -m benchmarks.oof_against $results --commit" >&2
   }
   for stage in "${stages[@]}"; do
     case $stage in

@@ -657,3 +657,25 @@ def test_answers_name_a_candidate_changes_folders_on_the_shipped_recipe(capsys: 
     with pytest.raises(SystemExit):
         main(["--ablation", "augment.hed_sigma"])
     assert "a change is KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_cpu_queue_trains_a_candidates_ensemble_beside_the_shipped_one(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from benchmarks.answers import SHIPPED, recipe_slug
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "CPU_PLAN_DRY": "1", "CPU_PLAN_RUNS": str(tmp_path / "runs"),
+           "CPU_PLAN_CANDIDATE": "augment.hed_sigma=0.2"}
+    proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh", "ensemble"], cwd=repo, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    name = recipe_slug([*SHIPPED, "augment.hed_sigma=0.2"])
+    command, records = proc.stdout.splitlines()[1:3]
+    assert f"--out {tmp_path / 'runs' / f'ensemble-{name}'} " in command
+    assert " ".join([*SHIPPED, "augment.hed_sigma=0.2"]) in command and "align.kind" not in command
+    assert records == f"  records: {repo / 'benchmarks/results' / f'ensemble-{name}'}"  # never the shipped records
+    proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh", "ensemble"], cwd=repo, capture_output=True, text=True,
+                          timeout=120, env={**env, "CPU_PLAN_CANDIDATE": "augment.hed_sigma", "CPU_PLAN_DRY": "0"})
+    assert proc.returncode == 2 and "CPU_PLAN_CANDIDATE='KEY=VALUE ...'" in proc.stderr
