@@ -89,7 +89,7 @@ def gather(root: Path = REPO) -> list[dict[str, Any]]:
     shipped_full = [r for r in load_results(shipped_folder) if r["arm"] == "Full"]
     base = asdict(load_config(root / BASE_CONFIG))
     if not shipped_full:
-        raise SystemExit(f"error: no Full run in {checkout_relative(shipped_folder)}; nothing to set recipes against")
+        raise ValueError(f"no Full run in {checkout_relative(shipped_folder)}; nothing to set recipes against")
     recipes = []
     for folder in folders(results):
         full = [r for r in load_results(folder) if r["arm"] == "Full"]
@@ -238,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=REPO, help="the checkout whose results to read (default: this)")
     args = parser.parse_args(argv)
-    for path in write(args.root.resolve()):
+    try:
+        written = write(args.root.resolve())
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in written:
         print(path)
     return 0
 

@@ -124,3 +124,16 @@ def test_an_ablation_result_brings_every_recipes_held_out_page(checkout: Path) -
     assert "| the shipped recipe | 4 | 0.790 ± 0.014 / 0.875 ± 0.007 |" in page
     assert "benchmarks/results/held_out.png" in git(checkout, "show", "--name-only", "--format=", "HEAD")
     assert git(checkout, "status", "--porcelain") == ""
+
+
+def test_a_held_out_page_that_cannot_be_made_leaves_the_readme_tables_regenerated(
+        checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.answers import SHIPPED, ablation_results
+
+    folder = checkout / ablation_results(SHIPPED)
+    folder.mkdir(parents=True)
+    (folder / "erm-tupac16-s0.json").write_text('{"arm": "ERM"}')  # no Full run: nothing to set recipes against
+    (checkout / TABLE).write_text("| new |\n", encoding="utf-8")
+    commit_files([checkout / TABLE], "result")
+    assert "| new |" in git(checkout, "show", "HEAD:README.md")
+    assert "could not regenerate benchmarks/results/held_out.md" in capsys.readouterr().err
