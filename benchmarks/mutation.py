@@ -258,7 +258,7 @@ EQUIVALENT: dict[tuple[str, str, str, str, str], str] = {
     # same temperature (to ~1e-7 relative here, far inside the tests' 2e-5)
     (
         "training/calibration.py",
-        'grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))',
+        'grid = np.exp(np.linspace(*np.log(TEMPERATURE_RANGE), 121))',
         'constant 121 -> 122', '121', '(122)'):
         'a grid of 122 points brackets the same minimum; the search inside finds the same temperature',
     (

@@ -25,6 +25,7 @@ from amf.predict import Predictor, predict_proba
 from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from training.calibration import (
     CALIBRATIONS,
+    TEMPERATURE_RANGE,
     calibrated_probs,
     choose_calibration,
     cross_fitted,
@@ -32,6 +33,7 @@ from training.calibration import (
     fit_temperature,
     member_probs,
     nll,
+    temperature_at_edge,
 )
 from training.ensemble import OutOfFold, fit_oof, pool_oof
 from training.train import VAL_PREDICTIONS
@@ -299,8 +301,14 @@ def test_temperature_stops_at_the_edges_of_its_range() -> None:
     nothing about them one above it: the fit returns the range's edge, 0.05 or 20 (where the ensemble
     command warns), not a point inside it."""
     y = np.array([0, 1] * 50)
-    assert fit_temperature(np.where(y == 1, 0.01, -0.01)[:, None], y) == pytest.approx(0.05, rel=1e-3)
-    assert fit_temperature(np.where(np.arange(100) % 4 < 2, 3.0, -3.0)[:, None], y) == pytest.approx(20.0, rel=1e-3)
+    timid = fit_temperature(np.where(y == 1, 0.01, -0.01)[:, None], y)
+    mute = fit_temperature(np.where(np.arange(100) % 4 < 2, 3.0, -3.0)[:, None], y)
+    assert timid == pytest.approx(TEMPERATURE_RANGE[0], rel=1e-3)
+    assert mute == pytest.approx(TEMPERATURE_RANGE[1], rel=1e-3)
+    assert temperature_at_edge(timid) and temperature_at_edge(mute)
+    margins = np.random.default_rng(0).normal(0, 3, (5000, 1))
+    inside = fit_temperature(margins, (np.random.default_rng(1).random(5000) < calibrated_probs(margins, 2.3)))
+    assert not temperature_at_edge(inside) and not temperature_at_edge(0.07) and not temperature_at_edge(18.0)
 
 
 def test_platt_recovers_the_scale_and_bias_that_made_the_labels() -> None:
@@ -517,6 +525,39 @@ def test_ensemble_command_resumes_fold_by_fold_and_refuses_what_it_owns(ensemble
     assert main(["--folds", "2", "--out", str(out), *ensemble_args(manifest, "run.out=x")]) != 0
     assert "sets the split, the fold and run.out itself" in capsys.readouterr().err
     assert main(["--folds", "2", "--out", str(out), "--tta", "none", *ensemble_args(manifest)]) == 0
+
+
+def test_a_temperature_at_the_edge_of_its_range_is_a_warning(ensemble_run: tuple[Path, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    import training.ensemble as ensemble
+
+    out, _ = ensemble_run
+    runs = [out / f"fold-{k}" for k in range(2)]
+    real_fit = ensemble.fit_oof
+    for t, warned in ((TEMPERATURE_RANGE[1], True), (1.5, False)):
+        def fit_at(*args: object, t: float = t, **kwargs: object) -> dict:
+            return {**real_fit(*args, **kwargs), "calibration": {"kind": "temperature", "temperature": t}}
+
+        monkeypatch.setattr(ensemble, "fit_oof", fit_at)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="training.ensemble"):
+            ensemble.build(tmp_path / f"t{t}", runs, "none", "temperature")
+        assert ("sits at the edge of the search range (0.05..20)" in caplog.text) is warned
+
+
+def test_an_interrupted_ensemble_command_says_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import training.ensemble as ensemble
+
+    def interrupted(*args: object) -> list[Path]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ensemble, "train_folds", interrupted)
+    assert ensemble.main(["--folds", "2", "--out", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted; rerun the same command to resume (finished folds are kept)"
+    assert ensemble.main(["--folds", "1", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --folds must be at least 2"
 
 
 def test_the_recorder_keeps_each_finished_fold_and_the_report_and_changes_nothing_twice(

@@ -31,10 +31,20 @@ def nll(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)  # the search's ends; a fit that stops at one is a warning, not a calibration
+
+
+def temperature_at_edge(t: float) -> bool:
+    """A fitted temperature within a few grid steps of either end of :data:`TEMPERATURE_RANGE`, where the
+    search stopped rather than found a minimum: the out-of-fold margins barely inform the fit."""
+    lo, hi = TEMPERATURE_RANGE
+    return not lo * 1.2 < t < hi * 0.95
+
+
 def fit_temperature(margins: np.ndarray, y: np.ndarray) -> float:
     """The temperature minimising the negative log-likelihood: a log-spaced grid, then golden-section."""
     y = y.astype(np.float64)
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    grid = np.exp(np.linspace(*np.log(TEMPERATURE_RANGE), 121))
     losses = [nll(y, calibrated_probs(margins, t)) for t in grid]
     i = int(np.argmin(losses))
     last = len(grid) - 1

@@ -47,7 +47,14 @@ from amf.metrics import best_threshold, domain_metrics, expected_calibration_err
 from amf.model_dir import TTA_VIEWS, load_model_dir, make_card, read_card, save_ensemble_dir
 from amf.predict import VIEW_COUNTS
 from training import plots
-from training.calibration import CALIBRATIONS, choose_calibration, member_probs, nll
+from training.calibration import (
+    CALIBRATIONS,
+    TEMPERATURE_RANGE,
+    choose_calibration,
+    member_probs,
+    nll,
+    temperature_at_edge,
+)
 from training.config import Config, load_config, load_run_config
 from training.data import read_rows, summarize
 from training.train import VAL_PREDICTIONS, train
@@ -275,9 +282,9 @@ def build(out: Path, runs: list[Path], tta: str, calibration: str = "auto") -> d
                       "every patch trained K-1 of its members"}
     write_json_atomic(out / REPORT, report, nan_as_null=True)
     t = (fit["calibration"] or {}).get("temperature")
-    if t is not None and not 0.06 < t < 19.0:
-        log.warning("the temperature %.3g sits at the edge of the search range (0.05..20): the members barely "
-                    "separate the classes out of fold", t)
+    if t is not None and temperature_at_edge(t):
+        log.warning("the temperature %.3g sits at the edge of the search range (%g..%g): the members barely "
+                    "separate the classes out of fold", t, *TEMPERATURE_RANGE)
     o = fit["overall"]
     log.info("out of fold (%d patches, %s views): BA %.4f AUC %.4f at threshold %.4f; %s; ECE %.4f -> %.4f",
              len(oof.label), tta, o["balanced_accuracy"], o["roc_auc"], fit["threshold"],
