@@ -45,7 +45,7 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_driver_kind_is_checked() -> None:
     drivers = {driver for _, driver, _ in regenerable()}
-    assert drivers == {"benchmarks.ablation", *DEFAULT_RESULTS}
+    assert drivers == {"benchmarks.ablation", "benchmarks.threshold_transfer", *DEFAULT_RESULTS}
 
 
 @pytest.mark.parametrize(("table", "driver", "args"), regenerable(),

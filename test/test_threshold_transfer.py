@@ -121,7 +121,7 @@ def test_the_queue_call_measures_only_new_seed_pairs(tmp_path: Path, monkeypatch
     earlier: list[dict | None] = []
     monkeypatch.setattr(tt, "measure", lambda r, tta, measured=None: measured_runs.append(r) or earlier.append(measured)
                         or {"rows": [], "tta": tta})
-    monkeypatch.setattr(tt, "table", lambda r: "table\n")
+    monkeypatch.setattr(tt, "table", lambda r, source=None: "table\n")
     monkeypatch.setattr(tt, "commit_files", lambda paths, message: committed.append(paths))
     args = ["--runs", str(runs), "--json", str(raw), "--commit"]
     assert tt.main(args) == 0 and not measured_runs  # no run folder yet: nothing to measure, not an error
