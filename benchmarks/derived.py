@@ -133,7 +133,8 @@ def _retabulate(root: Path, committing: list[Path]) -> list[Path]:
     The files the regeneration changed beside a table (its figure) that the commit did not name come back."""
     extra: list[Path] = []
     for path in committing:
-        command = table_command(path.read_text(encoding="utf-8")) if path.suffix == ".md" and path.is_file() else None
+        inside = path.resolve().is_relative_to(root) and path.suffix == ".md" and path.is_file()
+        command = table_command(path.read_text(encoding="utf-8")) if inside else None
         if command is None:
             continue
         beside = str(path.resolve().parent.relative_to(root))
