@@ -140,6 +140,7 @@ def _retabulate(root: Path, committing: list[Path]) -> list[Path]:
     with the code of the worktree it started from, which may lay a table out as the checkout no longer does.
     The files the regeneration changed beside a table (its figure) that the commit did not name come back."""
     extra: list[Path] = []
+    named = {str(p.resolve().relative_to(root)) for p in committing if p.resolve().is_relative_to(root)}
     for path in committing:
         inside = path.resolve().is_relative_to(root) and path.suffix == ".md" and path.is_file()
         command = table_command(path.read_text(encoding="utf-8")) if inside else None
@@ -152,7 +153,6 @@ def _retabulate(root: Path, committing: list[Path]) -> list[Path]:
             last = (run.stderr.strip().splitlines() or ["no message"])[-1]
             print(f"warning: could not regenerate {path} with this checkout's code ({last}); it is committed as "
                   "the queue wrote it", file=sys.stderr)
-        named = {str(p.resolve().relative_to(root)) for p in committing if p.resolve().is_relative_to(root)}
         extra += [root / name for name in sorted((_changed(root, [beside]) or set()) - before - named)]
     return extra
 

@@ -22,7 +22,6 @@ import json
 import math
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,11 @@ import numpy as np
 
 from amf.atomic import write_text_atomic
 from benchmarks.ablation import DOMAINS, arm_cells, seed_means
-from benchmarks.answers import BASE_CONFIG, SHIPPED, ablation_results
+from benchmarks.answers import SHIPPED, ablation_results
 from benchmarks.driver import REPO, checkout_relative, load_results
 from benchmarks.goals import LODO_TARGET, domain_means, short_of_goal
 from benchmarks.spread import against, fmt
-from training.config import load_config
+from training.config import SETTINGS_ADDED_LATER
 
 RESULTS = Path("benchmarks/results")
 OUTPUTS = ("held_out.md", "held_out.png")
@@ -61,11 +60,12 @@ def _setting(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def recipe_change(config: dict[str, Any], shipped: dict[str, Any], base: dict[str, Any]) -> list[str]:
-    """``config``'s settings that differ from ``shipped``'s, as overrides. Every recipe is ``base`` with
-    overrides, so a setting that runs of older code did not record takes ``base``'s value (which keeps
-    the behaviour from before the setting existed: model-v1.yaml's full patch, say)."""
-    mine, theirs = {**_flat(base), **_flat(config)}, {**_flat(base), **_flat(shipped)}
+def recipe_change(config: dict[str, Any], shipped: dict[str, Any]) -> list[str]:
+    """``config``'s settings that differ from ``shipped``'s, as overrides. A setting that runs of older
+    code did not record takes its neutral value (``training.config.SETTINGS_ADDED_LATER``: the
+    behaviour from before it existed, such as the full patch)."""
+    later = _flat(SETTINGS_ADDED_LATER)
+    mine, theirs = {**later, **_flat(config)}, {**later, **_flat(shipped)}
     return [f"{key}={_setting(value)}" for key, value in mine.items() if theirs.get(key) != value]
 
 
@@ -87,7 +87,6 @@ def gather(root: Path = REPO) -> list[dict[str, Any]]:
     results = root / RESULTS
     shipped_folder = root / ablation_results(SHIPPED)
     shipped_full = [r for r in load_results(shipped_folder) if r["arm"] == "Full"]
-    base = asdict(load_config(root / BASE_CONFIG))
     if not shipped_full:
         raise ValueError(f"no Full run in {checkout_relative(shipped_folder)}; nothing to set recipes against")
     recipes = []
@@ -95,7 +94,7 @@ def gather(root: Path = REPO) -> list[dict[str, Any]]:
         full = [r for r in load_results(folder) if r["arm"] == "Full"]
         if not full:
             continue
-        change = recipe_change(full[0]["config"], shipped_full[0]["config"], base)
+        change = recipe_change(full[0]["config"], shipped_full[0]["config"])
         label = ("the shipped recipe" if folder == shipped_folder
                  else f"the first model's recipe ({' '.join(change)})" if folder == results / FIRST
                  else "shipped, " + " ".join(change))

@@ -22,18 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from amf.atomic import write_text_atomic
-from benchmarks.answers import BASE_CONFIG
 from benchmarks.driver import REPO, checkout_relative, commit_files
 from benchmarks.held_out import recipe_change
 from benchmarks.spread import against, mean_sd
-from training.config import load_config
 from training.ensemble import REPORT
 
 SHIPPED = REPO / "benchmarks/results/ensemble"
@@ -60,10 +57,10 @@ def _same_folds(mine: dict[str, Any], theirs: dict[str, Any]) -> None:
                        "the same data with the same seed, so their folds cannot be set side by side")
 
 
-def render(folder: Path, shipped: Path = SHIPPED, root: Path = REPO) -> str:
+def render(folder: Path, shipped: Path = SHIPPED) -> str:
     (mine, my_fold), (theirs, their_fold) = _load(folder), _load(shipped)
     _same_folds(mine, theirs)
-    change = recipe_change(my_fold["config"], their_fold["config"], asdict(load_config(root / BASE_CONFIG)))
+    change = recipe_change(my_fold["config"], their_fold["config"])
     folds = len(mine["per_fold"])
     lines = ["| fold | patches (atypical) | the shipped ensemble: BA / AUC | this one: BA / AUC "
              "| difference: BA / AUC |", "|---|---|---|---|---|"]
