@@ -10,6 +10,7 @@
 #   bash benchmarks/cpu_plan.sh lodo backbone alignment                                 # these stages, in this order
 #   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh candidate       # a change, held out
 #   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh ensemble        # its 5 folds, on validation
+#   bash benchmarks/cpu_plan.sh nested                                                  # choosing across domains
 #   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies|ensemble_record)"; \
 #     pkill -f "training.(train|ensemble)"                                              # stop
 #
@@ -28,7 +29,10 @@
 # so under AMF_START_RUNS_UNTIL it starts only if the folds still to train would end by the time a
 # single run started at that deadline would (about 30 minutes after it): a run folder lost with its session keeps only the records; one that stays resumes from
 # its last checkpoint. Shipping it stays a reviewed step:
-# scripts/ship_model.sh runs/ensemble/model.
+# scripts/ship_model.sh runs/ensemble/model. `nested` (only when named): the shipped recipe and its stain
+# variants each trained on one domain alone and scored on the others (2 seeds, 3 domains, 18 runs of 2-10
+# minutes), the inner evidence of leave-one-domain-out validation nested inside the held-out test
+# (benchmarks/nested_lodo.py).
 #
 # Training runs from a worktree pinned at HEAD when the queue starts (CPU_PLAN_WORKTREE, default
 # ../amf-cpu-plan), so edits in this checkout never change the code under a run; each JSON records
@@ -52,9 +56,9 @@ main() {
   stages=("$@")
   [[ ${#stages[@]} -gt 0 ]] || stages=(attention-imbalance crop backbone alignment)
   for stage in "${stages[@]}"; do  # every name checked before anything runs
-    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|stain|lodo|candidate|ensemble)$ ]] || {
+    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|stain|lodo|candidate|ensemble|nested)$ ]] || {
       echo "error: unknown stage $stage; choose from attention-imbalance crop backbone alignment stain lodo" \
-           "candidate ensemble" >&2
+           "candidate ensemble nested" >&2
       exit 2; }
     [[ ($stage != candidate && -z ${CPU_PLAN_CANDIDATE:-}) ||
        ${CPU_PLAN_CANDIDATE:-} =~ ^[A-Za-z_.]+=[^[:space:]]+([[:space:]]+[A-Za-z_.]+=[^[:space:]]+)*$ ]] || {
@@ -183,6 +187,8 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       echo "warning: could not set $results against the shipped ensemble; rerun:" \
            "python -m benchmarks.oof_against $results --commit" >&2
   }
+  nested() { "$py" -m benchmarks.nested_lodo "${dry[@]}" --commit --results "$repo/benchmarks/results/nested_lodo" \
+               --runs "$runs/nested_lodo" "${common[@]}"; }
   for stage in "${stages[@]}"; do
     case $stage in
       attention-imbalance) choices attention imbalance ;;
@@ -191,6 +197,7 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       lodo) lodo ;;
       candidate) candidate ;;
       ensemble) ensemble ;;
+      nested) nested ;;
     esac
   done
   echo "$(date -u +%FT%TZ) queue done"

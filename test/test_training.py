@@ -182,6 +182,18 @@ def test_grouped_folds_are_stratified() -> None:
         assert len(set(folds[groups == g].tolist())) == 1
 
 
+def test_lodo_holds_out_several_domains_and_trains_on_the_rest(tmp_path: Path) -> None:
+    data = _read(make_dataset(tmp_path))
+    split = make_split(data, "lodo", val_fraction=0.34, lodo_column="Scanner", lodo_value="Aperio CS2, unknown")
+    scanners = data.meta["Scanner"]
+    assert set(scanners[split.test].tolist()) == {"Aperio CS2", ""}
+    assert set(scanners[np.concatenate([split.train, split.val])].tolist()) == {"Hamamatsu XR"}
+    with pytest.raises(InputError, match="leaves no patch"):
+        make_split(data, "lodo", lodo_column="Scanner", lodo_value="Aperio CS2,unknown,Hamamatsu XR")
+    with pytest.raises(InputError, match="'Nikon'"):
+        make_split(data, "lodo", lodo_column="Scanner", lodo_value="Aperio CS2,Nikon")
+
+
 def test_lodo_on_unknown_value_is_a_clear_error(tmp_path: Path) -> None:
     data = _read(make_dataset(tmp_path))
     with pytest.raises(InputError, match="values are"):

@@ -34,7 +34,7 @@ class DataConfig:
     folds: int = 5
     fold: int = 0
     lodo_column: str = "Scanner"
-    lodo_value: str = ""
+    lodo_value: str = ""  # "unknown" for an empty value; several, comma-separated, hold out each
     cache_dir: str = ".cache/patches"
 
 

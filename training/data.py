@@ -198,10 +198,17 @@ def make_split(data: PatchSet, mode: str, *, val_fraction: float = 0.15, folds: 
         if lodo_column not in data.meta:
             raise InputError(f"cannot hold out by {lodo_column!r}: known columns are {', '.join(data.meta)}")
         values = data.meta[lodo_column]
-        held = values == "" if lodo_value == "unknown" else values == lodo_value
-        if not held.any():
-            seen = ", ".join(sorted({v or "unknown" for v in values.tolist()}))
-            raise InputError(f"no patch has {lodo_column} = {lodo_value!r}; values are: {seen}")
+        # Several values (comma-separated) hold out several domains, so a run can train on one domain alone
+        # and be scored on each of the others (benchmarks/nested_lodo.py).
+        held = np.zeros(len(data), bool)
+        for value in (v.strip() for v in lodo_value.split(",")):
+            one = values == ("" if value == "unknown" else value)
+            if not one.any():
+                seen = ", ".join(sorted({v or "unknown" for v in values.tolist()}))
+                raise InputError(f"no patch has {lodo_column} = {value!r}; values are: {seen}")
+            held |= one
+        if held.all():
+            raise InputError(f"holding out {lodo_column} = {lodo_value!r} leaves no patch to train on")
         rest = all_idx[~held]
         inner = _holdout(data.subset(rest), val_fraction, seed)
         train, val = rest[inner[0]], rest[inner[1]]

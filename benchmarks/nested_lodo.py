@@ -1,0 +1,309 @@
+"""Choosing a recipe by how it carries across the training domains, checked on a domain it never saw:
+leave-one-domain-out validation nested inside the held-out test (DomainBed's "leave-one-domain-out
+cross-validation" model selection, with the outer domain kept out of the choice).
+
+    python -m benchmarks.nested_lodo --commit          # train what is missing (resumable), commit each result
+    python -m benchmarks.nested_lodo --table-only      # regenerate nested_lodo.md and .png from the raw results
+    python -m benchmarks.nested_lodo --dry-run         # the plan and what is done; train nothing
+    python -m benchmarks.nested_lodo --candidate augment.hed_sigma=0.2   # only the shipped recipe and this change
+
+Why: in-domain validation (a slide-grouped split of the training domains) cannot rank the shipped recipe
+against its stain-jitter variants, while held out they part by 0.02 BA (``benchmarks/results/held_out.md``);
+and a held-out AMi-Br domain may never choose, since it is the test. Nested, it need not: for a test domain
+D, each recipe is trained on one of the two other domains alone and scored on the remaining one, both ways;
+that inner score sees nothing of D. The pick for D is the shipped recipe unless a candidate's inner BA is
+higher beyond the seed spread (the house rule, ``benchmarks.spread.against``), then the best such one. Its
+outer score is the recipe's leave-one-domain-out Full arm held out on D (``benchmarks.ablation``, already
+measured), so the table says whether this way of choosing would have chosen well, domain by domain.
+
+Each run trains the Full recipe on one domain (``data.split=lodo`` holding out the two others by Scanner,
+TUPAC16's being unrecorded) and is scored on each held-out domain at the threshold from its own domain's
+validation split, as the held-out ablation scores. One run serves two outer domains (trained on XR and
+scored on S360 is inner evidence for TUPAC16; scored on TUPAC16, for S360). With one domain to train on,
+the alignment has no weak label that varies and switches itself off, so this cannot judge the alignment's
+settings: a candidate changing only those is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amf.atomic import write_json_atomic, write_text_atomic
+from amf.provenance import git_state
+from benchmarks.ablation import ARMS, DOMAINS, slug
+from benchmarks.answers import BASE_CONFIG, SHIPPED, ablation_results, recipe_slug
+from benchmarks.driver import (
+    EPOCHS,
+    REPO,
+    commit_files,
+    grouped,
+    load_results,
+    plan_then_tables,
+    raw_result,
+    train_planned,
+)
+from benchmarks.spread import against, fmt, mean_sd
+
+RESULTS = REPO / "benchmarks/results/nested_lodo"
+OUTPUTS = ("nested_lodo.md", "nested_lodo.png")
+# Each domain by its Scanner value: TUPAC16 records none, which the split reads as "unknown".
+SCANNER = {"TUPAC16": "unknown", "Hamamatsu XR": "Hamamatsu XR", "Hamamatsu S360": "Hamamatsu S360"}
+# The changes whose held-out Full arm is measured and that a single training domain can tell apart.
+CANDIDATES = ["augment.hed_sigma=0.2", "augment.hed_sigma=0.4"]
+METRICS = ("balanced_accuracy", "roc_auc")
+
+
+def others(dom: str) -> list[str]:
+    return [d for d in DOMAINS if d != dom]
+
+
+def recipe_name(change: list[str]) -> str:
+    return " ".join(change) or "shipped"
+
+
+def run_name(change: list[str], trained_on: str, seed: int) -> str:
+    return f"{recipe_slug(change) if change else 'shipped'}-on-{slug(trained_on)}-s{seed}"
+
+
+def plan(changes: list[list[str]], seeds: int) -> list[tuple[list[str], str, int]]:
+    """Seed by seed, every recipe on every domain: a budget cut short leaves whole seeds."""
+    return [(change, dom, seed) for seed in range(seeds) for change in changes for dom in DOMAINS]
+
+
+def train_command(out: Path, change: list[str], trained_on: str, seed: int, epochs: int, extra: list[str],
+                  config: str = BASE_CONFIG) -> list[str]:
+    held = ",".join(SCANNER[d] for d in others(trained_on))
+    return [sys.executable, "-m", "training.train", "--config", config, f"run.out={out}", f"run.seed={seed}",
+            f"optim.epochs={epochs}", "run.tta=none", "run.progress=false", "data.split=lodo",
+            "data.lodo_column=Scanner", f"data.lodo_value={held}", *ARMS["Full"], *SHIPPED, *change, *extra]
+
+
+def scored_on(run: Path) -> dict[str, dict[str, float]]:
+    """The student's metrics on each held-out domain, at its own validation threshold."""
+    by = json.loads((run / "summary.json").read_text())["results"]["student"]["test"]["by_label"]["Scanner"]
+    return {dom: {k: by[value][k] for k in (*METRICS, "sensitivity", "specificity", "n")}
+            for dom, value in SCANNER.items() if value in by}
+
+
+def run_plan(args: argparse.Namespace) -> None:
+    code = git_state(REPO)
+    for change, dom, seed in plan(args.changes, args.seeds):
+        name = run_name(change, dom, seed)
+        out, result = args.runs / name, args.results / f"{name}.json"
+        cmd = train_command(out, change, dom, seed, args.epochs, args.extra, args.config)
+        seconds = train_planned(result, out, cmd, name, args.dry_run)
+        if seconds is None:
+            continue
+        record = raw_result(out, {"recipe": recipe_name(change), "change": change, "trained_on": dom,
+                                  "seed": seed}, code, seconds)
+        record["scored_on"] = scored_on(out)
+        write_json_atomic(result, record, nan_as_null=True)
+        written = write_outputs(args.results)
+        if args.commit:
+            commit_files([result, *written], f"nested_lodo: {recipe_name(change)} trained on {dom} seed {seed}")
+
+
+# -- tables ---------------------------------------------------------------------------------------
+def inner_scores(records: list[dict[str, Any]], outer: str, key: str) -> list[float]:
+    """Per seed, the mean of the two runs that never touch ``outer``: trained on each other domain and
+    scored on the remaining one. A seed lacking either run is left out."""
+    a, b = others(outer)
+    values = []
+    for _, runs in sorted(grouped(records, lambda r: r["seed"]).items()):
+        by = {r["trained_on"]: r["scored_on"] for r in runs}
+        if a in by and b in by and b in by[a] and a in by[b]:
+            values.append((by[a][b][key] + by[b][a][key]) / 2)
+    return values
+
+
+def outer_scores(ablations: Path, change: list[str]) -> dict[str, dict[str, float]]:
+    """The recipe's held-out Full arm per domain (seed means), from its leave-one-domain-out ablation folder;
+    empty where that was not measured."""
+    folder = ablations / Path(ablation_results([*SHIPPED, *change])).relative_to("benchmarks/results")
+    full = [r for r in load_results(folder) if r["arm"] == "Full"] if folder.is_dir() else []
+    return {dom: {k: mean_sd([r["student"]["test"][k] for r in rs])[0] for k in METRICS}
+            for dom, rs in grouped(full, lambda r: r["held_out"]).items()}
+
+
+def gather(results: Path) -> list[dict[str, Any]]:
+    """Per recipe (the shipped one first): its runs and its held-out Full arm."""
+    records = load_results(results)
+    recipes = grouped(records, lambda r: r["recipe"])
+    order = sorted(recipes, key=lambda name: (name != "shipped", name))
+    return [{"recipe": name, "runs": recipes[name], "outer": outer_scores(results.parent, recipes[name][0]["change"])}
+            for name in order]
+
+
+def picks(recipes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per outer domain: each recipe's inner BA call against the shipped recipe's, and the pick."""
+    shipped = next((r for r in recipes if r["recipe"] == "shipped"), None)
+    out: dict[str, dict[str, Any]] = {}
+    for dom in DOMAINS:
+        base = inner_scores(shipped["runs"], dom, "balanced_accuracy") if shipped else []
+        calls = {r["recipe"]: against(inner_scores(r["runs"], dom, "balanced_accuracy"), base, "the shipped")
+                 for r in recipes if r["recipe"] != "shipped"}
+        higher = [r for r in recipes if calls.get(r["recipe"], "").endswith(" higher")]
+        best = max(higher, key=lambda r: mean_sd(inner_scores(r["runs"], dom, "balanced_accuracy"))[0],
+                   default=shipped)
+        complete = len(base) >= 2 and all(len(inner_scores(r["runs"], dom, "balanced_accuracy")) >= 2
+                                          for r in recipes)
+        out[dom] = {"calls": calls, "pick": best["recipe"] if best and complete else None}
+    return out
+
+
+def _cell(m: dict[str, float] | None) -> str:
+    return f"{m['balanced_accuracy']:.3f} / {m['roc_auc']:.3f}" if m else "–"
+
+
+def direction_table(recipes: list[dict[str, Any]]) -> str:
+    pairs = [(a, b) for a in DOMAINS for b in others(a)]
+    lines = ["| recipe | " + " | ".join(f"{a} → {b}: BA" for a, b in pairs) + " |", "|---|" + "---|" * len(pairs)]
+    for r in recipes:
+        by = grouped(r["runs"], lambda x: x["trained_on"])
+        cells = [fmt([x["scored_on"][b]["balanced_accuracy"] for x in by.get(a, []) if b in x["scored_on"]])
+                 for a, b in pairs]
+        lines.append(f"| {r['recipe']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def outer_table(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
+    lines = ["| held-out domain | recipe | inner BA (the other two, both ways) | inner AUC | inner BA against the "
+             "shipped | held-out BA / AUC (Full arm) | picked |", "|---|---|---|---|---|---|---|"]
+    for dom in DOMAINS:
+        for r in recipes:
+            pick = chosen[dom]["pick"]
+            mark = "**picked**" if pick == r["recipe"] else ("–" if pick is None else "")
+            lines.append(f"| {dom} | {r['recipe']} | {fmt(inner_scores(r['runs'], dom, 'balanced_accuracy'))} | "
+                         f"{fmt(inner_scores(r['runs'], dom, 'roc_auc'))} | "
+                         f"{chosen[dom]['calls'].get(r['recipe'], '')} "
+                         f"| {_cell(r['outer'].get(dom))} | {mark} |")
+    return "\n".join(lines)
+
+
+def verdict(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
+    by = {r["recipe"]: r for r in recipes}
+    if "shipped" not in by or any(c["pick"] is None for c in chosen.values()):
+        return "Not every outer domain has both seeds of every recipe yet: no pick is called."
+    picked = {dom: by[c["pick"]]["outer"].get(dom) for dom, c in chosen.items()}
+    shipped = {dom: by["shipped"]["outer"].get(dom) for dom in DOMAINS}
+    if any(m is None for m in (*picked.values(), *shipped.values())):
+        return "A picked or shipped recipe lacks its held-out Full arm on some domain: no verdict."
+    gain = {dom: picked[dom]["balanced_accuracy"] - shipped[dom]["balanced_accuracy"] for dom in DOMAINS}
+    mean_pick = np.mean([m["balanced_accuracy"] for m in picked.values()])
+    mean_ship = np.mean([m["balanced_accuracy"] for m in shipped.values()])
+    words = ", ".join(f"{dom}: {chosen[dom]['pick']} ({gain[dom]:+.3f})" for dom in DOMAINS)
+    return (f"Picked per held-out domain, with its held-out BA against the shipped recipe's: {words}. "
+            f"Choosing this way scores a mean held-out BA of {mean_pick:.3f} against the shipped recipe's "
+            f"{mean_ship:.3f} ({mean_pick - mean_ship:+.3f}); no held-out domain took part in its own pick.")
+
+
+def render(recipes: list[dict[str, Any]]) -> str:
+    chosen = picks(recipes)
+    runs = [x for r in recipes for x in r["runs"]]
+    commits = sorted({x["code"]["commit"] for x in runs})
+    epochs = sorted({x["config"]["optim"]["epochs"] for x in runs})
+    return "\n".join([
+        "# Choosing across the training domains, checked on the held-out one",
+        "",
+        "Generated by `python -m benchmarks.nested_lodo --table-only` from the raw results in "
+        "`benchmarks/results/nested_lodo/` and the recipes' leave-one-domain-out ablation folders; do not edit "
+        "by hand.",
+        "",
+        f"Each run trains the Full recipe on one AMi-Br domain alone ({', '.join(map(str, epochs))} epochs) and is "
+        "scored on each other domain at the threshold from its own domain's validation split. For a held-out "
+        "domain, a recipe's inner score is, per seed, the mean of the two runs among the other domains (trained "
+        "on one, scored on the other, both ways); the pick is the shipped recipe unless a candidate's inner BA "
+        "is higher beyond the seed spread, then the best such candidate. The held-out column is the recipe's "
+        "Full arm trained on both other domains and scored on this one (`benchmarks/results/ablation-*/`), "
+        "which no pick saw.",
+        "",
+        "## Trained on one domain, scored on another",
+        "",
+        direction_table(recipes),
+        "",
+        "## The pick per held-out domain",
+        "",
+        outer_table(recipes, chosen),
+        "",
+        verdict(recipes, chosen),
+        "",
+        f"{len(runs)} runs; code {', '.join(c[:7] for c in commits)}. Mean ± sd over seeds; ¹ one seed.",
+        "",
+    ])
+
+
+def plot(recipes: list[dict[str, Any]], out: Path) -> None:
+    """Inner BA against held-out BA, one point per recipe and held-out domain: does the inner score rank
+    the recipes as the held-out domain does?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    markers = dict(zip(DOMAINS, "os^", strict=True))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(recipes):
+        for dom in DOMAINS:
+            inner, outer = mean_sd(inner_scores(r["runs"], dom, "balanced_accuracy"))[0], r["outer"].get(dom)
+            if outer is None or math.isnan(inner):
+                continue
+            ax.scatter(inner, outer["balanced_accuracy"], marker=markers[dom], color=colours[i % len(colours)],
+                       s=60, label=f"{r['recipe']}, {dom}")
+    ax.set_xlabel("inner BA: trained on one other domain, scored on the other (mean of both ways)")
+    ax.set_ylabel("held-out BA: Full arm trained on both others")
+    ax.set_title("Does choosing across training domains carry to the held-out one?")
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results: Path) -> list[Path]:
+    recipes = gather(results)
+    md, png = (results.parent / name for name in OUTPUTS)
+    write_text_atomic(md, render(recipes))
+    plot(recipes, png)
+    return [md, png]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=BASE_CONFIG, help="the config SHIPPED and the candidates apply to")
+    parser.add_argument("--candidate", dest="candidates", action="append", metavar="'KEY=VALUE ...'",
+                        help="a change to the shipped recipe; repeat for more (default: "
+                             f"{', '.join(CANDIDATES)})")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--runs", type=Path, default=REPO / "runs/nested_lodo", help="run folders (checkpoints)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the raw JSONs go")
+    parser.add_argument("--commit", action="store_true", help="git-commit each raw result as it lands")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
+    parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("extra", nargs="*", help="extra training overrides, e.g. run.threads=2")
+    args = parser.parse_intermixed_args(argv)
+    args.changes = [[], *[c.split() for c in (args.candidates or CANDIDATES)]]
+    for change in args.changes:
+        if change and all(c.startswith("align.") for c in change):
+            parser.error(f"{' '.join(change)} changes only the alignment, which one training domain switches off")
+        if any("=" not in c for c in change):
+            parser.error(f"a candidate is KEY=VALUE words, not {' '.join(change)!r}")
+    return plan_then_tables(args, run_plan, _write_and_read)
+
+
+def _write_and_read(results: Path) -> str:
+    write_outputs(results)
+    return (results.parent / OUTPUTS[0]).read_text()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
