@@ -250,13 +250,17 @@ def plot(recipes: list[dict[str, Any]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     markers = dict(zip(DOMAINS, "os^", strict=True))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, r in enumerate(recipes):
-        for dom in DOMAINS:
+    for dom in DOMAINS:
+        points = []
+        for i, r in enumerate(recipes):
             inner, outer = mean_sd(inner_scores(r["runs"], dom, "balanced_accuracy"))[0], r["outer"].get(dom)
             if outer is None or math.isnan(inner):
                 continue
-            ax.scatter(inner, outer["balanced_accuracy"], marker=markers[dom], color=colours[i % len(colours)],
-                       s=60, label=f"{r['recipe']}, {dom}")
+            points.append((inner, outer["balanced_accuracy"]))
+            ax.scatter(*points[-1], marker=markers[dom], color=colours[i % len(colours)], s=60, zorder=2,
+                       label=f"{r['recipe']}, {dom}")
+        if len(points) > 1:  # one domain's recipes joined: a line rising to the right ranks them alike
+            ax.plot(*zip(*points, strict=True), color="0.75", lw=0.8, zorder=1)
     ax.set_xlabel("inner BA: trained on one other domain, scored on the other (mean of both ways)")
     ax.set_ylabel("held-out BA: Full arm trained on both others")
     ax.set_title("Does choosing across training domains carry to the held-out one?")
