@@ -190,16 +190,16 @@ def outer_table(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]
 def verdict(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
     by = {r["recipe"]: r for r in recipes}
     if "shipped" not in by or any(c["pick"] is None for c in chosen.values()):
-        return "Not every outer domain has both seeds of every recipe yet: no pick is called."
+        return "**The picks.** Not every outer domain has both seeds of every recipe yet: no pick is called."
     picked = {dom: by[c["pick"]]["outer"].get(dom) for dom, c in chosen.items()}
     shipped = {dom: by["shipped"]["outer"].get(dom) for dom in DOMAINS}
     if any(m is None for m in (*picked.values(), *shipped.values())):
-        return "A picked or shipped recipe lacks its held-out Full arm on some domain: no verdict."
+        return "**The picks.** A picked or shipped recipe lacks its held-out Full arm on some domain: no verdict."
     gain = {dom: picked[dom]["balanced_accuracy"] - shipped[dom]["balanced_accuracy"] for dom in DOMAINS}
     mean_pick = np.mean([m["balanced_accuracy"] for m in picked.values()])
     mean_ship = np.mean([m["balanced_accuracy"] for m in shipped.values()])
     words = ", ".join(f"{dom}: {chosen[dom]['pick']} ({gain[dom]:+.3f})" for dom in DOMAINS)
-    return (f"Picked per held-out domain, with its held-out BA against the shipped recipe's: {words}. "
+    return (f"**The picks.** Per held-out domain, with its held-out BA against the shipped recipe's: {words}. "
             f"Choosing this way scores a mean held-out BA of {mean_pick:.3f} against the shipped recipe's "
             f"{mean_ship:.3f} ({mean_pick - mean_ship:+.3f}); no held-out domain took part in its own pick.")
 
