@@ -37,8 +37,9 @@ import numpy as np
 
 from amf.atomic import write_json_atomic, write_text_atomic
 from amf.provenance import git_state
+from benchmarks import held_out
 from benchmarks.ablation import ARMS, DOMAINS, slug
-from benchmarks.answers import BASE_CONFIG, SHIPPED, ablation_results, recipe_slug
+from benchmarks.answers import BASE_CONFIG, SHIPPED, recipe_slug
 from benchmarks.driver import (
     EPOCHS,
     REPO,
@@ -69,7 +70,8 @@ def recipe_name(change: list[str]) -> str:
 
 
 def run_name(change: list[str], trained_on: str, seed: int) -> str:
-    return f"{recipe_slug(change) if change else 'shipped'}-on-{slug(trained_on)}-s{seed}"
+    """By the whole recipe (SHIPPED with the change), so that a later ship never gives a name to other settings."""
+    return f"{recipe_slug([*SHIPPED, *change])}-on-{slug(trained_on)}-s{seed}"
 
 
 def plan(changes: list[list[str]], seeds: int) -> list[tuple[list[str], str, int]]:
@@ -123,22 +125,20 @@ def inner_scores(records: list[dict[str, Any]], outer: str, key: str) -> list[fl
     return values
 
 
-def outer_scores(ablations: Path, change: list[str]) -> dict[str, dict[str, float]]:
-    """The recipe's held-out Full arm per domain (seed means), from its leave-one-domain-out ablation folder;
-    empty where that was not measured."""
-    folder = ablations / Path(ablation_results([*SHIPPED, *change])).relative_to("benchmarks/results")
-    full = [r for r in load_results(folder) if r["arm"] == "Full"] if folder.is_dir() else []
-    return {dom: {k: mean_sd([r["student"]["test"][k] for r in rs])[0] for k in METRICS}
-            for dom, rs in grouped(full, lambda r: r["held_out"]).items()}
-
-
 def gather(results: Path) -> list[dict[str, Any]]:
-    """Per recipe (the shipped one first): its runs and its held-out Full arm."""
-    records = load_results(results)
-    recipes = grouped(records, lambda r: r["recipe"])
-    order = sorted(recipes, key=lambda name: (name != "shipped", name))
-    return [{"recipe": name, "runs": recipes[name], "outer": outer_scores(results.parent, recipes[name][0]["change"])}
-            for name in order]
+    """Per recipe (the shipped one first, then by name): its runs and its held-out Full arm per domain.
+    Recipes are named, as on the held-out page, by how their settings differ from the shipped recipe's
+    (``benchmarks.held_out.recipe_change``), read from each record's own config: a later ship renames
+    them, and never pairs a run with another recipe's held-out arm. ``results`` is
+    ``<checkout>/benchmarks/results/nested_lodo``; the held-out arms are that checkout's ablation folders."""
+    held = held_out.gather(results.parents[2])
+    shipped = next(r for r in held if r["shipped"])["full"][0]["config"]
+    recipes = grouped(load_results(results), lambda r: tuple(held_out.recipe_change(r["config"], shipped)))
+    arms = {tuple(r["change"]): r["full"] for r in held}
+    return [{"recipe": " ".join(change) or "shipped", "runs": recipes[change],
+             "outer": {dom: {k: mean_sd([r["student"]["test"][k] for r in rs])[0] for k in METRICS}
+                       for dom, rs in grouped(arms.get(change, []), lambda r: r["held_out"]).items()}}
+            for change in sorted(recipes, key=lambda c: (bool(c), c))]
 
 
 def picks(recipes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

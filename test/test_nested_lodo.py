@@ -9,15 +9,26 @@ import pytest
 
 from benchmarks import nested_lodo as nl
 from benchmarks.ablation import DOMAINS
-from benchmarks.answers import SHIPPED, ablation_results
+from benchmarks.answers import SHIPPED, ablation_results, recipe_slug
 
 TUPAC, XR, S360 = DOMAINS  # the order the tables use
+
+
+SIGMA = ["augment.hed_sigma=0.2"]
+SHIPPED_CONFIG = {"optim": {"sampler": "shuffle", "loss": "weighted_ce", "epochs": 15}, "data": {"center_crop": 64}}
+CONFIG = {(): SHIPPED_CONFIG, tuple(SIGMA): {**SHIPPED_CONFIG, "augment": {"hed_sigma": 0.2}}}
+
+
+def config(change: list[str], **data: str) -> dict:
+    """The recipe's settings as a record keeps them, with where the run went (never part of its name)."""
+    c = CONFIG[tuple(change)]
+    return {**c, "data": {**c["data"], "split": "lodo", **data}, "run": {"seed": 0, "out": "runs/x"}}
 
 
 def inner_run(results: Path, change: list[str], trained_on: str, seed: int, ba: dict[str, float]) -> None:
     """A raw result: trained on one domain, with its BA (and AUC = BA + 0.1) on each other domain."""
     rec = {"recipe": nl.recipe_name(change), "change": change, "trained_on": trained_on, "seed": seed,
-           "code": {"commit": "abc1234def"}, "config": {"optim": {"epochs": 15}},
+           "code": {"commit": "abc1234def"}, "config": config(change, lodo_value="elsewhere"),
            "scored_on": {d: {"balanced_accuracy": v, "roc_auc": v + 0.1} for d, v in ba.items()}}
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{nl.run_name(change, trained_on, seed)}.json").write_text(json.dumps(rec))
@@ -27,12 +38,10 @@ def outer_run(root: Path, change: list[str], dom: str, seed: int, ba: float) -> 
     """The recipe's held-out Full arm on ``dom`` (the leave-one-domain-out ablation's record)."""
     folder = root / ablation_results([*SHIPPED, *change])
     folder.mkdir(parents=True, exist_ok=True)
-    rec = {"arm": "Full", "held_out": dom, "seed": seed,
-           "student": {"test": {"balanced_accuracy": ba, "roc_auc": ba + 0.08}}}
+    rec = {"arm": "Full", "held_out": dom, "seed": seed, "date": f"2026-12-0{1 + len(change)}T00:00:00Z",
+           "code": {"commit": "abc1234def"}, "config": config(change, lodo_value=dom),
+           "student": {"test": {"balanced_accuracy": ba, "roc_auc": ba + 0.08}, "val": {"roc_auc": 0.86}}}
     (folder / f"full-{dom.replace(' ', '-')}-s{seed}.json").write_text(json.dumps(rec))
-
-
-SIGMA = ["augment.hed_sigma=0.2"]
 
 
 def study(root: Path, seeds: int = 2) -> Path:
@@ -110,3 +119,13 @@ def test_scores_per_held_out_domain_read_the_run_summary(tmp_path: Path) -> None
                                                                           "Hamamatsu S360": {**per, "n": 5}}}}}}}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert nl.scored_on(tmp_path) == {TUPAC: per, S360: {**per, "n": 5}}
+
+
+def test_recipes_are_named_by_their_own_settings_not_by_what_shipped_when_they_ran(tmp_path: Path) -> None:
+    results = study(tmp_path)
+    for path in results.glob("*.json"):  # as a run made before a ship would label itself afterwards
+        path.write_text(json.dumps({**json.loads(path.read_text()), "recipe": "shipped", "change": []}))
+    recipes = nl.gather(results)
+    assert [r["recipe"] for r in recipes] == ["shipped", "augment.hed_sigma=0.2"]
+    assert recipes[1]["outer"][TUPAC]["balanced_accuracy"] == pytest.approx(0.800)  # its own held-out arm
+    assert nl.run_name([], XR, 0) == f"{recipe_slug(SHIPPED)}-on-hamamatsu-xr-s0"
