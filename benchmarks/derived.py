@@ -1,9 +1,10 @@
 """Regenerate what the committed results feed, so that a queue's commit never leaves stale numbers.
 
-A driver that commits a raw result changes what three generated files must say: the model card
+A driver that commits a raw result changes what these generated files must say: the model card
 (``benchmarks.model_card`` reads the shipped recipe's ablation, the latency and the threshold
-transfer), every recipe's held-out page (``benchmarks.held_out``, from every ablation folder) and
-the README's quoted tables (``benchmarks.readme_sync``). They are tested against the
+transfer), every recipe's held-out page (``benchmarks.held_out``, from every ablation folder), the
+nested leave-one-domain-out page (``benchmarks.nested_lodo``, whose held-out column is those
+folders' Full arms) and the README's quoted tables (``benchmarks.readme_sync``). They are tested against the
 results, so a queue that committed only its result would leave the checkout failing its own tests
 until someone regenerated them by hand. ``refresh`` rewrites them in the checkout the results belong
 to, and returns the files it changed for the same commit. A driver runs it as
@@ -159,25 +160,34 @@ def _retabulate(root: Path, committing: list[Path]) -> list[Path]:
 
 
 def _held_out(root: Path) -> list[Path]:
-    """Every recipe's held-out page (benchmarks.held_out), rewritten when a result changed it."""
-    from benchmarks import held_out
+    """The pages that read every recipe's held-out arm, rewritten when a result changed them: every
+    recipe's held-out page (benchmarks.held_out) and, where its runs exist, the nested
+    leave-one-domain-out page (benchmarks.nested_lodo), whose held-out column is those arms."""
+    from benchmarks import held_out, nested_lodo
     from benchmarks.answers import SHIPPED, ablation_results
 
-    paths = [held_out.RESULTS / name for name in held_out.OUTPUTS]
     if not any((root / ablation_results(SHIPPED)).glob("*.json")):
         return []  # a checkout without the shipped recipe's ablation has nothing to set recipes against
-    if not _clean(root, *paths):
-        print(f"warning: {paths[0]} or its figure has uncommitted edits, so they were left as they are; "
-              "run python -m benchmarks.held_out before committing them", file=sys.stderr)
-        return []
-    before = {p: (root / p).read_bytes() if (root / p).is_file() else None for p in paths}
-    try:
-        held_out.write(root)
-    except (ValueError, KeyError, OSError) as err:  # the card and README must still be regenerated
-        print(f"warning: could not regenerate {paths[0]} ({err!r}); run python -m benchmarks.held_out",
-              file=sys.stderr)
-        return []
-    return [root / p for p in paths if (root / p).read_bytes() != before[p]]
+    pages = [([held_out.RESULTS / name for name in held_out.OUTPUTS], lambda: held_out.write(root),
+              "python -m benchmarks.held_out")]
+    nested = root / "benchmarks/results/nested_lodo"
+    if any(nested.glob("*.json")):
+        pages.append(([Path("benchmarks/results") / name for name in nested_lodo.OUTPUTS],
+                      lambda: nested_lodo.write_outputs(nested), "python -m benchmarks.nested_lodo --table-only"))
+    changed: list[Path] = []
+    for paths, write, command in pages:
+        if not _clean(root, *paths):
+            print(f"warning: {paths[0]} or its figure has uncommitted edits, so they were left as they are; "
+                  f"run {command} before committing them", file=sys.stderr)
+            continue
+        before = {p: (root / p).read_bytes() if (root / p).is_file() else None for p in paths}
+        try:
+            write()
+        except (ValueError, KeyError, OSError, StopIteration) as err:  # the card and README must still be made
+            print(f"warning: could not regenerate {paths[0]} ({err!r}); run {command}", file=sys.stderr)
+            continue
+        changed += [root / p for p in paths if (root / p).read_bytes() != before[p]]
+    return changed
 
 
 def refresh_in(root: Path, committing: list[Path]) -> list[Path]:

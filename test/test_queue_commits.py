@@ -125,6 +125,23 @@ def test_an_ablation_result_brings_every_recipes_held_out_page(checkout: Path) -
     assert git(checkout, "status", "--porcelain") == ""
 
 
+def test_an_ablation_result_brings_the_nested_page_whose_held_out_column_it_feeds(checkout: Path) -> None:
+    from test_nested_lodo import SIGMA, outer_run, study
+
+    study(checkout)
+    from benchmarks import nested_lodo
+
+    nested_lodo.write_outputs(checkout / "benchmarks/results/nested_lodo")
+    git(checkout, "add", ".")
+    git(checkout, "commit", "-q", "-m", "the nested study and the held-out arms")
+    outer_run(checkout, SIGMA, "TUPAC16", 2, 0.95)  # a third seed of the candidate's held-out arm
+    record = next((checkout / "benchmarks/results").glob("ablation-*hed-sigma-0.2/ablation/*TUPAC16-s2.json"))
+    commit_files([record], "result")
+    page = git(checkout, "show", "HEAD:benchmarks/results/nested_lodo.md")
+    assert "| TUPAC16 | augment.hed_sigma=0.2 | 0.815 ± 0.007 | 0.915 ± 0.007 | +0.050 higher | 0.850 / 0.930 |" in page
+    assert git(checkout, "status", "--porcelain") == ""
+
+
 def test_a_held_out_page_that_cannot_be_made_leaves_the_readme_tables_regenerated(
         checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.answers import SHIPPED, ablation_results
