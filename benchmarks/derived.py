@@ -81,7 +81,7 @@ def refresh(root: Path, committing: list[Path] | None = None) -> list[Path]:
     changed: list[Path] = []
     card, readme = root / CARD, root / README
     changed += _retabulate(root, committing or [])
-    changed += _held_out(root)
+    changed += _held_out(root, committing or [])
     if (root / "model" / CARD_NAME).is_file():
         if _clean(root, CARD, Path("model")):
             if _rewrite(card, _card_text(root)):
@@ -159,7 +159,7 @@ def _retabulate(root: Path, committing: list[Path]) -> list[Path]:
     return extra
 
 
-def _held_out(root: Path) -> list[Path]:
+def _held_out(root: Path, committing: list[Path]) -> list[Path]:
     """The pages that read every recipe's held-out arm, rewritten when a result changed them: every
     recipe's held-out page (benchmarks.held_out) and, where its runs exist, the nested
     leave-one-domain-out page (benchmarks.nested_lodo), whose held-out column is those arms."""
@@ -174,9 +174,10 @@ def _held_out(root: Path) -> list[Path]:
     if any(nested.glob("*.json")):
         pages.append(([Path("benchmarks/results") / name for name in nested_lodo.OUTPUTS],
                       lambda: nested_lodo.write_outputs(nested), "python -m benchmarks.nested_lodo --table-only"))
+    taken = {p.resolve() for p in committing}  # what the caller's own driver wrote is no one's half-done edit
     changed: list[Path] = []
     for paths, write, command in pages:
-        if not _clean(root, *paths):
+        if _dirty(root, [str(p) for p in paths]) - {str(p) for p in paths if (root / p).resolve() in taken}:
             print(f"warning: {paths[0]} or its figure has uncommitted edits, so they were left as they are; "
                   f"run {command} before committing them", file=sys.stderr)
             continue

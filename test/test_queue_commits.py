@@ -142,6 +142,25 @@ def test_an_ablation_result_brings_the_nested_page_whose_held_out_column_it_feed
     assert git(checkout, "status", "--porcelain") == ""
 
 
+def test_a_page_the_driver_wrote_and_commits_is_no_ones_unfinished_edit(
+        checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The nested driver's first result commits a page git has not seen: regenerated, and no warning."""
+    from test_nested_lodo import study
+
+    from benchmarks import nested_lodo
+
+    results = study(checkout)
+    held_back = next(results.glob("*.json"))
+    git(checkout, "add", ".")
+    git(checkout, "reset", "-q", "--", str(held_back))
+    git(checkout, "commit", "-q", "-m", "all but one run")
+    written = nested_lodo.write_outputs(results)
+    commit_files([held_back, *written], "result")
+    assert "uncommitted edits" not in capsys.readouterr().err
+    assert "**The picks.**" in git(checkout, "show", "HEAD:benchmarks/results/nested_lodo.md")
+    assert git(checkout, "status", "--porcelain") == ""
+
+
 def test_a_held_out_page_that_cannot_be_made_leaves_the_readme_tables_regenerated(
         checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.answers import SHIPPED, ablation_results
