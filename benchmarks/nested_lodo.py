@@ -163,13 +163,15 @@ def _cell(m: dict[str, float] | None) -> str:
 
 
 def direction_table(recipes: list[dict[str, Any]]) -> str:
-    pairs = [(a, b) for a in DOMAINS for b in others(a)]
-    lines = ["| recipe | " + " | ".join(f"{a} → {b}: BA" for a, b in pairs) + " |", "|---|" + "---|" * len(pairs)]
-    for r in recipes:
-        by = grouped(r["runs"], lambda x: x["trained_on"])
-        cells = [fmt([x["scored_on"][b]["balanced_accuracy"] for x in by.get(a, []) if b in x["scored_on"]])
-                 for a, b in pairs]
-        lines.append(f"| {r['recipe']} | " + " | ".join(cells) + " |")
+    """One row per way across (trained on one domain, scored on another), one column per recipe."""
+    lines = ["| trained on → scored on | " + " | ".join(f"{r['recipe']}: BA / AUC" for r in recipes) + " |",
+             "|---|" + "---|" * len(recipes)]
+    for a, b in [(src, dst) for src in DOMAINS for dst in others(src)]:
+        cells = []
+        for r in recipes:
+            scores = [x["scored_on"][b] for x in r["runs"] if x["trained_on"] == a and b in x["scored_on"]]
+            cells.append(" / ".join(fmt([m[k] for m in scores]) for k in METRICS) if scores else "–")
+        lines.append(f"| {a} → {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

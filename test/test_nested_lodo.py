@@ -103,7 +103,9 @@ def test_table_only_writes_the_page_and_its_figure_from_the_raw_results(tmp_path
     # held out: TUPAC16 gains +0.025 by the pick, XR and S360 keep the shipped recipe (+0.000)
     assert "TUPAC16: augment.hed_sigma=0.2 (+0.025), Hamamatsu XR: shipped (+0.000)" in text
     assert "mean held-out BA of 0.800 against the shipped recipe's 0.792 (+0.008)" in text
-    assert "| shipped | 0.705 ± 0.007 | 0.725 ± 0.007 | 0.665 ± 0.007 | 0.755 ± 0.007 |" in text
+    assert "| trained on → scored on | shipped: BA / AUC | augment.hed_sigma=0.2: BA / AUC |" in text
+    assert "| Hamamatsu XR → Hamamatsu S360 | 0.755 ± 0.007 / 0.855 ± 0.007 | 0.805 ± 0.007 / 0.905 ± 0.007 |" in text
+    assert "| TUPAC16 → Hamamatsu XR | 0.705 ± 0.007 / 0.805 ± 0.007 | 0.705 ± 0.007 / 0.805 ± 0.007 |" in text
     assert (results.parent / "nested_lodo.png").stat().st_size > 0
 
 
