@@ -11,8 +11,9 @@ Why: in-domain validation (a slide-grouped split of the training domains) cannot
 against its stain-jitter variants, while held out they part by 0.02 BA (``benchmarks/results/held_out.md``);
 and a held-out AMi-Br domain may never choose, since it is the test. Nested, it need not: for a test domain
 D, each recipe is trained on one of the two other domains alone and scored on the remaining one, both ways;
-that inner score sees nothing of D. The pick for D is the shipped recipe unless a candidate's inner BA is
-higher beyond the seed spread (the house rule, ``benchmarks.spread.against``), then the best such one. Its
+that inner score sees nothing of D. The pick for D is the reference (the recipe shipped when the runs were
+made) unless a candidate's inner BA is higher beyond the seed spread (the house rule,
+``benchmarks.spread.against``), then the best such one. Its
 outer score is the recipe's leave-one-domain-out Full arm held out on D (``benchmarks.ablation``, already
 measured), so the table says whether this way of choosing would have chosen well, domain by domain.
 
@@ -59,6 +60,7 @@ SCANNER = {"TUPAC16": "unknown", "Hamamatsu XR": "Hamamatsu XR", "Hamamatsu S360
 # The changes whose held-out Full arm is measured and that a single training domain can tell apart.
 CANDIDATES = ["augment.hed_sigma=0.2", "augment.hed_sigma=0.4"]
 METRICS = ("balanced_accuracy", "roc_auc")
+REFERENCE = "reference"  # the recipe shipped when the runs were made, which the candidates change
 
 
 def others(dom: str) -> list[str]:
@@ -66,7 +68,7 @@ def others(dom: str) -> list[str]:
 
 
 def recipe_name(change: list[str]) -> str:
-    return " ".join(change) or "shipped"
+    return " ".join(change) or REFERENCE
 
 
 def run_name(change: list[str], trained_on: str, seed: int) -> str:
@@ -126,29 +128,39 @@ def inner_scores(records: list[dict[str, Any]], outer: str, key: str) -> list[fl
 
 
 def gather(results: Path) -> list[dict[str, Any]]:
-    """Per recipe (the shipped one first, then by name): its runs and its held-out Full arm per domain.
-    Recipes are named, as on the held-out page, by how their settings differ from the shipped recipe's
-    (``benchmarks.held_out.recipe_change``), read from each record's own config: a later ship renames
-    them, and never pairs a run with another recipe's held-out arm. ``results`` is
-    ``<checkout>/benchmarks/results/nested_lodo``; the held-out arms are that checkout's ablation folders."""
-    held = held_out.gather(results.parents[2])
-    shipped = next(r for r in held if r["shipped"])["full"][0]["config"]
-    recipes = grouped(load_results(results), lambda r: tuple(held_out.recipe_change(r["config"], shipped)))
-    arms = {tuple(r["change"]): r["full"] for r in held}
-    return [{"recipe": " ".join(change) or "shipped", "runs": recipes[change],
+    """Per recipe (the reference first, then by name): its runs and its held-out Full arm per domain.
+    The reference is the recipe the runs without a change trained: the one shipped when they ran. The
+    others are named by how their settings differ from it (``benchmarks.held_out.recipe_change``), read
+    from each record's own config, and paired by the same settings with a held-out arm, so that a later
+    ship changes neither a name nor a pairing. ``results`` is ``<checkout>/benchmarks/results/nested_lodo``;
+    the held-out arms are that checkout's ablation folders."""
+    records = load_results(results)
+    base = [r for r in records if not r["change"]]
+    if not base:
+        raise ValueError(f"no run of the reference recipe (no change) in {results}: nothing to set candidates against")
+    reference = base[0]["config"]
+    if any(held_out.recipe_change(r["config"], reference) for r in base):
+        raise ValueError(f"the runs without a change in {results} trained more than one recipe; a study made "
+                         "after a ship takes a --results folder of its own")
+    recipes = grouped(records, lambda r: tuple(held_out.recipe_change(r["config"], reference)))
+    arms = {tuple(held_out.recipe_change(h["full"][0]["config"], reference)): h["full"]
+            for h in held_out.gather(results.parents[2])}
+    return [{"recipe": " ".join(change) or REFERENCE, "runs": recipes[change],
              "outer": {dom: {k: mean_sd([r["student"]["test"][k] for r in rs])[0] for k in METRICS}
-                       for dom, rs in grouped(arms.get(change, []), lambda r: r["held_out"]).items()}}
+                       for dom, rs in grouped(arms.get(change, []), lambda r: r["held_out"]).items()},
+             "outer_seeds": {dom: [r["student"]["test"]["balanced_accuracy"] for r in rs]
+                             for dom, rs in grouped(arms.get(change, []), lambda r: r["held_out"]).items()}}
             for change in sorted(recipes, key=lambda c: (bool(c), c))]
 
 
 def picks(recipes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per outer domain: each recipe's inner BA call against the shipped recipe's, and the pick."""
-    shipped = next((r for r in recipes if r["recipe"] == "shipped"), None)
+    """Per outer domain: each recipe's inner BA call against the reference's, and the pick."""
+    shipped = next((r for r in recipes if r["recipe"] == REFERENCE), None)
     out: dict[str, dict[str, Any]] = {}
     for dom in DOMAINS:
         base = inner_scores(shipped["runs"], dom, "balanced_accuracy") if shipped else []
-        calls = {r["recipe"]: against(inner_scores(r["runs"], dom, "balanced_accuracy"), base, "the shipped")
-                 for r in recipes if r["recipe"] != "shipped"}
+        calls = {r["recipe"]: against(inner_scores(r["runs"], dom, "balanced_accuracy"), base, "the reference")
+                 for r in recipes if r["recipe"] != REFERENCE}
         higher = [r for r in recipes if calls.get(r["recipe"], "").endswith(" higher")]
         best = max(higher, key=lambda r: mean_sd(inner_scores(r["runs"], dom, "balanced_accuracy"))[0],
                    default=shipped)
@@ -177,7 +189,7 @@ def direction_table(recipes: list[dict[str, Any]]) -> str:
 
 def outer_table(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
     lines = ["| held-out domain | recipe | inner BA (the other two, both ways) | inner AUC | inner BA against the "
-             "shipped | held-out BA / AUC (Full arm) | picked |", "|---|---|---|---|---|---|---|"]
+             "reference | held-out BA / AUC (Full arm) | picked |", "|---|---|---|---|---|---|---|"]
     for dom in DOMAINS:
         for r in recipes:
             pick = chosen[dom]["pick"]
@@ -190,20 +202,30 @@ def outer_table(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]
 
 
 def verdict(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
+    """The picks held out, and the rule written down before the runs (README): a candidate picked for at
+    least one domain, no pick lower held out than the reference beyond the seed spread, and the picks'
+    mean held-out BA above the reference's."""
     by = {r["recipe"]: r for r in recipes}
-    if "shipped" not in by or any(c["pick"] is None for c in chosen.values()):
+    if REFERENCE not in by or any(c["pick"] is None for c in chosen.values()):
         return "**The picks.** Not every outer domain has both seeds of every recipe yet: no pick is called."
-    picked = {dom: by[c["pick"]]["outer"].get(dom) for dom, c in chosen.items()}
-    shipped = {dom: by["shipped"]["outer"].get(dom) for dom in DOMAINS}
-    if any(m is None for m in (*picked.values(), *shipped.values())):
-        return "**The picks.** A picked or shipped recipe lacks its held-out Full arm on some domain: no verdict."
-    gain = {dom: picked[dom]["balanced_accuracy"] - shipped[dom]["balanced_accuracy"] for dom in DOMAINS}
-    mean_pick = np.mean([m["balanced_accuracy"] for m in picked.values()])
-    mean_ship = np.mean([m["balanced_accuracy"] for m in shipped.values()])
-    words = ", ".join(f"{dom}: {chosen[dom]['pick']} ({gain[dom]:+.3f})" for dom in DOMAINS)
-    return (f"**The picks.** Per held-out domain, with its held-out BA against the shipped recipe's: {words}. "
-            f"Choosing this way scores a mean held-out BA of {mean_pick:.3f} against the shipped recipe's "
-            f"{mean_ship:.3f} ({mean_pick - mean_ship:+.3f}); no held-out domain took part in its own pick.")
+    ref = by[REFERENCE]
+    if any(dom not in by[c["pick"]]["outer"] or dom not in ref["outer"] for dom, c in chosen.items()):
+        return "**The picks.** A picked or the reference recipe lacks its held-out Full arm on some domain: no verdict."
+    gain = {dom: by[c["pick"]]["outer"][dom]["balanced_accuracy"] - ref["outer"][dom]["balanced_accuracy"]
+            for dom, c in chosen.items()}
+    calls = {dom: against(by[c["pick"]]["outer_seeds"][dom], ref["outer_seeds"][dom], "the reference")
+             for dom, c in chosen.items() if c["pick"] != REFERENCE}
+    mean_gain = float(np.mean(list(gain.values())))
+    rule = {"a candidate is picked for at least one held-out domain": bool(calls),
+            "no pick scores lower held out than the reference beyond the seed spread":
+                not any(c.endswith(" lower") for c in calls.values()),
+            "the picks' mean held-out BA is above the reference's": mean_gain > 0}
+    words = ", ".join(f"{dom}: {chosen[dom]['pick']} ({gain[dom]:+.3f}" + (f", {calls[dom]}" if dom in calls else "")
+                      + ")" for dom in DOMAINS)
+    return (f"**The picks.** Per held-out domain, with its held-out BA against the reference recipe's: {words}; "
+            f"on the mean over the domains {mean_gain:+.3f}. No held-out domain took part in its own pick. "
+            "The rule written before the runs: " + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in rule.items())
+            + f". **{'Met' if all(rule.values()) else 'Not met'}.**")
 
 
 def render(recipes: list[dict[str, Any]]) -> str:
@@ -221,7 +243,8 @@ def render(recipes: list[dict[str, Any]]) -> str:
         f"Each run trains the Full recipe on one AMi-Br domain alone ({', '.join(map(str, epochs))} epochs) and is "
         "scored on each other domain at the threshold from its own domain's validation split. For a held-out "
         "domain, a recipe's inner score is, per seed, the mean of the two runs among the other domains (trained "
-        "on one, scored on the other, both ways); the pick is the shipped recipe unless a candidate's inner BA "
+        "on one, scored on the other, both ways); the pick is the reference recipe (the one shipped when the runs "
+        "were made) unless a candidate's inner BA "
         "is higher beyond the seed spread, then the best such candidate. The held-out column is the recipe's "
         "Full arm trained on both other domains and scored on this one (`benchmarks/results/ablation-*/`), "
         "which no pick saw.",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import held_out
 from benchmarks import nested_lodo as nl
 from benchmarks.ablation import DOMAINS
 from benchmarks.answers import SHIPPED, ablation_results, recipe_slug
@@ -15,7 +16,8 @@ TUPAC, XR, S360 = DOMAINS  # the order the tables use
 
 
 SIGMA = ["augment.hed_sigma=0.2"]
-SHIPPED_CONFIG = {"optim": {"sampler": "shuffle", "loss": "weighted_ce", "epochs": 15}, "data": {"center_crop": 64}}
+SHIPPED_CONFIG = {"optim": {"sampler": "shuffle", "loss": "weighted_ce", "epochs": 15}, "data": {"center_crop": 64},
+                  "augment": {"hed_sigma": 0.05}}
 CONFIG = {(): SHIPPED_CONFIG, tuple(SIGMA): {**SHIPPED_CONFIG, "augment": {"hed_sigma": 0.2}}}
 
 
@@ -71,7 +73,7 @@ def test_a_run_trains_on_one_domain_and_holds_out_the_two_others() -> None:
 def test_the_inner_score_of_a_held_out_domain_never_uses_a_run_that_saw_it(tmp_path: Path) -> None:
     recipes = nl.gather(study(tmp_path))
     shipped = recipes[0]
-    assert shipped["recipe"] == "shipped"
+    assert shipped["recipe"] == "reference"
     # TUPAC16 held out: trained on XR scored on S360 and the reverse, per seed
     assert nl.inner_scores(shipped["runs"], TUPAC, "balanced_accuracy") == pytest.approx([0.76, 0.77])
     # XR held out: TUPAC16 -> S360 (0.72) and S360 -> TUPAC16 (0.68)
@@ -83,7 +85,7 @@ def test_the_inner_score_of_a_held_out_domain_never_uses_a_run_that_saw_it(tmp_p
 def test_the_pick_follows_the_house_rule_per_held_out_domain(tmp_path: Path) -> None:
     chosen = nl.picks(nl.gather(study(tmp_path)))
     assert chosen[TUPAC]["pick"] == "augment.hed_sigma=0.2" and chosen[TUPAC]["calls"][SIGMA[0]] == "+0.050 higher"
-    assert chosen[XR]["pick"] == chosen[S360]["pick"] == "shipped"  # +0.000: no difference keeps the shipped one
+    assert chosen[XR]["pick"] == chosen[S360]["pick"] == "reference"  # +0.000: no difference keeps the reference
     assert chosen[XR]["calls"][SIGMA[0]].endswith("no difference")
 
 
@@ -101,9 +103,9 @@ def test_table_only_writes_the_page_and_its_figure_from_the_raw_results(tmp_path
     assert "| TUPAC16 | augment.hed_sigma=0.2 | 0.815 ± 0.007 | 0.915 ± 0.007 | +0.050 higher | " in text
     assert "**picked**" in text.split("| TUPAC16 | augment.hed_sigma=0.2 |", 1)[1].splitlines()[0]
     # held out: TUPAC16 gains +0.025 by the pick, XR and S360 keep the shipped recipe (+0.000)
-    assert "TUPAC16: augment.hed_sigma=0.2 (+0.025), Hamamatsu XR: shipped (+0.000)" in text
-    assert "mean held-out BA of 0.800 against the shipped recipe's 0.792 (+0.008)" in text
-    assert "| trained on → scored on | shipped: BA / AUC | augment.hed_sigma=0.2: BA / AUC |" in text
+    assert "TUPAC16: augment.hed_sigma=0.2 (+0.025, +0.025 higher), Hamamatsu XR: reference (+0.000)" in text
+    assert "on the mean over the domains +0.008" in text and text.count(": yes") == 3 and "**Met.**" in text
+    assert "| trained on → scored on | reference: BA / AUC | augment.hed_sigma=0.2: BA / AUC |" in text
     assert "| Hamamatsu XR → Hamamatsu S360 | 0.755 ± 0.007 / 0.855 ± 0.007 | 0.805 ± 0.007 / 0.905 ± 0.007 |" in text
     assert "| TUPAC16 → Hamamatsu XR | 0.705 ± 0.007 / 0.805 ± 0.007 | 0.705 ± 0.007 / 0.805 ± 0.007 |" in text
     assert (results.parent / "nested_lodo.png").stat().st_size > 0
@@ -123,11 +125,26 @@ def test_scores_per_held_out_domain_read_the_run_summary(tmp_path: Path) -> None
     assert nl.scored_on(tmp_path) == {TUPAC: per, S360: {**per, "n": 5}}
 
 
-def test_recipes_are_named_by_their_own_settings_not_by_what_shipped_when_they_ran(tmp_path: Path) -> None:
+def test_names_and_pairings_stay_when_another_recipe_ships(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = study(tmp_path)
-    for path in results.glob("*.json"):  # as a run made before a ship would label itself afterwards
-        path.write_text(json.dumps({**json.loads(path.read_text()), "recipe": "shipped", "change": []}))
-    recipes = nl.gather(results)
-    assert [r["recipe"] for r in recipes] == ["shipped", "augment.hed_sigma=0.2"]
-    assert recipes[1]["outer"][TUPAC]["balanced_accuracy"] == pytest.approx(0.800)  # its own held-out arm
+    before = nl.render(nl.gather(results))
+    monkeypatch.setattr(held_out, "SHIPPED", [*SHIPPED, *SIGMA])  # the candidate ships
+    assert nl.render(nl.gather(results)) == before
     assert nl.run_name([], XR, 0) == f"{recipe_slug(SHIPPED)}-on-hamamatsu-xr-s0"
+
+
+def test_a_folder_whose_unchanged_runs_trained_two_recipes_is_refused(tmp_path: Path) -> None:
+    results = study(tmp_path)
+    for path in results.glob("*hed-sigma-0.2*.json"):  # as a study made after a ship would record itself
+        path.write_text(json.dumps({**json.loads(path.read_text()), "change": []}))
+    with pytest.raises(ValueError, match="more than one recipe"):
+        nl.gather(results)
+
+
+def test_a_pick_worse_held_out_fails_the_rule(tmp_path: Path) -> None:
+    results = study(tmp_path)
+    for seed in range(2):  # the candidate, picked for TUPAC16, falls well below the reference there
+        outer_run(tmp_path, SIGMA, TUPAC, seed, 0.70 + 0.01 * seed)
+    text = nl.render(nl.gather(results))
+    assert "TUPAC16: augment.hed_sigma=0.2 (-0.070, -0.070 lower)" in text
+    assert "beyond the seed spread: no" in text and "**Not met.**" in text
