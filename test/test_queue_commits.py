@@ -201,3 +201,19 @@ def test_a_committed_table_is_rewritten_by_the_checkouts_own_code(checkout: Path
     # what the regeneration wrote beside it (the curves) comes along, though the commit did not name it
     assert "ablation_curves.png" in git(checkout, "show", "--name-only", "--format=", "HEAD")
     assert git(checkout, "status", "--porcelain", "--", "benchmarks/results/ablation-x") == ""
+
+
+def test_a_committing_driver_leaves_its_tables_as_committed(tmp_path: Path) -> None:
+    """A queue's driver runs from a pinned worktree: after its commits (whose tables the checkout's own
+    code made) it must not write them again with the worktree's code."""
+    from argparse import Namespace
+
+    from benchmarks.driver import plan_then_tables
+
+    written: list[Path] = []
+    args = Namespace(dry_run=False, table_only=False, results=tmp_path / "r", commit=True)
+    assert plan_then_tables(args, lambda a: None, lambda r: written.append(r) or "") == 0
+    assert written == []
+    args.commit = False
+    plan_then_tables(args, lambda a: None, lambda r: written.append(r) or "")
+    assert written == [tmp_path / "r"]
