@@ -172,7 +172,7 @@ def _held_out(root: Path, committing: list[Path]) -> list[Path]:
               "python -m benchmarks.held_out")]
     nested = root / "benchmarks/results/nested_lodo"
     if any(nested.glob("*.json")):
-        pages.append(([Path("benchmarks/results") / name for name in nested_lodo.OUTPUTS],
+        pages.append(([held_out.RESULTS / name for name in nested_lodo.OUTPUTS],
                       lambda: nested_lodo.write_outputs(nested), "python -m benchmarks.nested_lodo --table-only"))
     taken = {p.resolve() for p in committing}  # what the caller's own driver wrote is no one's half-done edit
     changed: list[Path] = []

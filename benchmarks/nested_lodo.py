@@ -51,6 +51,7 @@ from benchmarks.driver import (
     raw_result,
     train_planned,
 )
+from benchmarks.goals import domain_means
 from benchmarks.spread import against, fmt, mean_sd
 
 RESULTS = REPO / "benchmarks/results/nested_lodo"
@@ -145,11 +146,8 @@ def gather(results: Path) -> list[dict[str, Any]]:
     recipes = grouped(records, lambda r: tuple(held_out.recipe_change(r["config"], reference)))
     arms = {tuple(held_out.recipe_change(h["full"][0]["config"], reference)): h["full"]
             for h in held_out.gather(results.parents[2])}
-    return [{"recipe": " ".join(change) or REFERENCE, "runs": recipes[change],
-             "outer": {dom: {k: mean_sd([r["student"]["test"][k] for r in rs])[0] for k in METRICS}
-                       for dom, rs in grouped(arms.get(change, []), lambda r: r["held_out"]).items()},
-             "outer_seeds": {dom: [r["student"]["test"]["balanced_accuracy"] for r in rs]
-                             for dom, rs in grouped(arms.get(change, []), lambda r: r["held_out"]).items()}}
+    return [{"recipe": " ".join(change) or REFERENCE, "runs": recipes[change], "full": arms.get(change, []),
+             "outer": domain_means(arms.get(change, []))}
             for change in sorted(recipes, key=lambda c: (bool(c), c))]
 
 
@@ -158,14 +156,12 @@ def picks(recipes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     shipped = next((r for r in recipes if r["recipe"] == REFERENCE), None)
     out: dict[str, dict[str, Any]] = {}
     for dom in DOMAINS:
-        base = inner_scores(shipped["runs"], dom, "balanced_accuracy") if shipped else []
-        calls = {r["recipe"]: against(inner_scores(r["runs"], dom, "balanced_accuracy"), base, "the reference")
-                 for r in recipes if r["recipe"] != REFERENCE}
+        inner = {r["recipe"]: inner_scores(r["runs"], dom, "balanced_accuracy") for r in recipes}
+        base = inner.get(REFERENCE, [])
+        calls = {name: against(values, base, "the reference") for name, values in inner.items() if name != REFERENCE}
         higher = [r for r in recipes if calls.get(r["recipe"], "").endswith(" higher")]
-        best = max(higher, key=lambda r: mean_sd(inner_scores(r["runs"], dom, "balanced_accuracy"))[0],
-                   default=shipped)
-        complete = len(base) >= 2 and all(len(inner_scores(r["runs"], dom, "balanced_accuracy")) >= 2
-                                          for r in recipes)
+        best = max(higher, key=lambda r: mean_sd(inner[r["recipe"]])[0], default=shipped)
+        complete = len(base) >= 2 and all(len(values) >= 2 for values in inner.values())
         out[dom] = {"calls": calls, "pick": best["recipe"] if best and complete else None}
     return out
 
@@ -213,7 +209,10 @@ def verdict(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) ->
         return "**The picks.** A picked or the reference recipe lacks its held-out Full arm on some domain: no verdict."
     gain = {dom: by[c["pick"]]["outer"][dom]["balanced_accuracy"] - ref["outer"][dom]["balanced_accuracy"]
             for dom, c in chosen.items()}
-    calls = {dom: against(by[c["pick"]]["outer_seeds"][dom], ref["outer_seeds"][dom], "the reference")
+    def seeds(recipe: dict[str, Any], dom: str) -> list[float]:
+        return [r["student"]["test"]["balanced_accuracy"] for r in recipe["full"] if r["held_out"] == dom]
+
+    calls = {dom: against(seeds(by[c["pick"]], dom), seeds(ref, dom), "the reference")
              for dom, c in chosen.items() if c["pick"] != REFERENCE}
     mean_gain = float(np.mean(list(gain.values())))
     rule = {"a candidate is picked for at least one held-out domain": bool(calls),
