@@ -15,8 +15,9 @@ from typing import Any
 
 from amf import CLASS_NAMES
 from amf.errors import ModelDirError
+from amf.stain import StainTarget
 
-FORMAT_VERSION = 2  # the newest format this code reads; see format_needed for what it writes
+FORMAT_VERSION = 3  # the newest format this code reads; see format_needed for what it writes
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
 TTA_VIEWS = ("none", "flip2", "dihedral4", "dihedral8")
@@ -42,6 +43,11 @@ class ModelCard:
     @property
     def center_crop(self) -> int:
         return int(self.card.get("center_crop") or 0)
+
+    @property
+    def stain(self) -> StainTarget | None:
+        """The LAB target each patch's colours are mapped onto (``stain_norm``), or None."""
+        return StainTarget.from_card(self.card.get("stain_norm"))
 
     @property
     def resize_to(self) -> int | None:
@@ -101,13 +107,17 @@ def weights_sha256(path: str | Path, card: dict[str, Any]) -> str:
 
 
 def format_needed(card: dict[str, Any]) -> int:
-    """1 for a single network used as is; 2 once the card holds what a format-1 reader would ignore."""
+    """1 for a single network used as is; 2 once the card holds what a format-1 reader would ignore; 3 with
+    stain normalisation, which a format-2 reader would ignore."""
+    if StainTarget.from_card(card.get("stain_norm"), "model card") is not None:
+        return 3
     return 2 if (card.get("members") or card.get("calibration") or card.get("center_crop")
                  or card.get("resize_to")) else 1
 
 
 def check_extensions(card: dict[str, Any], where: str) -> None:
-    """The format-2 keys, where present: members, calibration, center_crop, resize_to."""
+    """The keys after format 1, where present: members, calibration, center_crop, resize_to (format 2),
+    stain_norm (format 3)."""
     members = card.get("members")
     if members is not None and (not isinstance(members, list) or not all(isinstance(m, dict) for m in members)):
         raise ModelDirError(f"{where}: members must be a list of objects, one per network")
@@ -124,6 +134,7 @@ def check_extensions(card: dict[str, Any], where: str) -> None:
     if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or resize < 1):
         raise ModelDirError(f"{where}: resize_to must be a positive integer (the network's input side), "
                             f"got {resize!r}")
+    StainTarget.from_card(card.get("stain_norm"), where)
 
 
 def _number(value: Any) -> bool:

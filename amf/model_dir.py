@@ -11,7 +11,8 @@ safetensors file, keys prefixed ``member.<k>.``, stored in fp16 and upcast to fp
 members' calibrated probabilities are averaged), ``calibration`` (a temperature or Platt's scale
 and bias, applied to each member's logits), ``center_crop`` (> 0) and ``resize_to`` (a ViT's
 native input side: the input_size patch is resized to it on the device). A directory is written in
-the lowest format that holds it, so a plain single network stays format 1.
+the lowest format that holds it, so a plain single network stays format 1. Format 3 adds
+``stain_norm`` (Reinhard's LAB target, :mod:`amf.stain`), which a format-2 reader would ignore.
 ``architecture.backbone_kwargs`` (the timm keyword arguments of a ViT) needs no new format: a
 reader without it fails the strict load.
 """
@@ -46,6 +47,7 @@ from amf.card import (  # noqa: F401  (read_card, format_needed, TTA_VIEWS: this
 from amf.errors import ModelDirError
 from amf.network import AtypicalClassifier, MemberEnsemble, create_model
 from amf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from amf.stain import StainTarget
 
 MEMBER_PREFIX = "member.{}."
 
@@ -74,7 +76,8 @@ def make_card(model: AtypicalClassifier, *, backbone: str, drop_rate: float, inp
               threshold_source: str, tta: str, provenance: dict[str, Any] | None = None,
               metrics: dict[str, Any] | None = None, mean: tuple[float, ...] = IMAGENET_MEAN,
               std: tuple[float, ...] = IMAGENET_STD, center_crop: int = 0,
-              backbone_kwargs: dict[str, Any] | None = None, resize_to: int | None = None) -> dict[str, Any]:
+              backbone_kwargs: dict[str, Any] | None = None, resize_to: int | None = None,
+              stain: StainTarget | None = None) -> dict[str, Any]:
     """Every key of ``model.json`` but those :func:`save_model_dir` adds (version, parameters, weights).
 
     ``resize_to``: the network's input side where the input_size patch is resized on the device (a ViT's
@@ -83,6 +86,7 @@ def make_card(model: AtypicalClassifier, *, backbone: str, drop_rate: float, inp
         "architecture": architecture_of(model, backbone, drop_rate, backbone_kwargs),
         "input_size": int(input_size),
         "center_crop": int(center_crop),
+        **({"stain_norm": stain.to_card()} if stain else {}),
         **({"resize_to": int(resize_to)} if resize_to else {}),
         "mean": list(mean),
         "std": list(std),
@@ -93,6 +97,8 @@ def make_card(model: AtypicalClassifier, *, backbone: str, drop_rate: float, inp
         "tta": tta,
         "preprocessing": PREPROCESSING + (f"; then the central {center_crop} px resized (bilinear) back to input_size"
                                           if center_crop else "")
+        + ("; then each patch's LAB mean and std (taken before the crop) mapped onto stain_norm's target (Reinhard)"
+           if stain else "")
         + (f"; after normalisation, bilinear resize to {resize_to}×{resize_to} on the device" if resize_to else ""),
         "provenance": provenance or {},
         "metrics": metrics or {},

@@ -134,7 +134,7 @@ class OnnxPredictor(ModelCard):
         return session
 
     def prepare(self, pages: Any) -> np.ndarray:
-        return prepare_pages(pages, self.input_size, self.center_crop)
+        return prepare_pages(pages, self.input_size, self.center_crop, self.stain)
 
     def predict_prepared(self, prepared: np.ndarray) -> np.ndarray:
         """P(atypical) of prepared uint8 N×S×S×3 patches, the mean over the TTA views (float64)."""

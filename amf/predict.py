@@ -154,7 +154,7 @@ class Predictor:
         return cls(load_model_dir(path, pick_device(device)), tta=tta)
 
     def prepare(self, pages: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        return prepare_pages(pages, self.loaded.input_size, self.loaded.center_crop)
+        return prepare_pages(pages, self.loaded.input_size, self.loaded.center_crop, self.loaded.stain)
 
     def predict_proba(self, pages: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         probs = predict_proba(

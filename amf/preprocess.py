@@ -8,6 +8,8 @@ Two steps, kept apart because training augments between them:
    pixel spacing, so resizing would change the apparent size of the nucleus. An optional
    ``center_crop`` (0 = off; recorded in ``model.json``) then keeps only the central
    ``center_crop`` pixels and upscales them back to the input size, for models trained that way.
+   A model trained with stain normalisation (``stain_norm`` in ``model.json``, :mod:`amf.stain`) has
+   each patch's colours mapped onto its target last, from the statistics of the whole fitted patch.
 2. :func:`normalize` turns a uint8 NHWC batch into the float NCHW tensor the network eats and,
    for a network with a native input size (a ViT, ``resize_to`` in ``model.json``), resizes it
    there, on the device (:func:`resize_batch`). Every page is resized by the same factor, so
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from amf.errors import InputError
+from amf.stain import StainTarget, lab_stats, normalize_stains
 
 if TYPE_CHECKING:  # torch is imported where a function needs it: the ONNX Runtime engine never loads it
     import torch
@@ -92,16 +95,21 @@ def crop_and_upscale(patch: np.ndarray, crop: int) -> np.ndarray:
     return np.array(centre.resize((size, size), Image.Resampling.BILINEAR))
 
 
-def prepare_page(page: np.ndarray, size: int, center_crop: int = 0) -> np.ndarray:
-    """One page of any kind as the size×size×3 uint8 patch the model sees."""
-    return crop_and_upscale(fit_to_size(to_rgb_uint8(page), size), center_crop)
+def prepare_page(page: np.ndarray, size: int, center_crop: int = 0, stain: StainTarget | None = None) -> np.ndarray:
+    """One page of any kind as the size×size×3 uint8 patch the model sees. With ``stain``, its colours
+    are mapped onto that target from the statistics of the whole fitted patch, taken before the crop:
+    training does the same in two steps (``training.data``), from cached fitted patches."""
+    fitted = fit_to_size(to_rgb_uint8(page), size)
+    patch = crop_and_upscale(fitted, center_crop)
+    return patch if stain is None else normalize_stains(patch[None], lab_stats(fitted[None]), stain)[0]
 
 
-def prepare_pages(pages: Sequence[np.ndarray] | np.ndarray, size: int, center_crop: int = 0) -> np.ndarray:
+def prepare_pages(pages: Sequence[np.ndarray] | np.ndarray, size: int, center_crop: int = 0,
+                  stain: StainTarget | None = None) -> np.ndarray:
     """Pages of any kind as one N×size×size×3 uint8 array."""
     if len(pages) == 0:
         return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([prepare_page(p, size, center_crop) for p in pages])
+    return np.stack([prepare_page(p, size, center_crop, stain) for p in pages])
 
 
 VIEW_COUNTS = {"none": 1, "flip2": 2, "dihedral4": 4, "dihedral8": 8}

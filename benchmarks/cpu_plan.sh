@@ -32,7 +32,7 @@
 # scripts/ship_model.sh runs/ensemble/model. `nested` (only when named): the shipped recipe and its stain
 # variants each trained on one domain alone and scored on the others (2 seeds, 3 domains, 18 runs of 2-10
 # minutes), the inner evidence of leave-one-domain-out validation nested inside the held-out test
-# (benchmarks/nested_lodo.py).
+# (benchmarks/nested_lodo.py); with CPU_PLAN_CANDIDATE, that change against the recipe shipped now.
 #
 # Training runs from a worktree pinned at HEAD when the queue starts (CPU_PLAN_WORKTREE, default
 # ../amf-cpu-plan), so edits in this checkout never change the code under a run; each JSON records
@@ -187,8 +187,17 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       echo "warning: could not set $results against the shipped ensemble; rerun:" \
            "python -m benchmarks.oof_against $results --commit" >&2
   }
-  nested() { "$py" -m benchmarks.nested_lodo "${dry[@]}" --commit --results "$repo/benchmarks/results/nested_lodo" \
-               --runs "$runs/nested_lodo" "${common[@]}"; }
+  # With CPU_PLAN_CANDIDATE, that change against the recipe shipped now, a study of its own (a reference
+  # is the recipe shipped when its runs were made): benchmarks/results/nested_lodo-<shipped settings>/.
+  nested() {
+    local results="$repo/benchmarks/results/nested_lodo" candidate=()
+    if [[ -n ${CPU_PLAN_CANDIDATE:-} ]]; then
+      results="$results-$("$py" -m benchmarks.answers --slug)"
+      candidate=(--candidate "$CPU_PLAN_CANDIDATE" --borrow-from "$repo/benchmarks/results/nested_lodo")
+    fi
+    "$py" -m benchmarks.nested_lodo "${dry[@]}" --commit --results "$results" --runs "$runs/nested_lodo" \
+      "${candidate[@]}" "${common[@]}"
+  }
   for stage in "${stages[@]}"; do
     case $stage in
       attention-imbalance) choices attention imbalance ;;

@@ -170,10 +170,11 @@ def _held_out(root: Path, committing: list[Path]) -> list[Path]:
         return []  # a checkout without the shipped recipe's ablation has nothing to set recipes against
     pages = [([held_out.RESULTS / name for name in held_out.OUTPUTS], lambda: held_out.write(root),
               "python -m benchmarks.held_out")]
-    nested = root / "benchmarks/results/nested_lodo"
-    if any(nested.glob("*.json")):
-        pages.append(([held_out.RESULTS / name for name in nested_lodo.OUTPUTS],
-                      lambda: nested_lodo.write_outputs(nested), "python -m benchmarks.nested_lodo --table-only"))
+    for nested in sorted((root / held_out.RESULTS).glob(f"{nested_lodo.RESULTS.name}*/")):
+        if any(nested.glob("*.json")):
+            pages.append(([held_out.RESULTS / p.name for p in nested_lodo.outputs(nested)],
+                          lambda nested=nested: nested_lodo.write_outputs(nested),
+                          f"python -m benchmarks.nested_lodo --table-only --results {held_out.RESULTS / nested.name}"))
     taken = {p.resolve() for p in committing}  # what the caller's own driver wrote is no one's half-done edit
     changed: list[Path] = []
     for paths, write, command in pages:

@@ -153,11 +153,11 @@ def test_format_versions(tmp_path: Path) -> None:
     assert card["format_version"] == 2 and len(card["members"]) == 2 and card["calibration"] == CALIBRATION
     assert isinstance(load_model_dir(v2).model, MemberEnsemble)
     assert format_needed({"center_crop": 64}) == 2 and format_needed({"center_crop": 0}) == 1
-    newer = make_model_dir(tmp_path / "v3", format_version=3)
+    newer = make_model_dir(tmp_path / "v4", format_version=4)
     with pytest.raises(ModelDirError) as err:
         load_model_dir(newer)
     message = str(err.value)
-    assert "\n" not in message and "format 3" in message and "update the code" in message
+    assert "\n" not in message and "format 4" in message and "update the code" in message
     write_job(tmp_path / "in", synthetic_pages(2))
     proc = subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(tmp_path / "in"), "--output",
                            str(tmp_path / "out"), "--model", str(newer), "--quiet"], capture_output=True, text=True,
@@ -491,7 +491,9 @@ def test_weak_labels_come_back_from_the_manifests_only_while_they_match_the_fold
     assert members_config(tmp_path, older) is None  # neither: no breakdown, no failure
 
 
-@pytest.mark.parametrize(("key", "value"), [("center_crop", 48), ("input_size", 96), ("mean", [0.5, 0.5, 0.5])])
+@pytest.mark.parametrize(("key", "value"), [("center_crop", 48), ("input_size", 96), ("mean", [0.5, 0.5, 0.5]),
+                                          ("stain_norm", {"method": "reinhard", "target_mean": [60, 10, -5],
+                                                          "target_std": [12, 6, 4]})])
 def test_members_that_see_their_input_differently_are_refused(ensemble_run: tuple[Path, Path], tmp_path: Path,
                                                               key: str, value: object) -> None:
     import shutil

@@ -148,3 +148,37 @@ def test_a_pick_worse_held_out_fails_the_rule(tmp_path: Path) -> None:
     text = nl.render(nl.gather(results))
     assert "TUPAC16: augment.hed_sigma=0.2 (-0.070, -0.070 lower)" in text
     assert "beyond the seed spread: no" in text and "**Not met.**" in text
+
+
+def test_a_study_after_a_ship_has_a_page_of_its_own_named_after_its_folder(tmp_path: Path) -> None:
+    first = study(tmp_path)
+    later = first.rename(first.with_name("nested_lodo-after-a-ship"))
+    assert nl.main(["--table-only", "--results", str(later)]) == 0
+    page = later.parent / "nested_lodo-after-a-ship.md"
+    assert "`python -m benchmarks.nested_lodo --table-only --results benchmarks/results/nested_lodo-after-a-ship`" \
+        in page.read_text()
+    assert (later.parent / "nested_lodo-after-a-ship.png").is_file() and not (later.parent / "nested_lodo.md").exists()
+
+
+def test_a_later_study_borrows_only_runs_that_train_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reference of a study made after a ship was a candidate before: its runs are copied, not retrained."""
+    from benchmarks.driver import planned_config
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    cmd = nl.train_command(Path("runs/x"), [], XR, 0, 15, ["run.threads=2"])
+    record = {"recipe": "augment.hed_sigma=0.2", "change": SIGMA, "trained_on": XR, "seed": 0,
+              "config": planned_config(cmd).to_dict(), "scored_on": {}}
+    (earlier / "a.json").write_text(json.dumps(record))
+    assert nl.borrowable(earlier, cmd, XR, 0) == record
+    assert nl.borrowable(earlier, cmd, XR, 1) is None and nl.borrowable(earlier, cmd, S360, 0) is None
+    assert nl.borrowable(None, cmd, XR, 0) is None
+    other = nl.train_command(Path("runs/x"), ["data.stain_norm=reinhard"], XR, 0, 15, ["run.threads=2"])
+    assert nl.borrowable(earlier, other, XR, 0) is None  # another recipe trains otherwise
+    out = tmp_path / "benchmarks/results/nested_lodo-later"
+    nl.main(["--dry-run", "--results", str(out), "--borrow-from", str(earlier), "--candidate",
+             "data.stain_norm=reinhard", "--seeds", "1", "run.threads=2"])
+    planned = capsys.readouterr().out
+    assert not out.exists()  # a dry run writes nothing
+    assert f"borrowed: {nl.run_name([], XR, 0)} from" in planned and planned.count("borrowed:") == 1
+    assert f"to run: {nl.run_name(['data.stain_norm=reinhard'], XR, 0)}" in planned

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from amf.stain import METHODS as STAIN_METHODS
+
 log = logging.getLogger(__name__)
 WEAK_LABELS = ("Scanner", "Origin", "Species", "Tumor")
 
@@ -28,6 +30,9 @@ class DataConfig:
     # >0: the central center_crop px upscaled back to input_size (amf.preprocess); in model.json. 64 beat
     # the full patch on validation (benchmarks/results/crop.md); 0 keeps the whole patch.
     center_crop: int = 64
+    # reinhard: each patch's LAB mean and std mapped onto the training patches' mean (amf.stain), at
+    # inference too (model.json's stain_norm); none: the colours as scanned
+    stain_norm: str = "none"
     weak_labels: list[str] = field(default_factory=lambda: list(WEAK_LABELS))
     split: str = "holdout"  # holdout | kfold | lodo | none
     val_fraction: float = 0.15  # one of round(1/f) slide-grouped folds; the log states the real share
@@ -148,7 +153,7 @@ _NOT_IN_DIGEST = {"run": ("out", "resume", "progress", "device", "threads", "com
                   "data": ("cache_dir",)}
 # Settings added after runs were made: at these values they change nothing, so they stay out of the
 # digest and older checkpoints still resume.
-SETTINGS_ADDED_LATER = {"data": {"center_crop": 0}}
+SETTINGS_ADDED_LATER = {"data": {"center_crop": 0, "stain_norm": "none"}}
 SETTINGS_ADDED_LATER["model"] = {"backbone_kwargs": {}, "resize": -1, "lora": dataclasses.asdict(LoraConfig())}
 
 
@@ -188,6 +193,8 @@ class Config:
                              f"got {self.data.center_crop}" + (f" (the default); with data.input_size="
                              f"{self.data.input_size} set data.center_crop=0 or a smaller side"
                              if self.data.center_crop == DataConfig.center_crop else ""))
+        if self.data.stain_norm not in STAIN_METHODS:
+            raise ValueError(f"data.stain_norm must be one of {', '.join(STAIN_METHODS)}, got {self.data.stain_norm!r}")
         if self.align.normalize not in ("standardize", "none"):
             raise ValueError(f"align.normalize must be standardize or none, got {self.align.normalize!r}")
         if self.optim.loss == "focal" and self.optim.label_smoothing:

@@ -19,6 +19,8 @@ import numpy as np
 
 from amf.errors import InputError
 from amf.manifest import decode_image, read_cases
+from amf.preprocess import crop_and_upscale
+from amf.stain import StainTarget, fit_target, lab_stats, normalize_stains
 
 log = logging.getLogger(__name__)
 UNKNOWN = -1
@@ -32,6 +34,10 @@ class PatchSet:
     labels: np.ndarray  # 0 normal, 1 atypical
     slides: np.ndarray  # str; a slide id unique across manifests
     meta: dict[str, np.ndarray]  # weak label -> str values, "" where unknown
+    # Per patch, the LAB mean and std of the whole fitted patch (N×2×3), where stain normalisation is to
+    # follow (apply_stain_target); the target once it has been applied.
+    stain_stats: np.ndarray | None = None
+    stain_target: StainTarget | None = None
     codes: dict[str, np.ndarray] = field(init=False)  # weak label -> int code, -1 where unknown
     vocab: dict[str, list[str]] = field(init=False)
 
@@ -48,7 +54,8 @@ class PatchSet:
 
     def subset(self, idx: np.ndarray) -> PatchSet:
         return PatchSet(self.images[idx], self.labels[idx], self.slides[idx],
-                        {k: v[idx] for k, v in self.meta.items()})
+                        {k: v[idx] for k, v in self.meta.items()},
+                        None if self.stain_stats is None else self.stain_stats[idx], self.stain_target)
 
     def site_codes(self) -> np.ndarray:
         """One code per combination of known weak labels, -1 when none is known (for cross-domain mixing)."""
@@ -74,12 +81,41 @@ def summarize(labels: np.ndarray, slides: np.ndarray, meta: dict[str, np.ndarray
 
 
 def read_manifests(manifests: list[str], image_dirs: list[str], weak_labels: list[str], size: int,
-                   cache_dir: str | None = None, center_crop: int = 0) -> PatchSet:
+                   cache_dir: str | None = None, center_crop: int = 0, stain_norm: str = "none") -> PatchSet:
     """Read and combine manifests; decode every image once (cached as .npy keyed by content), as
-    :func:`amf.preprocess.prepare_page` makes it for the model (``center_crop`` included)."""
+    :func:`amf.preprocess.prepare_page` makes it for the model (``center_crop`` included).
+
+    With ``stain_norm`` (not "none") the patches keep their scanned colours and carry the statistics
+    prepare_page takes from the whole fitted patch; :func:`apply_stain_target` finishes the job once the
+    split says which patches the target may come from."""
     paths, labels, slides, meta = read_rows(manifests, image_dirs, weak_labels)
-    images = _load_images(paths, size, cache_dir or None, center_crop)
-    return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()})
+    stats = None
+    if stain_norm == "none":
+        images = _load_images(paths, size, cache_dir or None, center_crop)
+    else:
+        fitted = _load_images(paths, size, cache_dir or None)
+        stats = lab_stats(fitted)
+        images = np.stack([crop_and_upscale(p, center_crop) for p in fitted]) if center_crop else fitted
+    return PatchSet(images, np.array(labels, np.int64), np.array(slides), {k: np.array(v) for k, v in meta.items()},
+                    stats)
+
+
+def fit_stain_target(data: PatchSet, rows: np.ndarray) -> StainTarget:
+    """The stain target from the patches at ``rows``: those a run may fit or validate on, never a
+    held-out domain's. Only colour statistics are read, no label."""
+    if data.stain_stats is None:
+        raise ValueError("these patches were read without stain statistics (read_manifests stain_norm)")
+    return fit_target(data.stain_stats[rows])
+
+
+def apply_stain_target(data: PatchSet, target: StainTarget) -> None:
+    """Map every patch onto ``target`` in place, as amf.preprocess.prepare_page does at inference."""
+    if data.stain_stats is None:
+        raise ValueError("these patches were read without stain statistics (read_manifests stain_norm)")
+    if data.stain_target is not None:
+        raise ValueError(f"these patches are stain-normalised already (onto {data.stain_target})")
+    data.images = normalize_stains(data.images, data.stain_stats, target)
+    data.stain_target = target
 
 
 def read_rows(manifests: list[str], image_dirs: list[str],

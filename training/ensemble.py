@@ -218,8 +218,9 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], pool: dict
         for key in ("architecture", "input_size", "mean", "std"):
             if one.card[key] != first[key]:
                 raise AmfError(f"{run}/model differs from fold 0 in {key}; the members must share it")
-        if (one.card.get("center_crop") or 0) != (first.get("center_crop") or 0):
-            raise AmfError(f"{run}/model differs from fold 0 in center_crop; the members must share it")
+        for key in ("center_crop", "stain_norm"):  # absent and off alike
+            if (one.card.get(key) or 0) != (first.get(key) or 0):
+                raise AmfError(f"{run}/model differs from fold 0 in {key}; the members must share it")
     k = len(runs)
     member_cards = [{"fold": i, "of": k, "run": str(run), "threshold_alone": one.card["threshold"],
                      "trained_on": {key: one.card["provenance"].get("data", {}).get("train", {}).get(key)
@@ -247,7 +248,8 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], pool: dict
                                                                   "ece_before", "ece_after", "nll_before",
                                                                   "nll_after", "calibration_choice")}},
                      mean=tuple(first["mean"]), std=tuple(first["std"]),
-                     backbone_kwargs=arch.get("backbone_kwargs"), resize_to=first.get("resize_to"))
+                     backbone_kwargs=arch.get("backbone_kwargs"), resize_to=first.get("resize_to"),
+                     stain=loaded[0].stain)
     card["ensemble"] = ("P(atypical) is the mean of the members' calibrated probabilities (over the TTA views too); "
                         "threshold and calibration were fitted on single members' out-of-fold predictions and are "
                         "applied to that average (how far that carries over, measured where all members left a "

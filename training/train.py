@@ -36,7 +36,15 @@ from amf.preprocess import ModelInput
 from amf.provenance import git_state
 from training import plots
 from training.config import Config, load_config, save_config
-from training.data import BatchSampler, PatchSet, Split, make_split, read_manifests
+from training.data import (
+    BatchSampler,
+    PatchSet,
+    Split,
+    apply_stain_target,
+    fit_stain_target,
+    make_split,
+    read_manifests,
+)
 from training.pretrained import load_pretrained
 from training.recipe import MixAlignDistil
 
@@ -196,9 +204,15 @@ def train(cfg: Config) -> dict[str, Any]:
 
 def _load_data(cfg: Config) -> tuple[PatchSet, Split]:
     d = cfg.data
-    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop)
+    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop,
+                          d.stain_norm)
     split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
                        lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)
+    if d.stain_norm != "none":
+        # From every patch but the held-out test ones: the K folds of one ensemble share one target.
+        target = fit_stain_target(data, np.concatenate([split.train, split.val]))
+        apply_stain_target(data, target)
+        log.info("stain normalisation (%s) onto LAB mean %s, std %s", d.stain_norm, target.mean, target.std)
     log.info("data: %s", json.dumps(data.summary()))
     log.info("split: %s -> train %d, val %d, test %d", split.description, len(split.train), len(split.val),
              len(split.test))
@@ -286,7 +300,7 @@ def _finish(cfg: Config, data: PatchSet, split: Split, algo: MixAlignDistil, out
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     card = make_card(student, backbone=spec.architecture, backbone_kwargs=spec.kwargs, drop_rate=cfg.model.drop_rate,
-                     input_size=cfg.data.input_size, center_crop=cfg.data.center_crop,
+                     input_size=cfg.data.input_size, center_crop=cfg.data.center_crop, stain=data.stain_target,
                      mean=algo.inputs.mean, std=algo.inputs.std, resize_to=algo.inputs.resize_to,
                      threshold=results["student"]["threshold"],
                      threshold_source="maximises balanced accuracy on the validation split" if len(split.val)
