@@ -54,7 +54,7 @@ RESULTS = REPO / "benchmarks/results"
 SHIPPED_ARM = "Full"  # the ablation arm that trains the shipped recipe
 # Settings that make the recipe; the split, the seed and where things go do not.
 _RECIPE_SECTIONS = ("model", "mix", "align", "distil", "optim", "augment")
-_RECIPE_DATA_KEYS = ("input_size", "center_crop", "weak_labels")
+_RECIPE_DATA_KEYS = ("input_size", "center_crop", "stain_norm", "weak_labels")
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -158,6 +158,8 @@ def summary_table(card: dict[str, Any], model_dir: Path) -> str:
                      f"{train.get('slides')} slides, {data.get('split', '')}")),
             ("input", f"{card['input_size']}×{card['input_size']} RGB"
                       + (f", centre {card['center_crop']} px upscaled back" if card.get("center_crop") else "")
+                      + (f"; Reinhard stain normalisation per patch onto LAB mean {stain['target_mean']}, std "
+                         f"{stain['target_std']}" if (stain := card.get("stain_norm")) else "")
                       + f"; mean {card['mean']}, std {card['std']}"),
             ("output", "P(atypical)" + (" = mean over the members" if members else "")
                        + f" of {calibration_formula(card.get('calibration'))}"

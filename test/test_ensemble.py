@@ -732,6 +732,8 @@ def test_model_card_words_for_the_pretrained_source_and_older_ensemble_cards() -
 
 def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run: tuple[Path, Path],
                                                                     tmp_path: Path) -> None:
+    import shutil
+
     from amf.card import weights_sha256
     from benchmarks.model_card import main, recipe_differences
 
@@ -778,6 +780,16 @@ def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run:
     # a setting that the code which wrote a config did not have yet reads as off, the value it was added at
     assert recipe_differences({"data": {"center_crop": 64}}, {"data": {}}) == ["data.center_crop 64 vs 0"]
     assert recipe_differences({"data": {"center_crop": 0}}, {"data": {}}) == []
+    assert recipe_differences({"data": {"stain_norm": "reinhard"}}, {"data": {}}) == [
+        "data.stain_norm 'reinhard' vs 'none'"]
+    # a stain-normalised model's card says what its input goes through
+    stained = tmp_path / "model-stained"
+    shutil.copytree(out / "model", stained)
+    target = {"method": "reinhard", "target_mean": [60.5, 12.0, -4.0], "target_std": [15.0, 6.0, 4.5]}
+    (stained / "model.json").write_text(json.dumps({**card, "format_version": 3, "stain_norm": target}))
+    assert main(["--model", str(stained), "--ablation", str(ablation), "--out", str(md)]) == 0
+    assert "Reinhard stain normalisation per patch onto LAB mean [60.5, 12.0, -4.0], std [15.0, 6.0, 4.5]" \
+        in md.read_text()
     other = {"kind": "temperature", "temperature": 1.5} if card["calibration"]["kind"] != "temperature" else None
     transfer.write_text(json.dumps({"rows": [{**row, "calibration": other}]}))
     assert main(["--model", str(out / "model"), "--ablation", str(ablation), "--latency", str(latency),
