@@ -14,7 +14,10 @@ and receives every Markdown table of the named file, in order, separated by a bl
 second, ...), for a file whose later tables are too long to quote. A non-numeric selector takes a
 verdict instead of a table: ``<!-- begin: FILE#the-goal -->`` receives the paragraph of FILE that
 opens with ``**The goal**`` (the bold lead, lower-cased, each run of other characters a hyphen), so
-that prose can quote a generated sentence rather than retype what it says.
+that prose can quote a generated sentence rather than retype what it says; where no paragraph opens
+so, it receives the first table under the heading of that slug (``FILE#the-pick-per-held-out-domain``
+quotes the table under ``## The pick per held-out domain``), which stays right when the file gains a
+table above it, as a number would not.
 """
 
 from __future__ import annotations
@@ -49,19 +52,32 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def paragraph(markdown: str, lead: str) -> str:
+def paragraph(markdown: str, lead: str) -> str | None:
     """The paragraph of a Markdown text that opens with the bold lead whose slug is ``lead``."""
     for block in re.split(r"\n\s*\n", markdown):
         m = re.match(r"\*\*(.+?)\*\*", block.strip())
         if m and _slug(m[1]) == lead:
             return block.strip()
-    return f"(no paragraph opening with **{lead.replace('-', ' ')}**)"
+    return None
+
+
+def section_table(markdown: str, heading: str) -> str | None:
+    """The first table under the Markdown heading whose slug is ``heading``, before the next heading."""
+    parts = re.split(r"^(#{1,6} .*)$", markdown, flags=re.M)
+    for title, body in zip(parts[1::2], parts[2::2], strict=True):
+        if _slug(title.lstrip("#")) == heading:
+            found = tables(body)
+            return found.split("\n\n", 1)[0] if found else None
+    return None
 
 
 def _quote(markdown: str, selector: str) -> str:
     if not selector:
         return tables(markdown)
-    return tables(markdown, int(selector)) if selector.isdigit() else paragraph(markdown, selector)
+    if selector.isdigit():
+        return tables(markdown, int(selector))
+    found = paragraph(markdown, selector) or section_table(markdown, selector)
+    return found or f"(no paragraph opening with **{selector.replace('-', ' ')}**, nor a table under such a heading)"
 
 
 def sources(readme: str) -> list[str]:

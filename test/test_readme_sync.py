@@ -36,4 +36,18 @@ def test_a_block_can_take_a_generated_verdict_paragraph(tmp_path: Path) -> None:
     assert synced(readme, tmp_path) == ("<!-- begin: r.md#the-goal -->\n**The goal** (x): met on A;\nmissed on B.\n"
                                         "<!-- end: r.md#the-goal -->\n")
     missing = "<!-- begin: r.md#no-such -->\n<!-- end: r.md#no-such -->\n"
-    assert "(no paragraph opening with **no such**)" in synced(missing, tmp_path)
+    assert "(no paragraph opening with **no such**, nor a table under such a heading)" in synced(missing, tmp_path)
+
+
+def test_a_block_can_take_the_table_under_a_heading_wherever_it_moves(tmp_path: Path) -> None:
+    page = ("# Page\n\n## First part\n\n| a |\n|---|\n\n## The pick, per domain\n\ntext\n\n| b |\n|---|\n\n"
+            "| c |\n|---|\n")
+    (tmp_path / "r.md").write_text(page)
+    readme = "<!-- begin: r.md#the-pick-per-domain -->\nold\n<!-- end: r.md#the-pick-per-domain -->\n"
+    want = "<!-- begin: r.md#the-pick-per-domain -->\n| b |\n|---|\n<!-- end: r.md#the-pick-per-domain -->\n"
+    assert synced(readme, tmp_path) == want
+    # a table added above it moves every number, not the heading
+    (tmp_path / "r.md").write_text(page.replace("## First part\n", "## New\n\n| n |\n|---|\n\n## First part\n"))
+    assert synced(readme, tmp_path) == want
+    (tmp_path / "r.md").write_text("# Page\n\n## The pick, per domain\n\nno table yet\n")
+    assert "nor a table under such a heading" in synced(readme, tmp_path)
