@@ -76,3 +76,22 @@ def test_the_rows_are_labelled_with_their_domains_mean_stain_densities(tmp_path:
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines[:3]] == ["XR", "S360", "TUPAC16"]
     assert "mean stain density over 2 patches" in lines[0]  # XR has two; asked for five
+
+
+def test_stain_normalisation_maps_every_domain_onto_one_target_before_the_jitter(tmp_path: Path) -> None:
+    from amf.stain import lab_stats
+
+    rng = np.random.default_rng(1)
+    casts = {"XR": (30, -20, 10), "S360": (-30, 10, -20)}
+    decoded = {d: torch.from_numpy(np.clip(rng.normal(150, 30, (3, 24, 24, 3)) + c, 0, 255).astype(np.uint8))
+               .permute(0, 3, 1, 2).float() / 255 for d, c in casts.items()}
+    normed = augment_preview.reinhard_rows(decoded)
+    means = {d: lab_stats((x.permute(1, 2, 0)[None] * 255).round().to(torch.uint8).numpy())[0, 0]
+             for d, x in normed.items()}
+    raw = {d: lab_stats((x[:1].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())[0, 0]
+           for d, x in decoded.items()}
+    assert np.abs(raw["XR"] - raw["S360"]).max() > 10 > 1 > np.abs(means["XR"] - means["S360"]).max()
+    out = tmp_path / "preview.png"
+    assert augment_preview.main(["--manifest", str(manifest(tmp_path / "m")), "--sigma", "0.2", "--draws", "1",
+                                 "--size", "32", "--stain-norm", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0

@@ -11,6 +11,10 @@ jitter's scale: its bias is added to these). Then, for each ``--sigma`` (``augme
 setting as ``training/config.py``'s defaults: the same draws across sigmas, so a column pair differs
 only in the range. Picking a range that looks wrong here costs nothing; one that trains wrong
 costs a study.
+
+``--stain-norm`` adds a column of each patch after Reinhard normalisation (``data.stain_norm=reinhard``,
+:mod:`amf.stain`) onto the target of the patches drawn (a training run fits it on all of its patches),
+and the jitter then acts on that, as in training.
 """
 
 from __future__ import annotations
@@ -55,8 +59,19 @@ def stain_draws(images: torch.Tensor, sigmas: list[float], draws: int, seed: int
     return out
 
 
+def reinhard_rows(decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each domain's first patch mapped onto the target of all the patches drawn (N x 3 x H x W in [0, 1])."""
+    from amf.stain import fit_target, lab_stats, normalize_stains
+
+    as_uint8 = {d: (x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy() for d, x in decoded.items()}
+    target = fit_target(lab_stats(np.concatenate(list(as_uint8.values()))))
+    return {d: torch.from_numpy(normalize_stains(x[:1], lab_stats(x[:1]), target)[0]).permute(2, 0, 1).float() / 255
+            for d, x in as_uint8.items()}
+
+
 def plot(rows: dict[str, torch.Tensor], jittered: dict[float, torch.Tensor], bias: float, out: Path,
-         densities: dict[str, tuple[torch.Tensor, int]] | None = None) -> Path:
+         densities: dict[str, tuple[torch.Tensor, int]] | None = None,
+         normalised: dict[str, torch.Tensor] | None = None) -> Path:
     """One row per domain: its patch, then each sigma's draws (``jittered``: N x draws x 3 x H x W, N in
     the order of ``rows``); ``densities``: per domain, its patches' mean H, E, DAB densities and how many."""
     import matplotlib
@@ -68,11 +83,11 @@ def plot(rows: dict[str, torch.Tensor], jittered: dict[float, torch.Tensor], bia
 
     sigmas = list(jittered)
     draws = next(iter(jittered.values())).shape[1]
-    cols = 1 + len(sigmas) * draws
+    cols = 1 + bool(normalised) + len(sigmas) * draws
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.35 * cols, 1.5 * len(rows) + 0.5), squeeze=False)
     for r, (domain, image) in enumerate(rows.items()):
-        panels = [(image, "original")] + [(jittered[s][r, d], f"sigma {s:g}" if d == 0 else "")
-                                         for s in sigmas for d in range(draws)]
+        panels = [(image, "original"), *([(normalised[domain], "Reinhard")] if normalised else []),
+                  *[(jittered[s][r, d], f"sigma {s:g}" if d == 0 else "") for s in sigmas for d in range(draws)]]
         for c, (img, title) in enumerate(panels):
             ax = axes[r][c]
             ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
@@ -109,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="patch size as training decodes it")
     parser.add_argument("--density-patches", type=int, default=30,
                         help="patches per domain whose mean stain densities label its row (0: none)")
+    parser.add_argument("--stain-norm", action="store_true",
+                        help="show each patch after Reinhard normalisation too, and jitter that (data.stain_norm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("stain_preview.png"))
     args = parser.parse_args(argv)
@@ -129,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                  } if args.density_patches > 0 else {}
     for d, (mean, n) in densities.items():
         print("{}: mean stain density over {} patches: H {:.4f}, E {:.4f}, DAB {:.4f}".format(d, n, *mean.tolist()))
-    images = torch.stack(list(rows.values()))
+    normalised = reinhard_rows(decoded) if args.stain_norm else None
+    images = torch.stack(list((normalised or rows).values()))
     print(plot(rows, stain_draws(images, args.sigma, args.draws, args.seed, args.bias), args.bias, args.out,
-               densities))
+               densities, normalised))
     return 0
 
 
