@@ -137,13 +137,13 @@ def _term_shares(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for term in ("supervised", "align", "distil"):
         loss = [r[term] for r in rows if r.get(term) is not None]
         share = [r[f"grad_share/{term}"] for r in rows if r.get(f"grad_share/{term}") is not None]
+        # a short epoch (a run on one small domain) may hold no probe step: nan, not numpy's empty-mean warning
+        last = [r[f"grad_share/{term}"] for r in rows
+                if r.get(f"grad_share/{term}") is not None and r["epoch"] == rows[-1]["epoch"]]
         if loss:
             out[term] = {"loss_mean": float(np.mean(loss)),
                          "grad_share_mean": float(np.mean(share)) if share else math.nan,
-                         "grad_share_last_epoch": float(np.mean([r[f"grad_share/{term}"] for r in rows
-                                                                 if r.get(f"grad_share/{term}") is not None
-                                                                 and r["epoch"] == rows[-1]["epoch"]]))
-                         if share else math.nan}
+                         "grad_share_last_epoch": float(np.mean(last)) if last else math.nan}
     return out
 
 

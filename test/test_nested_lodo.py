@@ -182,3 +182,19 @@ def test_a_later_study_borrows_only_runs_that_train_alike(tmp_path: Path, capsys
     assert not out.exists()  # a dry run writes nothing
     assert f"borrowed: {nl.run_name([], XR, 0)} from" in planned and planned.count("borrowed:") == 1
     assert f"to run: {nl.run_name(['data.stain_norm=reinhard'], XR, 0)}" in planned
+
+
+def test_a_run_whose_last_epoch_holds_no_probe_step_records_nan_without_a_warning() -> None:
+    """One small domain makes short epochs: the gradient probe (every 20 steps) may miss the last one."""
+    import math
+    import warnings
+
+    from benchmarks.driver import _term_shares
+
+    rows = [{"epoch": 1, "step": 1, "supervised": 0.7, "distil": 0.1, "grad_share/distil": 0.2},
+            {"epoch": 2, "step": 2, "supervised": 0.5, "distil": 0.1}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shares = _term_shares(rows)
+    assert shares["distil"]["grad_share_mean"] == pytest.approx(0.2)
+    assert math.isnan(shares["distil"]["grad_share_last_epoch"]) and "align" not in shares
