@@ -51,6 +51,9 @@ ALIGNMENT_ANSWER = ["align.kind=mmd"]
 # the seed spread, and σ 0.4 +0.011: the best candidate higher than the shipped recipe. In-domain validation
 # saw no difference (stain.md; the 5-fold ensembles out of fold, ensemble-...-hed-sigma-0.2/against_shipped.md).
 STAIN_ANSWER = ["augment.hed_sigma=0.2"]
+# Not an answer: Reinhard stain normalisation at input (data.stain_norm=reinhard), checked by the same nested
+# rule against σ 0.2, was picked for TUPAC16 and XR held out but scored -0.029 on TUPAC16 held out, beyond the
+# spread: not met (benchmarks/results/nested_lodo-sampler-shuffle-loss-weighted-ce-center-crop-64-hed-sigma-0.2.md).
 
 SHIPPED = [*IMBALANCE_ANSWER, *CROP_ANSWER, *STAIN_ANSWER]  # what model/ and training/config.py's defaults took
 # The alignment answer is withdrawn by the same rule: across the training domains its Full arm scores
