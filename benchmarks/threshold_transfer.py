@@ -71,6 +71,7 @@ def group_runs(runs: Path) -> dict[tuple[str, str], list[Path]]:
     import yaml
 
     from benchmarks.ablation import ARMS, DOMAINS, run_name
+    from training.config import with_settings_added_later
 
     groups: dict[tuple[str, str], list[Path]] = {}
     for arm in ARMS:
@@ -79,7 +80,9 @@ def group_runs(runs: Path) -> dict[tuple[str, str], list[Path]]:
             members = [m for m in members if (m / "summary.json").is_file() and (m / "model/model.json").is_file()]
             if len(members) < 2:
                 continue
-            flats = [_flat(yaml.safe_load((m / "config.yaml").read_text())) for m in members]
+            # a setting added between the two seeds' runs reads as the value it was added at, which changes nothing
+            flats = [_flat(with_settings_added_later(yaml.safe_load((m / "config.yaml").read_text()) or {}))
+                     for m in members]
             for m, f in zip(members[1:], flats[1:], strict=True):
                 differ = sorted(k for k in set(f) | set(flats[0]) if k not in _PER_SEED and f.get(k) != flats[0].get(k))
                 if differ:

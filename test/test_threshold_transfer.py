@@ -164,3 +164,13 @@ def test_a_pair_measured_before_keeps_its_row_and_only_new_pairs_are_scored(tmp_
     scored.clear()
     tt.measure(tmp_path, "dihedral4", log=lambda *_: None, measured=earlier)  # other views: nothing carries over
     assert len(scored) == 4
+
+
+def test_a_setting_added_between_two_seeds_runs_pairs_them_at_its_neutral_value(tmp_path: Path) -> None:
+    """A seed trained before data.stain_norm existed pairs with one whose config.yaml writes it as none."""
+    _run(tmp_path, "erm-tupac16-s0", {"run": {"seed": 0}, "data": {"center_crop": 64}})
+    _run(tmp_path, "erm-tupac16-s1", {"run": {"seed": 1}, "data": {"center_crop": 64, "stain_norm": "none"}})
+    assert list(tt.group_runs(tmp_path)) == [("ERM", "TUPAC16")]
+    _run(tmp_path, "erm-tupac16-s2", {"run": {"seed": 2}, "data": {"center_crop": 64, "stain_norm": "reinhard"}})
+    with pytest.raises(SystemExit, match=r"data\.stain_norm"):
+        tt.group_runs(tmp_path)
