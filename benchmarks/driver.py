@@ -136,10 +136,10 @@ def _term_shares(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for term in ("supervised", "align", "distil"):
         loss = [r[term] for r in rows if r.get(term) is not None]
-        share = [r[f"grad_share/{term}"] for r in rows if r.get(f"grad_share/{term}") is not None]
+        probed = [r for r in rows if r.get(f"grad_share/{term}") is not None]
+        share = [r[f"grad_share/{term}"] for r in probed]
         # a short epoch (a run on one small domain) may hold no probe step: nan, not numpy's empty-mean warning
-        last = [r[f"grad_share/{term}"] for r in rows
-                if r.get(f"grad_share/{term}") is not None and r["epoch"] == rows[-1]["epoch"]]
+        last = [r[f"grad_share/{term}"] for r in probed if r["epoch"] == rows[-1]["epoch"]]
         if loss:
             out[term] = {"loss_mean": float(np.mean(loss)),
                          "grad_share_mean": float(np.mean(share)) if share else math.nan,

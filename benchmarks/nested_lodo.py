@@ -104,42 +104,40 @@ def scored_on(run: Path) -> dict[str, dict[str, float]]:
 
 def run_plan(args: argparse.Namespace) -> None:
     code = git_state(REPO)
+    lender = load_results(args.borrow_from) if args.borrow_from else []  # read once, not per planned run
     for change, dom, seed in plan(args.changes, args.seeds):
         name = run_name(change, dom, seed)
         out, result = args.runs / name, args.results / f"{name}.json"
         cmd = train_command(out, change, dom, seed, args.epochs, args.extra, args.config)
-        found = None if result.is_file() else borrowable(args.borrow_from, cmd, dom, seed)
+        labels = {"recipe": recipe_name(change), "change": change}
+        message = f"nested_lodo: {recipe_name(change)} trained on {dom} seed {seed}"
+        found = None if result.is_file() else borrowable(lender, cmd, dom, seed)
         if found is not None:
             where = checkout_relative(args.borrow_from)
             print(f"borrowed: {name} from {where} (trains alike)", flush=True)
-            if not args.dry_run:
-                write_json_atomic(result, {**found, "recipe": recipe_name(change), "change": change,
-                                           "borrowed_from": str(where)}, nan_as_null=True)
-                written = write_outputs(args.results)
-                if args.commit:
-                    commit_files([result, *written], f"nested_lodo: {recipe_name(change)} trained on {dom} seed "
-                                 f"{seed}, borrowed from {where}")
-            continue
-        seconds = train_planned(result, out, cmd, name, args.dry_run)
-        if seconds is None:
-            continue
-        record = raw_result(out, {"recipe": recipe_name(change), "change": change, "trained_on": dom,
-                                  "seed": seed}, code, seconds)
-        record["scored_on"] = scored_on(out)
+            if args.dry_run:
+                continue
+            record, message = {**found, **labels, "borrowed_from": str(where)}, f"{message}, borrowed from {where}"
+        else:
+            seconds = train_planned(result, out, cmd, name, args.dry_run)
+            if seconds is None:
+                continue
+            record = raw_result(out, {**labels, "trained_on": dom, "seed": seed}, code, seconds)
+            record["scored_on"] = scored_on(out)
         write_json_atomic(result, record, nan_as_null=True)
         written = write_outputs(args.results)
         if args.commit:
-            commit_files([result, *written], f"nested_lodo: {recipe_name(change)} trained on {dom} seed {seed}")
+            commit_files([result, *written], message)
 
 
-def borrowable(folder: Path | None, cmd: list[str], trained_on: str, seed: int) -> dict[str, Any] | None:
-    """A finished run of another study in ``folder`` that trains exactly as this planned one (equal
-    acting digests): the recipe a later study sets its candidates against was often a candidate of an
-    earlier one, and its runs need not train twice."""
-    if folder is None:
+def borrowable(lender: list[dict[str, Any]], cmd: list[str], trained_on: str, seed: int) -> dict[str, Any] | None:
+    """A finished run of another study (``lender``, its raw results) that trains exactly as this planned
+    one (equal acting digests): the recipe a later study sets its candidates against was often a candidate
+    of an earlier one, and its runs need not train twice."""
+    if not lender:
         return None
     planned = acting_digest(planned_config(cmd).to_dict())
-    return next((r for r in load_results(folder) if r["trained_on"] == trained_on and r["seed"] == seed
+    return next((r for r in lender if r["trained_on"] == trained_on and r["seed"] == seed
                  and acting_digest(r["config"]) == planned), None)
 
 

@@ -162,7 +162,7 @@ def test_a_study_after_a_ship_has_a_page_of_its_own_named_after_its_folder(tmp_p
 
 def test_a_later_study_borrows_only_runs_that_train_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The reference of a study made after a ship was a candidate before: its runs are copied, not retrained."""
-    from benchmarks.driver import planned_config
+    from benchmarks.driver import load_results, planned_config
 
     earlier = tmp_path / "earlier"
     earlier.mkdir()
@@ -170,11 +170,12 @@ def test_a_later_study_borrows_only_runs_that_train_alike(tmp_path: Path, capsys
     record = {"recipe": "augment.hed_sigma=0.2", "change": SIGMA, "trained_on": XR, "seed": 0,
               "config": planned_config(cmd).to_dict(), "scored_on": {}}
     (earlier / "a.json").write_text(json.dumps(record))
-    assert nl.borrowable(earlier, cmd, XR, 0) == record
-    assert nl.borrowable(earlier, cmd, XR, 1) is None and nl.borrowable(earlier, cmd, S360, 0) is None
-    assert nl.borrowable(None, cmd, XR, 0) is None
+    lender = load_results(earlier)
+    assert nl.borrowable(lender, cmd, XR, 0) == record
+    assert nl.borrowable(lender, cmd, XR, 1) is None and nl.borrowable(lender, cmd, S360, 0) is None
+    assert nl.borrowable([], cmd, XR, 0) is None
     other = nl.train_command(Path("runs/x"), ["data.stain_norm=reinhard"], XR, 0, 15, ["run.threads=2"])
-    assert nl.borrowable(earlier, other, XR, 0) is None  # another recipe trains otherwise
+    assert nl.borrowable(lender, other, XR, 0) is None  # another recipe trains otherwise
     out = tmp_path / "benchmarks/results/nested_lodo-later"
     nl.main(["--dry-run", "--results", str(out), "--borrow-from", str(earlier), "--candidate",
              "data.stain_norm=reinhard", "--seeds", "1", "run.threads=2"])

@@ -64,8 +64,9 @@ def reinhard_rows(decoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     from amf.stain import fit_target, lab_stats, normalize_stains
 
     as_uint8 = {d: (x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy() for d, x in decoded.items()}
-    target = fit_target(lab_stats(np.concatenate(list(as_uint8.values()))))
-    return {d: torch.from_numpy(normalize_stains(x[:1], lab_stats(x[:1]), target)[0]).permute(2, 0, 1).float() / 255
+    stats = {d: lab_stats(x) for d, x in as_uint8.items()}  # each patch's once: the target's and its own map's
+    target = fit_target(np.concatenate(list(stats.values())))
+    return {d: torch.from_numpy(normalize_stains(x[:1], stats[d][:1], target)[0]).permute(2, 0, 1).float() / 255
             for d, x in as_uint8.items()}
 
 
