@@ -209,3 +209,17 @@ def expected_calibration_error(y_true: ArrayLike, prob: ArrayLike, bins: int = 1
         return math.nan
     gaps = np.abs(r["mean_prob"][filled] - r["atypical_share"][filled])
     return float(np.sum(gaps * r["count"][filled]) / r["count"].sum())
+
+
+def scores_at(y_true: ArrayLike, prob: ArrayLike, threshold: float) -> dict[str, float]:
+    """Scores of probabilities ``prob`` at a threshold fitted elsewhere, with the threshold that would
+    have been best on these very labels as a ceiling: to read a loss against, never to choose by."""
+    y, p = np.asarray(y_true), np.asarray(prob, np.float64)
+    m = binary_metrics(y, p, threshold)
+    ceiling = best_threshold(y, p)
+    return {"balanced_accuracy": m["balanced_accuracy"], "roc_auc": m["roc_auc"],
+            "sensitivity": m["sensitivity"], "specificity": m["specificity"],
+            "predicted_atypical": float(np.mean(p >= threshold)),
+            "ece": expected_calibration_error(y, p),
+            "best_threshold": ceiling,
+            "balanced_accuracy_at_best": binary_metrics(y, p, ceiling)["balanced_accuracy"]}

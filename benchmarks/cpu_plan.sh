@@ -11,6 +11,7 @@
 #   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh candidate       # a change, held out
 #   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh ensemble        # its 5 folds, on validation
 #   bash benchmarks/cpu_plan.sh nested                                                  # choosing across domains
+#   bash benchmarks/cpu_plan.sh lodo-ensemble                                           # the shipped model, held out
 #   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies|ensemble_record)"; \
 #     pkill -f "training.(train|ensemble)"                                              # stop
 #
@@ -33,6 +34,8 @@
 # variants each trained on one domain alone and scored on the others (2 seeds, 3 domains, 18 runs of 2-10
 # minutes), the inner evidence of leave-one-domain-out validation nested inside the held-out test
 # (benchmarks/nested_lodo.py); with CPU_PLAN_CANDIDATE, that change against the recipe shipped now.
+# `lodo-ensemble` (only when named): the shipped recipe's 5-fold ensemble with each domain left out and
+# scored on it as it ships, 70 minutes (TUPAC16 out) to 3 hours a domain (benchmarks/lodo_ensemble.py).
 #
 # Training runs from a worktree pinned at HEAD when the queue starts (CPU_PLAN_WORKTREE, default
 # ../amf-cpu-plan), so edits in this checkout never change the code under a run; each JSON records
@@ -56,9 +59,9 @@ main() {
   stages=("$@")
   [[ ${#stages[@]} -gt 0 ]] || stages=(attention-imbalance crop backbone alignment)
   for stage in "${stages[@]}"; do  # every name checked before anything runs
-    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|stain|lodo|candidate|ensemble|nested)$ ]] || {
+    [[ $stage =~ ^(attention-imbalance|crop|alignment|backbone|stain|lodo|candidate|ensemble|nested|lodo-ensemble)$ ]] || {
       echo "error: unknown stage $stage; choose from attention-imbalance crop backbone alignment stain lodo" \
-           "candidate ensemble nested" >&2
+           "candidate ensemble nested lodo-ensemble" >&2
       exit 2; }
     [[ ($stage != candidate && -z ${CPU_PLAN_CANDIDATE:-}) ||
        ${CPU_PLAN_CANDIDATE:-} =~ ^[A-Za-z_.]+=[^[:space:]]+([[:space:]]+[A-Za-z_.]+=[^[:space:]]+)*$ ]] || {
@@ -198,6 +201,41 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
     "$py" -m benchmarks.nested_lodo "${dry[@]}" --commit --results "$results" --runs "$runs/nested_lodo" \
       "${candidate[@]}" "${common[@]}"
   }
+  # The shipped recipe's 5-fold ensemble with each domain left out in turn (TUPAC16 first), scored on it
+  # as it ships (benchmarks/lodo_ensemble.py): 5 folds of 14 (TUPAC16 out) to 38 minutes a domain, each
+  # fold's record committed as it lands, the domain started only if its folds left end by the deadline.
+  lodo_ensemble() {
+    local answer slug column value minutes out results finished cmd pid
+    answer=$("$py" -m benchmarks.answers)
+    while IFS=$'\t' read -r slug column value minutes; do
+      out="$runs/lodo_ensemble/$slug"
+      results="$repo/benchmarks/results/lodo_ensemble/$slug"
+      # shellcheck disable=SC2206  # the answers' words are overrides without spaces
+      cmd=("$py" -m training.ensemble --config "$base" --folds 5 --out "$out" $answer "data.lodo_column=$column"
+           "data.lodo_value=$value" run.progress=false "${common[@]}")
+      if [[ -f $results/ensemble_report.json ]]; then
+        echo "lodo-ensemble $slug: done ($results)"
+        continue
+      fi
+      finished=$( (compgen -G "$out/fold-*/summary.json" || true) | wc -l)
+      if [[ ${#dry[@]} -gt 0 ]]; then
+        echo "lodo-ensemble $slug: $finished of 5 folds done"
+        echo "  ${cmd[*]}"
+        continue
+      fi
+      minutes=$(( minutes * (5 - finished) ))
+      "$py" -c "import sys, time; from benchmarks.driver import start_deadline; d = start_deadline(); \
+  sys.exit(0 if d is None or time.time() + ($minutes - 30) * 60 <= d else 3)" || {
+        echo "stopped: lodo-ensemble $slug's $((5 - finished)) folds left (~$minutes min) would end well past" \
+             "AMF_START_RUNS_UNTIL; they start on a later call"
+        exit 3; }
+      mkdir -p "$out"
+      "${cmd[@]}" >> "$out/driver.log" 2>&1 &
+      pid=$!
+      "$py" -m benchmarks.ensemble_record "$out" --follow "$pid" --commit --results "$results"
+      wait "$pid" || { echo "error: the lodo-ensemble $slug run failed; see $out/driver.log" >&2; exit 1; }
+    done < <("$py" -m benchmarks.lodo_ensemble --domains)
+  }
   for stage in "${stages[@]}"; do
     case $stage in
       attention-imbalance) choices attention imbalance ;;
@@ -207,6 +245,7 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       candidate) candidate ;;
       ensemble) ensemble ;;
       nested) nested ;;
+      lodo-ensemble) lodo_ensemble ;;
     esac
   done
   echo "$(date -u +%FT%TZ) queue done"

@@ -4,7 +4,8 @@ A driver that commits a raw result changes what these generated files must say: 
 (``benchmarks.model_card`` reads the shipped recipe's ablation, the latency and the threshold
 transfer), every recipe's held-out page (``benchmarks.held_out``, from every ablation folder), the
 nested leave-one-domain-out page (``benchmarks.nested_lodo``, whose held-out column is those
-folders' Full arms) and the README's quoted tables (``benchmarks.readme_sync``). They are tested against the
+folders' Full arms), the shipped ensemble's held-out page (``benchmarks.lodo_ensemble``) and the README's
+quoted tables (``benchmarks.readme_sync``). They are tested against the
 results, so a queue that committed only its result would leave the checkout failing its own tests
 until someone regenerated them by hand. ``refresh`` rewrites them in the checkout the results belong
 to, and returns the files it changed for the same commit. A driver runs it as
@@ -161,10 +162,12 @@ def _retabulate(root: Path, committing: list[Path]) -> list[Path]:
 
 def _held_out(root: Path, committing: list[Path]) -> list[Path]:
     """The pages that read every recipe's held-out arm, rewritten when a result changed them: every
-    recipe's held-out page (benchmarks.held_out) and, where its runs exist, the nested
-    leave-one-domain-out page (benchmarks.nested_lodo), whose held-out column is those arms."""
-    from benchmarks import held_out, nested_lodo
+    recipe's held-out page (benchmarks.held_out) and, where their runs exist, the nested
+    leave-one-domain-out page (benchmarks.nested_lodo), whose held-out column is those arms, and the
+    shipped ensemble's held-out page (benchmarks.lodo_ensemble), set against the shipped Full arm."""
+    from benchmarks import held_out, lodo_ensemble, nested_lodo
     from benchmarks.answers import SHIPPED, ablation_results
+    from training.ensemble import REPORT
 
     if not any((root / ablation_results(SHIPPED)).glob("*.json")):
         return []  # a checkout without the shipped recipe's ablation has nothing to set recipes against
@@ -175,6 +178,8 @@ def _held_out(root: Path, committing: list[Path]) -> list[Path]:
             pages.append(([held_out.RESULTS / p.name for p in nested_lodo.outputs(nested)],
                           lambda nested=nested: nested_lodo.write_outputs(nested),
                           f"python -m benchmarks.nested_lodo --table-only --results {held_out.RESULTS / nested.name}"))
+    if (root / lodo_ensemble.TABLE).is_file() or any((root / lodo_ensemble.RESULTS).glob(f"*/{REPORT}")):
+        pages.append(([lodo_ensemble.TABLE], lambda: lodo_ensemble.write(root), "python -m benchmarks.lodo_ensemble"))
     taken = {p.resolve() for p in committing}  # what the caller's own driver wrote is no one's half-done edit
     changed: list[Path] = []
     for paths, write, command in pages:

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from amf.metrics import best_threshold, binary_metrics, expected_calibration_error  # noqa: E402
+from amf.metrics import best_threshold, scores_at  # noqa: E402
 from amf.provenance import git_state, machine  # noqa: E402
 from benchmarks.driver import checkout_relative, commit_files  # noqa: E402
 from benchmarks.publish import publish  # noqa: E402
@@ -122,17 +122,6 @@ def member_margins(run: Path, tta: str, cache: dict[str, Any]) -> dict[str, np.n
     return out
 
 
-def _scores(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    m = binary_metrics(y, p, threshold)
-    ceiling = best_threshold(y, p)
-    return {"balanced_accuracy": m["balanced_accuracy"], "roc_auc": m["roc_auc"],
-            "sensitivity": m["sensitivity"], "specificity": m["specificity"],
-            "predicted_atypical": float(np.mean(p >= threshold)),
-            "ece": expected_calibration_error(y, p),
-            "best_threshold": ceiling,
-            "balanced_accuracy_at_best": binary_metrics(y, p, ceiling)["balanced_accuracy"]}
-
-
 def transfer(members: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     """The shipped rule on ``members``' margins: fit on their pooled validation predictions, apply to
     each member and to their average on the held-out domain."""
@@ -155,8 +144,8 @@ def transfer(members: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         "val_patches": [len(m["val_labels"]) for m in members],
         "test_patches": len(test_y),
         "test_atypical": int(test_y.sum()),
-        "members": [_scores(test_y, p, threshold) for p in probs],
-        "average": _scores(test_y, np.mean(probs, axis=0), threshold),
+        "members": [scores_at(test_y, p, threshold) for p in probs],
+        "average": scores_at(test_y, np.mean(probs, axis=0), threshold),
     }
 
 

@@ -276,6 +276,38 @@ def test_oof_threshold_and_temperature_use_only_out_of_fold_predictions(tmp_path
         OutOfFold(oof.index, oof.fold, oof.label, oof.slide, oof.domain, oof.logits[:, :1], "none").margins("flip2")
 
 
+def test_folds_that_leave_a_domain_out_pool_the_rest_and_must_leave_out_the_same(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n = 60
+    labels = (rng.random(n) < 0.3).astype(np.int64)
+    logits = rng.normal(0, 1, (n, 4, 2)).astype(np.float32)
+    held = np.arange(48, 60)
+    folds = np.arange(48) % 3
+
+    def fold(name: str, k: int, left_out: np.ndarray) -> Path:
+        run = fake_fold(tmp_path / name, np.flatnonzero(folds == k), np.flatnonzero(folds != k), n, labels, logits)
+        with np.load(run / VAL_PREDICTIONS) as z:
+            arrays = {key: z[key] for key in z.files}
+        np.savez(run / VAL_PREDICTIONS, **arrays, test_index=left_out)
+        return run
+
+    runs = [fold(f"fold-{k}", k, held) for k in range(3)]
+    oof = pool_oof(runs)
+    assert sorted(oof.index.tolist()) == list(range(48)) and oof.held_out.tolist() == held.tolist()
+    assert oof.n_patches == n
+    with pytest.raises(AmfError, match="left out other patches than fold 0"):
+        pool_oof([*runs[:2], fold("other", 2, held[1:])])
+    with pytest.raises(AmfError, match="and the 12 left out of 60 patches"):
+        pool_oof(runs[:2])
+    # a fold that validates on the domain it leaves out is not out of fold
+    with pytest.raises(AmfError, match="not out of fold"):
+        pool_oof([*runs[:2], fold("leaky", 2, np.concatenate([held, np.flatnonzero(folds == 2)[:1]]))])
+    # folds from before test_index was written leave nothing out
+    assert pool_oof([fake_fold(tmp_path / f"old-{k}", np.flatnonzero(np.arange(n) % 2 == k),
+                               np.flatnonzero(np.arange(n) % 2 != k), n, labels, logits)
+                     for k in range(2)]).held_out.size == 0
+
+
 @pytest.mark.parametrize("temperature", [0.4, 3.0])
 def test_temperature_recovers_under_and_overconfidence(temperature: float) -> None:
     rng = np.random.default_rng(5)
@@ -509,6 +541,37 @@ def test_members_that_see_their_input_differently_are_refused(ensemble_run: tupl
     with pytest.raises(AmfError, match=f"differs from fold 0 in {key}; the members must share it"):
         build_model_dir(tmp_path / "built", copies, fit, {})
     assert not (tmp_path / "built" / "model").exists()
+
+
+def test_an_ensemble_whose_folds_leave_a_domain_out_is_scored_there_as_it_ships(tmp_path: Path) -> None:
+    """The report's held-out score is the built model directory's own (one batched forward of the fp16
+    members, calibrated average, out-of-fold threshold) on exactly the left-out domain."""
+    from amf.metrics import scores_at
+    from training.data import read_manifests
+    from training.ensemble import main
+
+    manifest = make_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["--folds", "2", "--out", str(out),
+                 *ensemble_args(manifest, "data.lodo_column=Scanner", "data.lodo_value=Aperio CS2")]) == 0
+    report = json.loads((out / "ensemble_report.json").read_text())
+    held = report["held_out"]
+    assert (held["column"], held["value"], held["patches"]) == ("Scanner", "Aperio CS2", 18)
+    assert report["patches"] == 30 and "held_out" in report["note"]
+    card = read_card(out / "model")
+    assert "outside Scanner 'Aperio CS2'" in card["provenance"]["data"]["split"]
+    data = read_manifests([str(manifest)], [], ["Scanner"], 64)
+    rows = data.meta["Scanner"] == "Aperio CS2"
+    loaded = load_model_dir(out / "model")
+    probs = [predict_proba(loaded.model.member(k), data.images[rows], mean=card["mean"], std=card["std"],
+                           tta=card["tta"], calibration=card["calibration"], amp=False) for k in range(2)]
+    expected = scores_at(data.labels[rows], np.mean(probs, axis=0), card["threshold"])
+    for key in ("balanced_accuracy", "roc_auc", "sensitivity", "specificity", "predicted_atypical"):
+        assert held["ensemble"][key] == pytest.approx(expected[key], abs=1e-3)
+    assert held["threshold"] == card["threshold"] and len(held["members"]) == 2
+    for k, member in enumerate(held["members"]):  # each member alone, at the same threshold
+        alone = scores_at(data.labels[rows], probs[k], card["threshold"])
+        assert member["roc_auc"] == pytest.approx(alone["roc_auc"], abs=1e-3)
 
 
 def test_ensemble_command_resumes_fold_by_fold_and_refuses_what_it_owns(ensemble_run: tuple[Path, Path],

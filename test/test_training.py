@@ -194,6 +194,27 @@ def test_lodo_holds_out_several_domains_and_trains_on_the_rest(tmp_path: Path) -
         make_split(data, "lodo", lodo_column="Scanner", lodo_value="Aperio CS2,Nikon")
 
 
+def test_kfold_with_a_held_out_domain_folds_the_rest_and_tests_on_it_in_every_fold(tmp_path: Path) -> None:
+    data = _read(make_dataset(tmp_path))
+    held = data.meta["Scanner"] == "Aperio CS2"
+    splits = [make_split(data, "kfold", folds=3, fold=k, lodo_column="Scanner", lodo_value="Aperio CS2")
+              for k in range(3)]
+    for split in splits:
+        assert np.array_equal(split.test, np.flatnonzero(held)) and "outside Scanner 'Aperio CS2'" in split.description
+        assert not held[split.train].any() and not held[split.val].any()
+        assert sorted([*split.train, *split.val]) == np.flatnonzero(~held).tolist()
+    # the validation folds partition the other domains, slide-grouped
+    vals = np.concatenate([s.val for s in splits])
+    assert sorted(vals.tolist()) == np.flatnonzero(~held).tolist()
+    assert all(not set(data.slides[a.val]) & set(data.slides[b.val]) for a in splits for b in splits if a is not b)
+    # without a domain to hold out the folds are what they always were
+    plain = make_split(data, "kfold", folds=3, fold=1, lodo_column="Scanner", lodo_value="")
+    assert len(plain.test) == 0
+    assert np.array_equal(plain.val, np.flatnonzero(grouped_stratified_folds(data.labels, data.slides, 3, 0) == 1))
+    with pytest.raises(InputError, match="values are"):
+        make_split(data, "kfold", folds=3, fold=0, lodo_column="Scanner", lodo_value="Nikon")
+
+
 def test_lodo_on_unknown_value_is_a_clear_error(tmp_path: Path) -> None:
     data = _read(make_dataset(tmp_path))
     with pytest.raises(InputError, match="values are"):

@@ -228,23 +228,15 @@ def make_split(data: PatchSet, mode: str, *, val_fraction: float = 0.15, folds: 
     if mode == "kfold":
         if not 0 <= fold < folds:
             raise InputError(f"fold {fold} is outside 0..{folds - 1}")
-        f = grouped_stratified_folds(data.labels, data.slides, folds, seed)
-        return Split(all_idx[f != fold], all_idx[f == fold], empty, f"slide-grouped fold {fold} of {folds}")
+        # With lodo_value, the folds partition the other domains and the held-out one is every fold's
+        # test split: the ensemble of those folds is then scored where none of its members trained.
+        held = _held_out(data, lodo_column, lodo_value) if lodo_value else np.zeros(len(data), bool)
+        rest = all_idx[~held]
+        f = grouped_stratified_folds(data.labels[rest], data.slides[rest], folds, seed)
+        where = f" of the patches outside {lodo_column} {lodo_value!r}" if lodo_value else ""
+        return Split(rest[f != fold], rest[f == fold], all_idx[held], f"slide-grouped fold {fold} of {folds}{where}")
     if mode == "lodo":
-        if lodo_column not in data.meta:
-            raise InputError(f"cannot hold out by {lodo_column!r}: known columns are {', '.join(data.meta)}")
-        values = data.meta[lodo_column]
-        # Several values (comma-separated) hold out several domains, so a run can train on one domain alone
-        # and be scored on each of the others (benchmarks/nested_lodo.py).
-        held = np.zeros(len(data), bool)
-        for value in (v.strip() for v in lodo_value.split(",")):
-            one = values == ("" if value == "unknown" else value)
-            if not one.any():
-                seen = ", ".join(sorted({v or "unknown" for v in values.tolist()}))
-                raise InputError(f"no patch has {lodo_column} = {value!r}; values are: {seen}")
-            held |= one
-        if held.all():
-            raise InputError(f"holding out {lodo_column} = {lodo_value!r} leaves no patch to train on")
+        held = _held_out(data, lodo_column, lodo_value)
         rest = all_idx[~held]
         inner = _holdout(data.subset(rest), val_fraction, seed)
         train, val = rest[inner[0]], rest[inner[1]]
@@ -255,6 +247,25 @@ def make_split(data: PatchSet, mode: str, *, val_fraction: float = 0.15, folds: 
         train, val = _holdout(data, val_fraction, seed)
         return Split(train, val, empty, f"slide-grouped stratified holdout, validation = {_share(data, val, all_idx)}")
     raise InputError(f"unknown split {mode!r}; choose holdout, kfold, lodo or none")
+
+
+def _held_out(data: PatchSet, column: str, value: str) -> np.ndarray:
+    """The rows of the domain(s) ``column = value`` (several comma-separated; ``unknown``: empty)."""
+    if column not in data.meta:
+        raise InputError(f"cannot hold out by {column!r}: known columns are {', '.join(data.meta)}")
+    values = data.meta[column]
+    # Several values hold out several domains, so a run can train on one domain alone and be scored on
+    # each of the others (benchmarks/nested_lodo.py).
+    held = np.zeros(len(data), bool)
+    for one_value in (v.strip() for v in value.split(",")):
+        one = values == ("" if one_value == "unknown" else one_value)
+        if not one.any():
+            seen = ", ".join(sorted({v or "unknown" for v in values.tolist()}))
+            raise InputError(f"no patch has {column} = {one_value!r}; values are: {seen}")
+        held |= one
+    if held.all():
+        raise InputError(f"holding out {column} = {value!r} leaves no patch to train on")
+    return held
 
 
 def _share(data: PatchSet, part: np.ndarray, whole: np.ndarray) -> str:

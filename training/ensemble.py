@@ -34,7 +34,7 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,13 @@ import numpy as np
 from amf.atomic import write_json_atomic
 from amf.card import describe_calibration
 from amf.errors import AmfError
-from amf.metrics import best_threshold, domain_metrics, expected_calibration_error, weak_label_metrics
+from amf.metrics import (
+    best_threshold,
+    domain_metrics,
+    expected_calibration_error,
+    scores_at,
+    weak_label_metrics,
+)
 from amf.model_dir import TTA_VIEWS, load_model_dir, make_card, read_card, save_ensemble_dir
 from amf.predict import VIEW_COUNTS
 from training import plots
@@ -76,6 +82,8 @@ class OutOfFold:
     domain: np.ndarray
     logits: np.ndarray  # N×V×classes, views in amf.predict.tta_views order
     views: str
+    n_patches: int = 0  # rows of the patch set the folds were made on
+    held_out: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows no member saw
 
     def margins(self, tta: str) -> np.ndarray:
         """logit(atypical) − logit(normal) for the first views of ``tta`` (N×V')."""
@@ -116,31 +124,37 @@ def train_folds(config: Path | None, overrides: list[str], folds: int, out: Path
 def pool_oof(runs: list[Path]) -> OutOfFold:
     """The folds' validation predictions pooled, refusing anything that is not out of fold."""
     parts = []
-    n_patches, views = None, None
+    n_patches, views, held = None, None, None
     for k, run in enumerate(runs):
         path = run / VAL_PREDICTIONS
         if not path.is_file():
             raise AmfError(f"{path} is missing: fold {k} has not finished")
         with np.load(path, allow_pickle=False) as z:
             part = {name: z[name] for name in z.files}
-        overlap = np.intersect1d(part["index"], part["train_index"])
+        part.setdefault("test_index", np.zeros(0, np.int64))  # written since folds could leave a domain out
+        overlap = np.intersect1d(part["index"], np.concatenate([part["train_index"], part["test_index"]]))
         if len(overlap):
-            raise AmfError(f"{path}: {len(overlap)} validation patches were also training patches of fold {k}; "
-                           "its predictions are not out of fold")
+            raise AmfError(f"{path}: {len(overlap)} validation patches were also training or held-out patches of "
+                           f"fold {k}; its predictions are not out of fold")
         if n_patches is not None and (int(part["n_patches"]) != n_patches or str(part["views"]) != views):
             raise AmfError(f"{path} was made on other data or views than fold 0")
-        n_patches, views = int(part["n_patches"]), str(part["views"])
+        if held is not None and not np.array_equal(np.sort(part["test_index"]), held):
+            raise AmfError(f"{path} left out other patches than fold 0; the folds must leave out the same domain")
+        n_patches, views, held = int(part["n_patches"]), str(part["views"]), np.sort(part["test_index"])
         parts.append(part)
     index = np.concatenate([p["index"] for p in parts])
     if len(np.unique(index)) != len(index):
         raise AmfError("a patch is in the validation split of two folds: the folds are not one partition")
-    if n_patches is not None and len(index) != n_patches:
-        raise AmfError(f"the folds' validation splits hold {len(index)} of {n_patches} patches, not all of them")
+    if n_patches is not None and held is not None and len(index) + len(held) != n_patches:
+        left_out = f" and the {len(held)} left out" if len(held) else ""
+        raise AmfError(f"the folds' validation splits hold {len(index)}{left_out} of {n_patches} patches, "
+                       "not all of them")
     return OutOfFold(index=index, fold=np.concatenate([np.full(len(p["index"]), k) for k, p in enumerate(parts)]),
                      label=np.concatenate([p["label"] for p in parts]),
                      slide=np.concatenate([p["slide"] for p in parts]),
                      domain=np.concatenate([p["domain"] for p in parts]),
-                     logits=np.concatenate([p["logits"] for p in parts]), views=str(views))
+                     logits=np.concatenate([p["logits"] for p in parts]), views=str(views),
+                     n_patches=n_patches or 0, held_out=held if held is not None else np.zeros(0, np.int64))
 
 
 def fit_oof(oof: OutOfFold, tta: str, calibration: str = "auto",
@@ -234,8 +248,10 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], pool: dict
                   if key not in ("config_digest", "git_commit", "git_dirty", "trained_at")}
     provenance["config"] = members_config(runs[0], first)
     # fold 0's training counts would describe one member only
+    data = (provenance["config"] or {}).get("data", {})
+    outside = f" of the patches outside {data['lodo_column']} {data['lodo_value']!r}" if data.get("lodo_value") else ""
     provenance["data"] = {**first["provenance"].get("data", {}), "train": pool,
-                          "split": f"{k} slide-grouped stratified folds; member k trained on every fold but k"}
+                          "split": f"{k} slide-grouped stratified folds{outside}; member k trained on every fold but k"}
     provenance["ensemble_built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     after = ", after calibration" if fit["calibration"] else ""
     source = ("maximises balanced accuracy on the pooled out-of-fold predictions (each patch scored by the one "
@@ -267,8 +283,40 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], pool: dict
     return save_ensemble_dir(out / "model", [one.model for one in loaded], card, member_cards, calibration)
 
 
+def score_held_out(runs: list[Path], model_dir: Path, oof: OutOfFold, fit: dict[str, Any]) -> dict[str, Any] | None:
+    """The built ensemble, as it ships (one batched forward, calibrated average, out-of-fold threshold),
+    and each member alone at that threshold, on the domain every fold left out; None without one."""
+    if not len(oof.held_out):
+        return None
+    from amf.predict import predict_proba
+    from training.data import apply_stain_target, read_manifests
+
+    cfg = load_run_config(runs[0] / "config.yaml")
+    d = cfg.data
+    loaded = load_model_dir(model_dir)
+    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop,
+                          d.stain_norm)
+    if len(data) != oof.n_patches:
+        raise AmfError(f"the manifests hold {len(data)} patches now, the folds were trained on {oof.n_patches}")
+    if loaded.stain is not None:
+        apply_stain_target(data, loaded.stain)
+    pages, y = data.images[oof.held_out], data.labels[oof.held_out]
+
+    def probs(model: Any) -> np.ndarray:
+        return predict_proba(model, pages, mean=loaded.card["mean"], std=loaded.card["std"], tta=fit["tta"],
+                             amp=False, positive_index=loaded.positive_index, calibration=loaded.calibration,
+                             resize_to=loaded.resize_to)
+
+    members = [scores_at(y, probs(load_model_dir(run / "model").model), fit["threshold"]) for run in runs]
+    return {"column": d.lodo_column, "value": d.lodo_value, "patches": len(y), "atypical": int(y.sum()),
+            "threshold": fit["threshold"], "tta": fit["tta"],
+            "ensemble": scores_at(y, probs(loaded.model), fit["threshold"]), "members": members,
+            "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def build(out: Path, runs: list[Path], tta: str, calibration: str = "auto") -> dict[str, Any]:
-    """Pool, fit, plot, report and write the model directory; the report comes back."""
+    """Pool, fit, plot, report and write the model directory; the report comes back. Folds that left a
+    domain out (``data.split=kfold`` with ``data.lodo_value``) have the ensemble scored there as well."""
     oof = pool_oof(runs)
     labels = weak_labels_of(runs[0], oof)
     fit = fit_oof(oof, tta, calibration, labels)
@@ -277,11 +325,13 @@ def build(out: Path, runs: list[Path], tta: str, calibration: str = "auto") -> d
     plots.reliability_plot({"before calibration": (oof.label, fit["probs_before"]),
                             f"after ({describe_calibration(fit['calibration'])})": (oof.label, fit["probs_after"])},
                            out / "reliability.png", f"out-of-fold P(atypical), {len(runs)} folds, {tta} views")
+    held_out = score_held_out(runs, model_dir, oof, fit)
+    note = "out-of-fold scores of single members; " + (
+        "the ensemble's own score is on the domain every fold left out (held_out)" if held_out else
+        "the ensemble itself has no held-out score here, since every patch trained K-1 of its members")
     report = {"folds": len(runs), "runs": [str(r) for r in runs], "model_dir": str(model_dir),
               "patches": len(oof.label), "atypical": int(oof.label.sum()), "views_saved": oof.views,
-              **_public(fit),
-              "note": "out-of-fold scores of single members; the ensemble itself has no held-out score here, since "
-                      "every patch trained K-1 of its members"}
+              **_public(fit), **({"held_out": held_out} if held_out else {}), "note": note}
     write_json_atomic(out / REPORT, report, nan_as_null=True)
     t = (fit["calibration"] or {}).get("temperature")
     if t is not None and temperature_at_edge(t):
@@ -291,6 +341,12 @@ def build(out: Path, runs: list[Path], tta: str, calibration: str = "auto") -> d
     log.info("out of fold (%d patches, %s views): BA %.4f AUC %.4f at threshold %.4f; %s; ECE %.4f -> %.4f",
              len(oof.label), tta, o["balanced_accuracy"], o["roc_auc"], fit["threshold"],
              describe_calibration(fit["calibration"]), fit["ece_before"], fit["ece_after"])
+    if held_out:
+        e = held_out["ensemble"]
+        log.info("held out (%s = %s, %d patches): the ensemble BA %.4f AUC %.4f at that threshold; its members "
+                 "alone BA %.4f on average", held_out["column"], held_out["value"], held_out["patches"],
+                 e["balanced_accuracy"], e["roc_auc"],
+                 float(np.mean([m["balanced_accuracy"] for m in held_out["members"]])))
     log.info("ensemble of %d members written to %s", len(runs), model_dir)
     return report
 

@@ -330,6 +330,7 @@ def save_val_predictions(path: Path, cfg: Config, data: PatchSet, split: Split, 
     arrays = {
         "index": split.val.astype(np.int64),  # rows of the patch set (manifests in order)
         "train_index": split.train.astype(np.int64),
+        "test_index": split.test.astype(np.int64),  # a domain the folds leave out (kfold with lodo_value)
         "n_patches": np.int64(len(data)),
         "label": data.labels[split.val].astype(np.int64),
         "slide": data.slides[split.val].astype(str),
