@@ -49,11 +49,11 @@ def plan_lines() -> list[str]:
     return [f"{slug(dom)}\t{column}\t{value}\t{FOLD_MINUTES[dom]}" for dom, (column, value) in DOMAINS.items()]
 
 
-def gather(root: Path = REPO) -> dict[str, dict[str, Any]]:
-    """Per domain with a built ensemble: its report and its folds' raw records."""
+def gather(results: Path = REPO / RESULTS) -> dict[str, dict[str, Any]]:
+    """Per domain with a built ensemble in ``results``: its report and its folds' raw records."""
     out = {}
     for dom in DOMAINS:
-        folder = root / RESULTS / slug(dom)
+        folder = results / slug(dom)
         if (folder / REPORT).is_file():
             report = json.loads((folder / REPORT).read_text())
             if "held_out" in report:
@@ -71,7 +71,7 @@ def _mean(rows: list[dict[str, float]], key: str) -> float:
 
 
 def render(root: Path = REPO) -> str:
-    measured = gather(root)
+    measured = gather(root / RESULTS)
     shipped_records = load_results(root / ablation_results(SHIPPED))
     single = domain_means(r for r in shipped_records if r["arm"] == "Full")
     shipped_config = next((r["config"] for r in shipped_records if r["arm"] == "Full"), None)
@@ -108,14 +108,16 @@ def render(root: Path = REPO) -> str:
             f"| {dom} | {held['patches']} ({held['atypical']}) | {held['threshold']:.3f} | **{_m(e)}** | "
             f"{e['sensitivity']:.3f} / {e['specificity']:.3f} | {_m(alone)} | "
             f"{e['balanced_accuracy_at_best']:.3f} | {one_score} | {goal_cell(e)} | {one_goal} | {recipe} |")
-    lines += ["", _verdict(measured, single), ""]
+    lines += ["", verdict(measured, single), ""]
     if measured:
         codes = sorted({f["code"]["commit"] for m in measured.values() for f in m["folds"] if f.get("code")})
         lines += [f"Folds trained by code {', '.join(codes)}; runs in `runs/lodo_ensemble/`.", ""]
     return "\n".join(lines)
 
 
-def _verdict(measured: dict[str, dict[str, Any]], single: dict[str, dict[str, float]]) -> str:
+def verdict(measured: dict[str, dict[str, Any]], single: dict[str, dict[str, float]]) -> str:
+    """#10's goal per domain for the ensembles measured (``gather``), and each one's gain over ``single``
+    (one network's seed means per domain)."""
     head = (f"**The goal, asked of the model as it ships** (issue #10: at least {LODO_TARGET['balanced_accuracy']:.2f} "
             f"balanced accuracy and {LODO_TARGET['roc_auc']:.2f} ROC AUC on every held-out domain): ")
     if not measured:

@@ -40,6 +40,7 @@ from amf.card import (
     read_card,
     weights_sha256,
 )
+from benchmarks import lodo_ensemble
 from benchmarks.ablation import DOMAINS
 from benchmarks.answers import SHIPPED, ablation_results, transfer_results
 from benchmarks.driver import checkout_relative, load_results
@@ -298,6 +299,34 @@ def transfer_section(card: dict[str, Any], transfer: dict[str, Any] | None,
     return lines
 
 
+def ensemble_held_out_section(card: dict[str, Any], measured: dict[str, dict[str, Any]],
+                              records: list[dict[str, Any]], shown: str) -> list[str]:
+    """The recipe's 5-fold ensemble trained with each domain left out and scored there as it ships
+    (benchmarks.lodo_ensemble), with #10's goal; the recipe settings where those folds differ from the card."""
+    if not measured:
+        return [f"Not measured yet (`{shown}/`): `bash benchmarks/cpu_plan.sh lodo-ensemble` trains this recipe's "
+                "5 folds with each domain left out and scores their ensemble there as it ships.", ""]
+    lines = ["Five members trained on the folds of the other domains, threshold and calibration from their "
+             "out-of-fold predictions, scored on the held-out domain as `process.py` scores it "
+             f"(`{shown}.md`):", "",
+             "| held out | balanced accuracy | sensitivity | specificity | ROC AUC | members alone: BA (mean) | "
+             f"goal (BA ≥ {LODO_TARGET['balanced_accuracy']:.2f}, AUC ≥ {LODO_TARGET['roc_auc']:.2f}) |",
+             "|---|---|---|---|---|---|---|"]
+    for dom, m in measured.items():
+        held = m["report"]["held_out"]
+        e = held["ensemble"]
+        alone = statistics.mean(x["balanced_accuracy"] for x in held["members"])
+        lines.append(f"| {dom} ({held['patches']} patches) | {e['balanced_accuracy']:.3f} | {e['sensitivity']:.3f} | "
+                     f"{e['specificity']:.3f} | {e['roc_auc']:.3f} | {alone:.3f} | {goal_cell(e)} |")
+    single = domain_means(r for r in records if r.get("arm") == SHIPPED_ARM)
+    card_config = card.get("provenance", {}).get("config") or {}
+    differences = sorted({d for m in measured.values() for f in m["folds"][:1]
+                          for d in recipe_differences(card_config, f["config"])}) if card_config else []
+    return [*lines, "", lodo_ensemble.verdict(measured, single), "",
+            "Recipe settings where those folds differ from this card: "
+            + ("; ".join(differences) if differences else "none") + ".", ""]
+
+
 def cost_table(card: dict[str, Any], model_dir: Path, latency: dict[str, Any] | None) -> str:
     sha = weights_sha256(model_dir, card)
     rows = [("size on disk", f"{_size_mb(model_dir):.1f} MB")]
@@ -351,6 +380,9 @@ def render(raw: dict[str, Any]) -> str:
                   "(`bash benchmarks/cpu_plan.sh lodo` trains it). Earlier recipes' are in "
                   "`benchmarks/results/ablation.md`.", ""]
     if members:
+        lines += ["## Under domain shift: this recipe's ensemble, each domain held out", "",
+                  *ensemble_held_out_section(card, raw.get("lodo_ensemble") or {}, raw["ablation"],
+                                             raw.get("lodo_ensemble_shown", str(lodo_ensemble.RESULTS)))]
         transfer = transfer_section(card, raw.get("transfer"), raw.get("transfer_shown", "threshold_transfer.json"))
         lines += ["## The members' threshold on their average", "", *transfer]
     lines += ["## Cost", "", cost_table(card, model_dir, raw.get("latency")), ""]
@@ -362,11 +394,16 @@ def sources(root: Path) -> dict[str, Path]:
     recipe's ablation (where benchmarks/cpu_plan.sh's lodo stage writes it), the latency measurement
     and the threshold-transfer check of that ablation's seed pairs."""
     return {"model_dir": root / "model", "ablation": root / ablation_results(SHIPPED),
-            "latency": root / "benchmarks/results/latency.json", "transfer": root / transfer_results(SHIPPED)}
+            "latency": root / "benchmarks/results/latency.json", "transfer": root / transfer_results(SHIPPED),
+            "lodo_ensemble": root / lodo_ensemble.RESULTS}
 
 
-def gather(model_dir: Path, ablation: Path, latency: Path, transfer: Path) -> dict[str, Any]:
-    return {"card": read_card(model_dir), "model_dir": str(model_dir),
+def gather(model_dir: Path, ablation: Path, latency: Path, transfer: Path,
+           lodo_ensemble_results: Path | None = None) -> dict[str, Any]:
+    held_out = lodo_ensemble_results
+    return {"lodo_ensemble": lodo_ensemble.gather(held_out) if held_out and held_out.is_dir() else {},
+            "lodo_ensemble_shown": str(checkout_relative(held_out)) if held_out else str(lodo_ensemble.RESULTS),
+            "card": read_card(model_dir), "model_dir": str(model_dir),
             "model_dir_shown": str(checkout_relative(model_dir)),
             "ablation": load_results(ablation) if ablation.is_dir() else [],
             "ablation_shown": str(checkout_relative(ablation)),
@@ -384,9 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=Path, default=default["latency"])
     parser.add_argument("--transfer", type=Path, default=default["transfer"],
                         help="benchmarks.threshold_transfer's raw result on that ablation's seed pairs")
+    parser.add_argument("--lodo-ensemble", type=Path, default=default["lodo_ensemble"],
+                        help="benchmarks.lodo_ensemble's records: this recipe's ensemble, each domain held out")
     parser.add_argument("--out", type=Path, default=RESULTS / "model_card.md")
     args = parser.parse_args(argv)
-    return publish(gather(args.model, args.ablation, args.latency, args.transfer), render, args.out)
+    return publish(gather(args.model, args.ablation, args.latency, args.transfer, args.lodo_ensemble), render,
+                   args.out)
 
 
 if __name__ == "__main__":

@@ -336,7 +336,8 @@ def test_the_cpu_queue_takes_stages_checks_them_all_first_and_plans_the_ensemble
     def queue(*stages: str, dry: str = "1") -> subprocess.CompletedProcess[str]:
         # run folders of its own, so that what the plan says never depends on this machine's runs/
         return subprocess.run(["bash", "benchmarks/cpu_plan.sh", *stages], cwd=repo, capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "CPU_PLAN_DRY": dry, "CPU_PLAN_RUNS": str(tmp_path / "runs"),
+                              timeout=120, env={**os.environ, "CPU_PLAN_DRY": dry,
+                                                "CPU_PLAN_RUNS": str(tmp_path / "runs"),
                                                 "CPU_PLAN_WORKTREE": str(tmp_path / "wt")})
 
     proc = queue("ensemble", "crop")

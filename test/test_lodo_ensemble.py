@@ -67,7 +67,7 @@ def test_a_report_without_a_held_out_domain_is_not_a_row(tmp_path: Path) -> None
     folder = root / lodo_ensemble.RESULTS / "tupac16"
     folder.mkdir(parents=True)
     (folder / "ensemble_report.json").write_text(json.dumps({"folds": 5}))
-    assert lodo_ensemble.gather(root) == {}
+    assert lodo_ensemble.gather(root / lodo_ensemble.RESULTS) == {}
 
 
 def test_the_queue_plan_leaves_each_ablation_domain_out_tupac16_first() -> None:
@@ -88,3 +88,23 @@ def test_the_queue_plan_leaves_each_ablation_domain_out_tupac16_first() -> None:
 def test_the_committed_page_is_what_its_records_make() -> None:
     committed = (REPO / lodo_ensemble.TABLE).read_text()
     assert committed == lodo_ensemble.render(REPO), "run python -m benchmarks.lodo_ensemble"
+
+
+def test_the_model_card_shows_the_ensemble_held_out_and_where_its_recipe_differs(tmp_path: Path) -> None:
+    from benchmarks.model_card import ensemble_held_out_section
+
+    root = checkout(tmp_path)
+    shipped = {**SHIPPED_CONFIG, "augment": {"hed_sigma": 0.2}}
+    card = {"provenance": {"config": shipped}}
+    records = [json.loads(p.read_text()) for p in (root / ablation_results(SHIPPED)).glob("*.json")]
+    assert "Not measured yet" in ensemble_held_out_section(card, {}, records, "x")[0]
+    built(root, "TUPAC16", 0.81, 0.885, shipped)
+    text = "\n".join(ensemble_held_out_section(card, lodo_ensemble.gather(root / lodo_ensemble.RESULTS), records,
+                                               "x"))
+    assert "| TUPAC16 (100 patches) | 0.810 | 0.800 | 0.820 | 0.885 | 0.780 | met |" in text
+    assert "met on TUPAC16; not measured yet on Hamamatsu XR, Hamamatsu S360." in text
+    assert "differ from this card: none." in text
+    other = {**SHIPPED_CONFIG, "augment": {"hed_sigma": 0.4}}
+    text = "\n".join(ensemble_held_out_section({"provenance": {"config": other}},
+                                               lodo_ensemble.gather(root / lodo_ensemble.RESULTS), records, "x"))
+    assert "differ from this card: none." not in text and "hed_sigma" in text
