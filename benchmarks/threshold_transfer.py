@@ -8,8 +8,9 @@ domain none of them has seen.
 
 ``training.ensemble`` fits the calibration and the threshold on out-of-fold predictions, each made
 by one member, and ships them for the members' average. Averaging pulls probabilities towards
-the middle, so a cut that suits one member need not suit the average. The K-fold ensemble has no
-data that all its members left out, so this checks the same rule where such data exists: the
+the middle, so a cut that suits one member need not suit the average. The shipped K-fold ensemble
+has no data that all its members left out, so this checks the same rule where such data exists (and
+``benchmarks.lodo_ensemble`` trains the K folds themselves with a domain left out, hours a domain): the
 ablation trains each recipe twice (two seeds, hence two different slide-grouped validation
 splits) on the same leave-one-domain-out training domains. For each held-out domain and arm:
 
