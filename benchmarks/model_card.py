@@ -395,7 +395,7 @@ def sources(root: Path) -> dict[str, Path]:
     and the threshold-transfer check of that ablation's seed pairs."""
     return {"model_dir": root / "model", "ablation": root / ablation_results(SHIPPED),
             "latency": root / "benchmarks/results/latency.json", "transfer": root / transfer_results(SHIPPED),
-            "lodo_ensemble": root / lodo_ensemble.RESULTS}
+            "lodo_ensemble_results": root / lodo_ensemble.RESULTS}
 
 
 def gather(model_dir: Path, ablation: Path, latency: Path, transfer: Path,
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=Path, default=default["latency"])
     parser.add_argument("--transfer", type=Path, default=default["transfer"],
                         help="benchmarks.threshold_transfer's raw result on that ablation's seed pairs")
-    parser.add_argument("--lodo-ensemble", type=Path, default=default["lodo_ensemble"],
+    parser.add_argument("--lodo-ensemble", type=Path, default=default["lodo_ensemble_results"],
                         help="benchmarks.lodo_ensemble's records: this recipe's ensemble, each domain held out")
     parser.add_argument("--out", type=Path, default=RESULTS / "model_card.md")
     args = parser.parse_args(argv)
