@@ -141,6 +141,10 @@ def test_model_card_is_generated_from_the_shipped_model(tmp_path: Path) -> None:
     out = tmp_path / "model_card.md"
     assert main(["--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == (RESULTS / "model_card.md").read_text(encoding="utf-8")
+    # and what a queue's commit regenerates it with (benchmarks.derived, from the card's sources)
+    from benchmarks.derived import _card_text
+
+    assert _card_text(RESULTS.parents[1]) == out.read_text(encoding="utf-8")
     assert f"class atypical when P ≥ **{card()['threshold']:.3f}**" in card_section()
 
 
