@@ -151,6 +151,26 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       --runs "$runs/ablation-$name" --against "$repo/$shipped" "${common[@]}" $answer
     transfer_check "$name" "$("$py" -m benchmarks.answers --transfer "${change[@]}")"
   }
+  # OUT RESULTS WHAT MINUTES CMD...: train an ensemble's missing folds (CMD, a training.ensemble command) into
+  # OUT, each finished fold's record committed to RESULTS as it lands (benchmarks/ensemble_record.py), if
+  # the folds left, at MINUTES a fold, would end by the time a single run started at AMF_START_RUNS_UNTIL
+  # would (about 30 minutes after it); otherwise stop the queue (exit 3) and train nothing.
+  train_folds() {
+    local out=$1 results=$2 what=$3 per_fold=$4 finished minutes pid
+    shift 4
+    finished=$( (compgen -G "$out/fold-*/summary.json" || true) | wc -l)
+    minutes=$(( per_fold * (5 - finished) ))
+    "$py" -c "import sys, time; from benchmarks.driver import start_deadline; d = start_deadline(); \
+  sys.exit(0 if d is None or time.time() + ($minutes - 30) * 60 <= d else 3)" || {
+      echo "stopped: $what's $((5 - finished)) folds left (~$minutes min) would end well past" \
+           "AMF_START_RUNS_UNTIL; they start on a later call"
+      exit 3; }
+    mkdir -p "$out"
+    "$@" >> "$out/driver.log" 2>&1 &
+    pid=$!
+    "$py" -m benchmarks.ensemble_record "$out" --follow "$pid" --commit --results "$results"
+    wait "$pid" || { echo "error: $what's training failed; see $out/driver.log" >&2; exit 1; }
+  }
   # With CPU_PLAN_CANDIDATE, the ensemble of the shipped recipe with that change instead, into
   # runs/ensemble-<its settings>/ and benchmarks/results/ensemble-<its settings>/ (never the shipped
   # ensemble's records), then its out-of-fold scores set against the shipped ensemble's, fold by fold
@@ -173,19 +193,7 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       echo "  records: $results"
       return
     fi
-    local finished minutes
-    finished=$( (compgen -G "$out/fold-*/summary.json" || true) | wc -l)
-    minutes=$(( ${CPU_PLAN_FOLD_MINUTES:-43} * (5 - finished) ))
-    "$py" -c "import sys, time; from benchmarks.driver import start_deadline; d = start_deadline(); \
-  sys.exit(0 if d is None or time.time() + ($minutes - 30) * 60 <= d else 3)" || {
-      echo "stopped: the ensemble's $((5 - finished)) folds left (~$minutes min) would end well past" \
-           "AMF_START_RUNS_UNTIL; they start on a later call"
-      exit 3; }
-    mkdir -p "$out"
-    "${cmd[@]}" >> "$out/driver.log" 2>&1 &
-    local pid=$!
-    "$py" -m benchmarks.ensemble_record "$out" --follow "$pid" --commit --results "$results"
-    wait "$pid"
+    train_folds "$out" "$results" "the ensemble" "${CPU_PLAN_FOLD_MINUTES:-43}" "${cmd[@]}"
     [[ -z $name ]] || "$py" -m benchmarks.oof_against "$results" --commit > /dev/null ||
       echo "warning: could not set $results against the shipped ensemble; rerun:" \
            "python -m benchmarks.oof_against $results --commit" >&2
@@ -205,7 +213,7 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
   # as it ships (benchmarks/lodo_ensemble.py): 5 folds of 14 (TUPAC16 out) to 38 minutes a domain, each
   # fold's record committed as it lands, the domain started only if its folds left end by the deadline.
   lodo_ensemble() {
-    local answer slug column value minutes out results finished cmd pid
+    local answer slug column value minutes out results finished cmd
     answer=$("$py" -m benchmarks.answers)
     while IFS=$'\t' read -r slug column value minutes; do
       out="$runs/lodo_ensemble/$slug"
@@ -223,17 +231,7 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
         echo "  ${cmd[*]}"
         continue
       fi
-      minutes=$(( minutes * (5 - finished) ))
-      "$py" -c "import sys, time; from benchmarks.driver import start_deadline; d = start_deadline(); \
-  sys.exit(0 if d is None or time.time() + ($minutes - 30) * 60 <= d else 3)" || {
-        echo "stopped: lodo-ensemble $slug's $((5 - finished)) folds left (~$minutes min) would end well past" \
-             "AMF_START_RUNS_UNTIL; they start on a later call"
-        exit 3; }
-      mkdir -p "$out"
-      "${cmd[@]}" >> "$out/driver.log" 2>&1 &
-      pid=$!
-      "$py" -m benchmarks.ensemble_record "$out" --follow "$pid" --commit --results "$results"
-      wait "$pid" || { echo "error: the lodo-ensemble $slug run failed; see $out/driver.log" >&2; exit 1; }
+      train_folds "$out" "$results" "lodo-ensemble $slug" "$minutes" "${cmd[@]}"
     done < <("$py" -m benchmarks.lodo_ensemble --domains)
   }
   for stage in "${stages[@]}"; do
