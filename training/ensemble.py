@@ -22,6 +22,10 @@ from its checkpoint. Once all folds are done:
   calibrated probabilities. Threshold and calibration were fitted on single members and are
   applied to their average; the card says so.
 
+With ``data.lodo_column=... data.lodo_value=...`` the folds leave that domain out: they partition
+the other domains, and the built model directory is scored on the left-out one as it ships, each
+member alone beside it (``held_out`` in the report; ``benchmarks/lodo_ensemble.py``).
+
 ``<out>/ensemble_report.json`` holds the out-of-fold numbers (BA, AUC, ECE before and after
 calibration, per fold and per domain, and each calibration's cross-fitted score) and
 ``<out>/reliability.png`` the reliability diagram. ``--tta`` picks the shipped test-time views;
