@@ -29,7 +29,7 @@ from amf.atomic import write_text_atomic
 from benchmarks.ablation import DOMAINS
 from benchmarks.answers import SHIPPED, ablation_results
 from benchmarks.driver import REPO, load_results
-from benchmarks.goals import LODO_TARGET, domain_means, goal_cell, short_of_goal
+from benchmarks.goals import LODO_TARGET, domain_means, goal_cell, goal_number, short_of_goal
 from benchmarks.held_out import recipe_change
 from training.ensemble import REPORT
 
@@ -64,7 +64,7 @@ def gather(results: Path = REPO / RESULTS) -> dict[str, dict[str, Any]]:
 
 
 def _m(scores: dict[str, float]) -> str:
-    return f"{scores['balanced_accuracy']:.3f} / {scores['roc_auc']:.3f}"
+    return f"{goal_number(scores, 'balanced_accuracy')} / {goal_number(scores, 'roc_auc')}"
 
 
 def _mean(rows: list[dict[str, float]], key: str) -> float:

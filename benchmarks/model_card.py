@@ -44,7 +44,7 @@ from benchmarks import lodo_ensemble
 from benchmarks.ablation import DOMAINS
 from benchmarks.answers import SHIPPED, ablation_results, transfer_results
 from benchmarks.driver import checkout_relative, load_results
-from benchmarks.goals import LODO_TARGET, domain_means, goal_cell, target_verdict
+from benchmarks.goals import LODO_TARGET, domain_means, goal_cell, goal_number, target_verdict
 from benchmarks.publish import publish
 from benchmarks.spread import fmt
 from benchmarks.threshold_transfer import row_calibration
@@ -316,8 +316,9 @@ def ensemble_held_out_section(card: dict[str, Any], measured: dict[str, dict[str
         held = m["report"]["held_out"]
         e = held["ensemble"]
         alone = statistics.mean(x["balanced_accuracy"] for x in held["members"])
-        lines.append(f"| {dom} ({held['patches']} patches) | {e['balanced_accuracy']:.3f} | {e['sensitivity']:.3f} | "
-                     f"{e['specificity']:.3f} | {e['roc_auc']:.3f} | {alone:.3f} | {goal_cell(e)} |")
+        lines.append(f"| {dom} ({held['patches']} patches) | {goal_number(e, 'balanced_accuracy')} | "
+                     f"{e['sensitivity']:.3f} | {e['specificity']:.3f} | {goal_number(e, 'roc_auc')} | {alone:.3f} | "
+                     f"{goal_cell(e)} |")
     single = domain_means(r for r in records if r.get("arm") == SHIPPED_ARM)
     card_config = card.get("provenance", {}).get("config") or {}
     differences = sorted({d for m in measured.values() for f in m["folds"][:1]

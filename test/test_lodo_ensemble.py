@@ -54,6 +54,7 @@ def test_the_page_sets_each_built_ensemble_against_one_network_and_the_goal(tmp_
     assert tupac[5:] == ["0.820", "0.780 / 0.865", "met", "missed (BA 0.780, AUC 0.865)", "shipped"]
     # a miss by less than the rounding shows the fourth place; another recipe is named, not passed as shipped
     assert xr[7] == "missed (AUC 0.8797)" and xr[9] == "`augment.hed_sigma=0.4`"
+    assert xr[2] == "**0.800 / 0.8797**"  # not "0.880", which would read as the goal reached
     assert s360[2] == "not measured yet" and s360[8] == "missed (BA 0.780, AUC 0.865)"
     assert ("met on TUPAC16; missed on Hamamatsu XR ((AUC 0.8797)); not measured yet on Hamamatsu S360."
             not in text)  # the verdict's words are tidy
