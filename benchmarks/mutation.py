@@ -298,6 +298,20 @@ EQUIVALENT: dict[tuple[str, str, str, str, str], str] = {
         'optimiser = torch.optim.LBFGS([log_scale, bias], lr=1.0, max_iter=200, tolerance_grad=1e-10,',
         'constant 200 -> 201', '200', '(201)'):
         'an iteration cap of 201: the fit stops on its tolerances long before 200',
+    # fit_platt's loss: log P and log(1 − P) each subtract log(views); adding it instead shifts the loss by a
+    # constant (2·log(views) times the share of one class), which moves neither its gradient nor its minimiser
+    (
+        "training/calibration.py",
+        'log_p = torch.logsumexp(torch.nn.functional.logsigmoid(z), dim=1) - log_views',
+        'arith - -> +', 'torch.logsumexp(torch.nn.functional.logsigmoid(z), dim=1) - log_views',
+        '(torch.logsumexp(torch.nn.functional.logsigmoid(z), dim=1) + log_views)'):
+        "the loss shifts by −2·log(views)·mean(y), a constant in the parameters: same gradient, same fit",
+    (
+        "training/calibration.py",
+        'log_q = torch.logsumexp(torch.nn.functional.logsigmoid(-z), dim=1) - log_views',
+        'arith - -> +', 'torch.logsumexp(torch.nn.functional.logsigmoid(-z), dim=1) - log_views',
+        '(torch.logsumexp(torch.nn.functional.logsigmoid(-z), dim=1) + log_views)'):
+        "the loss shifts by −2·log(views)·mean(1 − y), a constant in the parameters: same gradient, same fit",
     # build_model_dir: the members are checked to share what `first` supplies, and K ≥ 2 (main refuses fewer)
     (
         "training/ensemble.py",

@@ -341,6 +341,10 @@ def test_temperature_stops_at_the_edges_of_its_range() -> None:
     margins = np.random.default_rng(0).normal(0, 3, (5000, 1))
     inside = fit_temperature(margins, (np.random.default_rng(1).random(5000) < calibrated_probs(margins, 2.3)))
     assert not temperature_at_edge(inside) and not temperature_at_edge(0.07) and not temperature_at_edge(18.0)
+    # the rule's own bounds (1.2× the low end, 0.95× the high end) already count as the edge
+    lo, hi = TEMPERATURE_RANGE
+    assert temperature_at_edge(lo * 1.2) and temperature_at_edge(hi * 0.95)
+    assert not temperature_at_edge(lo * 1.2 * (1 + 1e-9)) and not temperature_at_edge(hi * 0.95 * (1 - 1e-9))
 
 
 def test_platt_recovers_the_scale_and_bias_that_made_the_labels() -> None:
