@@ -273,7 +273,10 @@ def test_oof_threshold_and_temperature_use_only_out_of_fold_predictions(tmp_path
     with pytest.raises(ValueError, match="allow_pickle"):
         pool_oof([*runs[:2], pickled])
     with pytest.raises(AmfError, match="needs more"):
-        OutOfFold(oof.index, oof.fold, oof.label, oof.slide, oof.domain, oof.logits[:, :1], "none").margins("flip2")
+        OutOfFold(oof.index, oof.fold, oof.label, oof.slide, oof.domain, oof.logits[:, :1], "none", n,
+                  oof.held_out).margins("flip2")
+    with pytest.raises(AmfError, match="no folds"):
+        pool_oof([])
 
 
 def test_folds_that_leave_a_domain_out_pool_the_rest_and_must_leave_out_the_same(tmp_path: Path) -> None:

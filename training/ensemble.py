@@ -38,7 +38,7 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,8 @@ class OutOfFold:
     domain: np.ndarray
     logits: np.ndarray  # N×V×classes, views in amf.predict.tta_views order
     views: str
-    n_patches: int = 0  # rows of the patch set the folds were made on
-    held_out: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows no member saw
+    n_patches: int  # rows of the patch set the folds were made on
+    held_out: np.ndarray  # rows no member saw: a domain the folds left out, or none
 
     def margins(self, tta: str) -> np.ndarray:
         """logit(atypical) − logit(normal) for the first views of ``tta`` (N×V')."""
@@ -127,6 +127,8 @@ def train_folds(config: Path | None, overrides: list[str], folds: int, out: Path
 
 def pool_oof(runs: list[Path]) -> OutOfFold:
     """The folds' validation predictions pooled, refusing anything that is not out of fold."""
+    if not runs:
+        raise AmfError("no folds to pool")
     parts = []
     n_patches, views, held = None, None, None
     for k, run in enumerate(runs):
@@ -149,7 +151,8 @@ def pool_oof(runs: list[Path]) -> OutOfFold:
     index = np.concatenate([p["index"] for p in parts])
     if len(np.unique(index)) != len(index):
         raise AmfError("a patch is in the validation split of two folds: the folds are not one partition")
-    if n_patches is not None and held is not None and len(index) + len(held) != n_patches:
+    assert n_patches is not None and held is not None  # set by fold 0
+    if len(index) + len(held) != n_patches:
         left_out = f" and the {len(held)} left out" if len(held) else ""
         raise AmfError(f"the folds' validation splits hold {len(index)}{left_out} of {n_patches} patches, "
                        "not all of them")
@@ -158,7 +161,7 @@ def pool_oof(runs: list[Path]) -> OutOfFold:
                      slide=np.concatenate([p["slide"] for p in parts]),
                      domain=np.concatenate([p["domain"] for p in parts]),
                      logits=np.concatenate([p["logits"] for p in parts]), views=str(views),
-                     n_patches=n_patches or 0, held_out=held if held is not None else np.zeros(0, np.int64))
+                     n_patches=n_patches, held_out=held)
 
 
 def fit_oof(oof: OutOfFold, tta: str, calibration: str = "auto",
