@@ -312,6 +312,46 @@ EQUIVALENT: dict[tuple[str, str, str, str, str], str] = {
         'arith - -> +', 'torch.logsumexp(torch.nn.functional.logsigmoid(-z), dim=1) - log_views',
         '(torch.logsumexp(torch.nn.functional.logsigmoid(-z), dim=1) + log_views)'):
         "the loss shifts by −2·log(views)·mean(1 − y), a constant in the parameters: same gradient, same fit",
+    # pool_oof: the typing assert after the loop, which fold 0 always satisfies (an empty list is refused)
+    (
+        "training/ensemble.py",
+        'assert n_patches is not None and held is not None  # set by fold 0',
+        'bool and -> or', 'n_patches is not None and held is not None',
+        '(n_patches is not None or held is not None)'):
+        "fold 0 sets both (pool_oof refuses an empty list first), so the two asserts hold alike",
+    # build_model_dir / score_held_out / build: member 0 and member 1 agree in all that is read from them
+    (
+        "training/ensemble.py",
+        'card = make_card(loaded[0].model, backbone=arch["backbone"], drop_rate=arch["drop_rate"],',
+        'constant 0 -> 1', '0', '(1)'):
+        "make_card reads the network's architecture and class order, which every member shares (checked above)",
+    (
+        "training/ensemble.py",
+        'stain=loaded[0].stain)',
+        'constant 0 -> 1', '0', '(1)'):
+        "every member's stain target is the same (checked above: the members must share stain_norm)",
+    (
+        "training/ensemble.py",
+        'cfg = load_run_config(runs[0] / "config.yaml")',
+        'constant 0 -> 1', '0', '(1)'):
+        "score_held_out reads the data settings, which the folds' config.yaml files share (they differ in "
+        "data.fold and run.out only)",
+    (
+        "training/ensemble.py",
+        'labels = weak_labels_of(runs[0], oof)',
+        'constant 0 -> 1', '0', '(1)'):
+        "weak_labels_of reads the manifests and weak labels, which the folds' configs share",
+    (
+        "training/ensemble.py",
+        'amp=False, positive_index=loaded.positive_index, calibration=loaded.calibration,',
+        'constant False -> True', 'False', '(True)'):
+        "the held-out scoring loads the members on the CPU (load_model_dir's default), where autocast acts only "
+        "with cpu_bf16, which predict_proba never asks for: no input tells the two apart",
+    (
+        "training/ensemble.py",
+        'owned = [o for o in args.overrides if o.split("=", 1)[0] in _OWNED]',
+        'constant 1 -> 2', '1', '(2)'):
+        "the text before the first '=' is the same whatever the number of further splits",
     # build_model_dir: the members are checked to share what `first` supplies, and K ≥ 2 (main refuses fewer)
     (
         "training/ensemble.py",

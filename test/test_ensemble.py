@@ -464,7 +464,10 @@ def test_ensemble_command_writes_one_loadable_model_dir_that_process_runs(ensemb
     by_scanner = card["metrics"]["oof"]["by_label"]["Scanner"]
     assert {name: m["n"] for name, m in by_scanner.items()} == {"Aperio CS2": 18, "Hamamatsu XR": 18, "unknown": 12}
     assert sum(m["n_atypical"] for m in by_scanner.values()) == card["metrics"]["oof"]["overall"]["n_atypical"]
-    report = json.loads((out / "ensemble_report.json").read_text())
+    def no_nan(name: str) -> None:
+        raise AssertionError(f"{name} in ensemble_report.json: not strict JSON")
+
+    report = json.loads((out / "ensemble_report.json").read_text(), parse_constant=no_nan)
     assert report["patches"] == 48 and report["threshold"] == card["threshold"]
     assert {"ece_before", "ece_after", "overall", "per_fold"} <= report.keys()
     assert (out / "reliability.png").is_file()
@@ -581,6 +584,28 @@ def test_an_ensemble_whose_folds_leave_a_domain_out_is_scored_there_as_it_ships(
         assert member["roc_auc"] == pytest.approx(alone["roc_auc"], abs=1e-3)
 
 
+def test_the_built_card_takes_the_members_input_and_says_how_its_calibration_was_chosen(
+        ensemble_run: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from training.ensemble import build_model_dir, fit_oof
+
+    out, _ = ensemble_run
+    runs = [out / f"fold-{k}" for k in range(2)]
+    oof = pool_oof(runs)
+    for crop in (0, 32):  # members that see the whole patch, or its centre: the ensemble sees it so too
+        copies = [shutil.copytree(run / "model", tmp_path / f"crop{crop}" / run.name / "model").parent for run in runs]
+        for copy in copies:
+            card_path = copy / "model" / "model.json"
+            card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "center_crop": crop}))
+        built = read_card(build_model_dir(tmp_path / f"built{crop}", copies, fit_oof(oof, "none", "auto"), {}))
+        assert built["center_crop"] == crop
+        choice = built["metrics"]["oof"]["calibration_choice"]
+        assert choice["asked"] == "auto" and built["calibration"]["chosen_by"] == choice["rule"]
+    asked = read_card(build_model_dir(tmp_path / "asked", runs, fit_oof(oof, "none", "temperature"), {}))
+    assert asked["calibration"]["kind"] == "temperature" and asked["calibration"]["chosen_by"] == "asked for"
+
+
 def test_ensemble_command_resumes_fold_by_fold_and_refuses_what_it_owns(ensemble_run: tuple[Path, Path],
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from training.ensemble import main
@@ -622,12 +647,18 @@ def test_an_interrupted_ensemble_command_says_how_to_resume(tmp_path: Path, monk
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     import training.ensemble as ensemble
 
+    asked: list[object] = []
+
     def interrupted(*args: object) -> list[Path]:
+        asked.append(args[2])  # the folds
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ensemble, "train_folds", interrupted)
     assert ensemble.main(["--folds", "2", "--out", str(tmp_path / "run")]) == 130
     assert capsys.readouterr().err.strip() == "interrupted; rerun the same command to resume (finished folds are kept)"
+    # rerunning into the folder the first run made is how it resumes; without --folds there are 5
+    assert ensemble.main(["--out", str(tmp_path / "run")]) == 130 and asked == [2, 5]
+    capsys.readouterr()
     assert ensemble.main(["--folds", "1", "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip() == "error: --folds must be at least 2"
 
