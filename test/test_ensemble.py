@@ -654,10 +654,11 @@ def test_an_interrupted_ensemble_command_says_how_to_resume(tmp_path: Path, monk
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ensemble, "train_folds", interrupted)
-    assert ensemble.main(["--folds", "2", "--out", str(tmp_path / "run")]) == 130
+    out = tmp_path / "runs" / "run"  # its parent folder is made too
+    assert ensemble.main(["--folds", "2", "--out", str(out)]) == 130
     assert capsys.readouterr().err.strip() == "interrupted; rerun the same command to resume (finished folds are kept)"
     # rerunning into the folder the first run made is how it resumes; without --folds there are 5
-    assert ensemble.main(["--out", str(tmp_path / "run")]) == 130 and asked == [2, 5]
+    assert ensemble.main(["--out", str(out)]) == 130 and asked == [2, 5]
     capsys.readouterr()
     assert ensemble.main(["--folds", "1", "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip() == "error: --folds must be at least 2"
