@@ -41,15 +41,21 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def target_verdict(per_domain: dict[str, dict[str, float]], domains: Iterable[str]) -> str:
-    """Issue #10's goal, judged per held-out domain on the mean over seeds; a domain without a run is
-    named as not measured, never counted as met."""
+def goal_head(subject: str = "The goal", judged: str = ", mean over seeds") -> str:
+    """The words a verdict on issue #10's goal opens with."""
+    return (f"**{subject}** (issue #10: at least {LODO_TARGET['balanced_accuracy']:.2f} balanced accuracy and "
+            f"{LODO_TARGET['roc_auc']:.2f} ROC AUC on every held-out domain{judged}): ")
+
+
+def target_verdict(per_domain: dict[str, dict[str, float]], domains: Iterable[str],
+                   subject: str = "The goal", judged: str = ", mean over seeds") -> str:
+    """Issue #10's goal, judged per held-out domain (on the mean over seeds, unless ``judged`` says
+    otherwise); a domain without a run is named as not measured, never counted as met."""
     domains = list(domains)
     met = [d for d in domains if d in per_domain and not short_of_goal(per_domain[d])]
     missed = [f"{d} ({', '.join(short_of_goal(per_domain[d]))})" for d in domains if d in per_domain and d not in met]
     unmeasured = [d for d in domains if d not in per_domain]
-    goal = (f"**The goal** (issue #10: at least {LODO_TARGET['balanced_accuracy']:.2f} balanced accuracy and "
-            f"{LODO_TARGET['roc_auc']:.2f} ROC AUC on every held-out domain, mean over seeds): ")
+    goal = goal_head(subject, judged)
     if not missed and not unmeasured:
         return goal + "met on every domain."
     parts = [f"met on {', '.join(met)}" if met else "met on none",

@@ -98,7 +98,7 @@ def member_margins(run: Path, tta: str, cache: dict[str, Any]) -> dict[str, np.n
     from amf.model_dir import load_model_dir
     from amf.predict import predict_view_logits
     from training.config import load_run_config
-    from training.data import apply_stain_target, make_split, read_manifests
+    from training.data import make_split, read_patch_set
 
     cfg = load_run_config(run / "config.yaml")
     d = cfg.data
@@ -106,10 +106,7 @@ def member_margins(run: Path, tta: str, cache: dict[str, Any]) -> dict[str, np.n
     # the model's own stain target: the patches as its training run saw them
     key = repr((d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.center_crop, d.stain_norm, loaded.stain))
     if key not in cache:
-        cache[key] = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir,
-                                    d.center_crop, d.stain_norm)
-        if loaded.stain is not None:
-            apply_stain_target(cache[key], loaded.stain)
+        cache[key] = read_patch_set(d, loaded.stain)
     data = cache[key]
     split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
                        lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)

@@ -14,6 +14,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from amf.errors import InputError
 from amf.manifest import decode_image, read_cases
 from amf.preprocess import crop_and_upscale
 from amf.stain import StainTarget, fit_target, lab_stats, normalize_stains
+
+if TYPE_CHECKING:
+    from training.config import DataConfig
 
 log = logging.getLogger(__name__)
 UNKNOWN = -1
@@ -106,6 +110,16 @@ def fit_stain_target(data: PatchSet, rows: np.ndarray) -> StainTarget:
     if data.stain_stats is None:
         raise ValueError("these patches were read without stain statistics (read_manifests stain_norm)")
     return fit_target(data.stain_stats[rows])
+
+
+def read_patch_set(d: DataConfig, stain: StainTarget | None = None) -> PatchSet:
+    """The patches a run's data settings ``d`` name, read as that run reads them; with ``stain`` (a trained
+    model's target) mapped onto it, as that model saw them."""
+    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop,
+                          d.stain_norm)
+    if stain is not None:
+        apply_stain_target(data, stain)
+    return data
 
 
 def apply_stain_target(data: PatchSet, target: StainTarget) -> None:

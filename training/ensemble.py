@@ -296,17 +296,13 @@ def score_held_out(runs: list[Path], model_dir: Path, oof: OutOfFold, fit: dict[
     if not len(oof.held_out):
         return None
     from amf.predict import predict_proba
-    from training.data import apply_stain_target, read_manifests
+    from training.data import read_patch_set
 
-    cfg = load_run_config(runs[0] / "config.yaml")
-    d = cfg.data
+    d = load_run_config(runs[0] / "config.yaml").data
     loaded = load_model_dir(model_dir)
-    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop,
-                          d.stain_norm)
+    data = read_patch_set(d, loaded.stain)
     if len(data) != oof.n_patches:
         raise AmfError(f"the manifests hold {len(data)} patches now, the folds were trained on {oof.n_patches}")
-    if loaded.stain is not None:
-        apply_stain_target(data, loaded.stain)
     pages, y = data.images[oof.held_out], data.labels[oof.held_out]
 
     def probs(model: Any) -> np.ndarray:

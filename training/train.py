@@ -43,7 +43,7 @@ from training.data import (
     apply_stain_target,
     fit_stain_target,
     make_split,
-    read_manifests,
+    read_patch_set,
 )
 from training.pretrained import load_pretrained
 from training.recipe import MixAlignDistil
@@ -204,8 +204,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
 def _load_data(cfg: Config) -> tuple[PatchSet, Split]:
     d = cfg.data
-    data = read_manifests(d.manifests, d.image_dirs, d.weak_labels, d.input_size, d.cache_dir, d.center_crop,
-                          d.stain_norm)
+    data = read_patch_set(d)
     split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
                        lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)
     if d.stain_norm != "none":
