@@ -35,7 +35,7 @@
 # minutes), the inner evidence of leave-one-domain-out validation nested inside the held-out test
 # (benchmarks/nested_lodo.py); with CPU_PLAN_CANDIDATE, that change against the recipe shipped now.
 # `lodo-ensemble` (only when named): the shipped recipe's 5-fold ensemble with each domain left out and
-# scored on it as it ships, 50 minutes (TUPAC16 out) to 3 hours a domain (benchmarks/lodo_ensemble.py).
+# scored on it as it ships, 50 minutes (TUPAC16 out) to 2.5 hours a domain (benchmarks/lodo_ensemble.py).
 #
 # Training runs from a worktree pinned at HEAD when the queue starts (CPU_PLAN_WORKTREE, default
 # ../amf-cpu-plan), so edits in this checkout never change the code under a run; each JSON records
@@ -210,7 +210,7 @@ print(d.datetime.fromtimestamp(start_deadline(sys.argv[1]), d.timezone.utc).isof
       "${candidate[@]}" "${common[@]}"
   }
   # The shipped recipe's 5-fold ensemble with each domain left out in turn (TUPAC16 first), scored on it
-  # as it ships (benchmarks/lodo_ensemble.py): 5 folds of 10 (TUPAC16 out) to 37 minutes a domain, each
+  # as it ships (benchmarks/lodo_ensemble.py): 5 folds of 10 (TUPAC16 out) to 29 minutes a domain, each
   # fold's record committed as it lands, the domain started only if its folds left end by the deadline.
   lodo_ensemble() {
     local answer slug column value minutes out results finished cmd

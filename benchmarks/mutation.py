@@ -332,7 +332,7 @@ EQUIVALENT: dict[tuple[str, str, str, str, str], str] = {
         "every member's stain target is the same (checked above: the members must share stain_norm)",
     (
         "training/ensemble.py",
-        'cfg = load_run_config(runs[0] / "config.yaml")',
+        'd = load_run_config(runs[0] / "config.yaml").data',
         'constant 0 -> 1', '0', '(1)'):
         "score_held_out reads the data settings, which the folds' config.yaml files share (they differ in "
         "data.fold and run.out only)",
