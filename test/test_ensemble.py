@@ -3,6 +3,7 @@ batched member forward, fp16 storage, the centre-crop input option and the study
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -561,10 +562,26 @@ def test_an_ensemble_whose_folds_leave_a_domain_out_is_scored_there_as_it_ships(
     from training.ensemble import main
 
     manifest = make_dataset(tmp_path / "data")
+    # one tumour type whose patches are all normal: its out-of-fold AUC is undefined, and the report
+    # must say so as JSON's null, not as the NaN that strict readers refuse
+    rows = list(csv.DictReader(manifest.open()))
+    for row in rows[8:16]:
+        assert row["majority"] == "NMF"
+        row["Tumor"] = "canine lymphoma"
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     out = tmp_path / "run"
     assert main(["--folds", "2", "--out", str(out),
                  *ensemble_args(manifest, "data.lodo_column=Scanner", "data.lodo_value=Aperio CS2")]) == 0
-    report = json.loads((out / "ensemble_report.json").read_text())
+
+    def no_nan(name: str) -> None:
+        raise AssertionError(f"{name} in ensemble_report.json: not strict JSON")
+
+    report = json.loads((out / "ensemble_report.json").read_text(), parse_constant=no_nan)
+    lymphoma = report["by_label"]["Tumor"]["canine lymphoma"]
+    assert lymphoma["n"] == 5 and lymphoma["n_atypical"] == 0 and lymphoma["roc_auc"] is None
     held = report["held_out"]
     assert (held["column"], held["value"], held["patches"]) == ("Scanner", "Aperio CS2", 18)
     assert report["patches"] == 30 and "held_out" in report["note"]
