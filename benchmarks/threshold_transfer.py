@@ -98,7 +98,7 @@ def member_margins(run: Path, tta: str, cache: dict[str, Any]) -> dict[str, np.n
     from amf.model_dir import load_model_dir
     from amf.predict import predict_view_logits
     from training.config import load_run_config
-    from training.data import make_split, read_patch_set
+    from training.data import read_patch_set, split_of
 
     cfg = load_run_config(run / "config.yaml")
     d = cfg.data
@@ -108,8 +108,7 @@ def member_margins(run: Path, tta: str, cache: dict[str, Any]) -> dict[str, np.n
     if key not in cache:
         cache[key] = read_patch_set(d, loaded.stain)
     data = cache[key]
-    split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
-                       lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)
+    split = split_of(data, d, cfg.run.seed)
     out: dict[str, np.ndarray] = {}
     for part, idx in (("val", split.val), ("test", split.test)):
         logits = predict_view_logits(loaded.model, data.images[idx], mean=loaded.card["mean"],

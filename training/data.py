@@ -232,6 +232,12 @@ class Split:
     description: str
 
 
+def split_of(data: PatchSet, d: DataConfig, seed: int) -> Split:
+    """The split a run's data settings ``d`` (and its seed) make of ``data``: the one it trained on."""
+    return make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
+                      lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=seed)
+
+
 def make_split(data: PatchSet, mode: str, *, val_fraction: float = 0.15, folds: int = 5, fold: int = 0,
                lodo_column: str = "", lodo_value: str = "", seed: int = 0) -> Split:
     """Train/val/test indices; a slide never falls on two sides."""

@@ -42,8 +42,8 @@ from training.data import (
     Split,
     apply_stain_target,
     fit_stain_target,
-    make_split,
     read_patch_set,
+    split_of,
 )
 from training.pretrained import load_pretrained
 from training.recipe import MixAlignDistil
@@ -205,8 +205,7 @@ def train(cfg: Config) -> dict[str, Any]:
 def _load_data(cfg: Config) -> tuple[PatchSet, Split]:
     d = cfg.data
     data = read_patch_set(d)
-    split = make_split(data, d.split, val_fraction=d.val_fraction, folds=d.folds, fold=d.fold,
-                       lodo_column=d.lodo_column, lodo_value=d.lodo_value, seed=cfg.run.seed)
+    split = split_of(data, d, cfg.run.seed)
     if d.stain_norm != "none":
         # From every patch but the held-out test ones: the K folds of one ensemble share one target.
         target = fit_stain_target(data, np.concatenate([split.train, split.val]))
