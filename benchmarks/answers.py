@@ -44,7 +44,7 @@ CROP_ANSWER = ["data.center_crop=64"]
 ALIGNMENT_ANSWER = ["align.kind=mmd"]
 
 # Settings whose point is a domain shift are chosen across the training domains, not on in-domain
-# validation, which cannot judge them (README, "Choosing across the training domains"): that way of
+# validation, which cannot judge them (benchmarks/README.md, "Choosing across the training domains"): that way of
 # choosing, nested so that a held-out domain never took part in its own pick, held out no worse than the
 # shipped recipe on any domain and better on the mean (benchmarks/results/nested_lodo.md). Across all three
 # AMi-Br domains (benchmarks/results/held_out.md), σ 0.2 scores +0.018 mean held-out BA over 0.05, beyond

@@ -4,8 +4,8 @@ A driver that commits a raw result changes what these generated files must say: 
 (``benchmarks.model_card`` reads the shipped recipe's ablation, the latency and the threshold
 transfer), every recipe's held-out page (``benchmarks.held_out``, from every ablation folder), the
 nested leave-one-domain-out page (``benchmarks.nested_lodo``, whose held-out column is those
-folders' Full arms), the shipped ensemble's held-out page (``benchmarks.lodo_ensemble``) and the README's
-quoted tables (``benchmarks.readme_sync``). They are tested against the
+folders' Full arms), the shipped ensemble's held-out page (``benchmarks.lodo_ensemble``) and the tables
+the README and the benchmarks page quote (``benchmarks.readme_sync``). They are tested against the
 results, so a queue that committed only its result would leave the checkout failing its own tests
 until someone regenerated them by hand. ``refresh`` rewrites them in the checkout the results belong
 to, and returns the files it changed for the same commit. A driver runs it as
@@ -35,10 +35,9 @@ from pathlib import Path
 
 from amf.atomic import write_text_atomic
 from amf.card import CARD_NAME
-from benchmarks.readme_sync import sources, synced
+from benchmarks.readme_sync import PAGES, sources, synced
 
 CARD = Path("benchmarks/results/model_card.md")
-README = Path("README.md")
 
 
 def _changed(root: Path, paths: list[str]) -> set[str] | None:
@@ -76,11 +75,12 @@ def _card_text(root: Path) -> str:
 
 
 def refresh(root: Path, committing: list[Path] | None = None) -> list[Path]:
-    """Regenerate the model card and the README's quoted tables in checkout ``root``; the files changed.
-    With ``committing`` (the files the caller commits), a README block whose file has other uncommitted
+    """Regenerate the model card and the quoted tables of the README and the benchmarks page in checkout
+    ``root``; the files changed.
+    With ``committing`` (the files the caller commits), a page's block whose file has other uncommitted
     edits keeps its committed text; without it every block is refilled (drivers older than the list)."""
     changed: list[Path] = []
-    card, readme = root / CARD, root / README
+    card = root / CARD
     changed += _retabulate(root, committing or [])
     changed += _held_out(root, committing or [])
     if (root / "model" / CARD_NAME).is_file():
@@ -90,22 +90,25 @@ def refresh(root: Path, committing: list[Path] | None = None) -> list[Path]:
         else:
             print(f"warning: {CARD} or model/ has uncommitted edits, so the card was left as is; "
                   "run python -m benchmarks.model_card before committing them", file=sys.stderr)
-    if readme.is_file():
-        if _clean(root, README):
-            text = readme.read_text(encoding="utf-8")
-            keep: set[str] = set()
-            if committing is not None:
-                taken = {str(p.resolve().relative_to(root)) for p in [*committing, *changed]
-                         if p.resolve().is_relative_to(root)}
-                keep = _dirty(root, sources(text)) - taken
-                for name in sorted(keep):
-                    print(f"warning: {name} has uncommitted edits that this commit does not take, so the README "
-                          "block quoting it was left as it is", file=sys.stderr)
-            if _rewrite(readme, synced(text, root, keep)):
-                changed.append(readme)
-        else:
-            print(f"warning: {README} has uncommitted edits, so its tables were left as they are; "
+    for page in PAGES:
+        readme = root / page
+        if not readme.is_file():
+            continue
+        if not _clean(root, page):
+            print(f"warning: {page} has uncommitted edits, so its tables were left as they are; "
                   "run python -m benchmarks.readme_sync before committing it", file=sys.stderr)
+            continue
+        text = readme.read_text(encoding="utf-8")
+        keep: set[str] = set()
+        if committing is not None:
+            taken = {str(p.resolve().relative_to(root)) for p in [*committing, *changed]
+                     if p.resolve().is_relative_to(root)}
+            keep = _dirty(root, sources(text)) - taken
+            for name in sorted(keep):
+                print(f"warning: {name} has uncommitted edits that this commit does not take, so the {page} "
+                      "block quoting it was left as it is", file=sys.stderr)
+        if _rewrite(readme, synced(text, root, keep)):
+            changed.append(readme)
     return changed
 
 

@@ -224,7 +224,7 @@ def outer_table(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]
 
 
 def verdict(recipes: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
-    """The picks held out, and the rule written down before the runs (README): a candidate picked for at
+    """The picks held out, and the rule written down before the runs (benchmarks/README.md): a candidate picked for at
     least one domain, no pick lower held out than the reference beyond the seed spread, and the picks'
     mean held-out BA above the reference's."""
     by = {r["recipe"]: r for r in recipes}

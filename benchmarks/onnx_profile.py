@@ -6,7 +6,7 @@ Exports ``model.onnx`` afresh into a temporary copy of the model directory, coun
 FLOPs with torch's FLOP counter, then profiles ``--runs`` warm ONNX Runtime runs on ``--pages``
 pages (no TTA) and sums the kernel time per operator type. Writes the raw result to
 ``benchmarks/results/onnx_profile.json`` and a generated ``onnx_profile.md``: the numbers behind the
-README's explanation of the warm latency (achieved GFLOP/s in the convolutions).
+benchmarks page's explanation of the warm latency (benchmarks/README.md: achieved GFLOP/s in the convolutions).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Copy generated result tables into the README, so its numbers are the result files' own.
+"""Copy generated result tables into the README and the benchmarks page, so their numbers are the
+result files' own.
 
-    python -m benchmarks.readme_sync          # rewrite the marked blocks of README.md
+    python -m benchmarks.readme_sync          # rewrite the marked blocks of README.md and benchmarks/README.md
     python -m benchmarks.readme_sync --check  # exit 1 if a block differs from its file (a test runs this)
 
-A block is marked in README.md as
+A block is marked in either page (its path is relative to the checkout, wherever the page lies) as
 
     <!-- begin: benchmarks/results/ablation.md -->
     ...the tables of that file, copied...
@@ -29,6 +30,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The hand-written pages that quote results: the README, and the benchmarks page it sends readers to.
+PAGES = (Path("README.md"), Path("benchmarks/README.md"))
 _BLOCK = re.compile(r"(<!-- begin: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end: (?P=path) -->)", re.S)
 
 
@@ -102,16 +105,22 @@ def synced(readme: str, root: Path = REPO, keep: Collection[str] = ()) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--readme", type=Path, nargs="+", default=[REPO / p for p in PAGES],
+                        help="the pages to refill (default: README.md and benchmarks/README.md)")
     args = parser.parse_args()
-    text = args.readme.read_text(encoding="utf-8")
-    new = synced(text)
-    if args.check:
-        if new != text:
-            print(f"{args.readme} quotes stale numbers: run python -m benchmarks.readme_sync", file=sys.stderr)
-            return 1
-        return 0
-    args.readme.write_text(new, encoding="utf-8")
+    stale = []
+    for page in args.readme:
+        text = page.read_text(encoding="utf-8")
+        new = synced(text)
+        if new == text:
+            continue
+        if args.check:
+            stale.append(str(page))
+        else:
+            page.write_text(new, encoding="utf-8")
+    if stale:
+        print(f"{', '.join(stale)} quote stale numbers: run python -m benchmarks.readme_sync", file=sys.stderr)
+        return 1
     return 0
 
 

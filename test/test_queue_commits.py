@@ -16,6 +16,7 @@ from benchmarks.driver import commit_files
 REPO = Path(__file__).resolve().parents[1]
 TABLE = "benchmarks/results/x.md"
 README = f"# Project\n\n<!-- begin: {TABLE} -->\n| old |\n<!-- end: {TABLE} -->\n"
+PAGE = f"# Benchmarks\n\nmore words\n<!-- begin: {TABLE} -->\n| old |\n<!-- end: {TABLE} -->\n"
 
 
 def git(root: Path, *args: str) -> str:
@@ -30,7 +31,8 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     git(tmp_path, "config", "user.name", "queue")
     (tmp_path / "README.md").write_text(README, encoding="utf-8")
     (tmp_path / "benchmarks/results").mkdir(parents=True)
-    git(tmp_path, "add", "README.md")
+    (tmp_path / "benchmarks/README.md").write_text(PAGE, encoding="utf-8")
+    git(tmp_path, "add", "README.md", "benchmarks/README.md")
     git(tmp_path, "commit", "-q", "-m", "start")
     return tmp_path
 
@@ -39,6 +41,7 @@ def test_a_committed_result_brings_the_readme_tables_that_quote_it(checkout: Pat
     (checkout / TABLE).write_text("# x\n\n| new |\n|---|\n| 1 |\n", encoding="utf-8")
     commit_files([checkout / TABLE], "result")
     assert "| new |\n|---|\n| 1 |" in git(checkout, "show", "HEAD:README.md")
+    assert git(checkout, "show", "HEAD:benchmarks/README.md") == PAGE.replace("| old |", "| new |\n|---|\n| 1 |")
     assert git(checkout, "status", "--porcelain") == ""
 
 
@@ -59,6 +62,8 @@ def test_a_readme_being_edited_is_left_out(checkout: Path, capsys: pytest.Captur
     assert (checkout / "README.md").read_text(encoding="utf-8").endswith("half a sentence")
     assert git(checkout, "show", f"HEAD:{TABLE}") == "| new |\n"
     assert "README.md has uncommitted edits" in capsys.readouterr().err
+    # the other page quoting the result was not being edited: it comes along
+    assert git(checkout, "show", "HEAD:benchmarks/README.md") == PAGE.replace("| old |", "| new |")
 
 
 def test_the_model_card_is_regenerated_from_the_checkouts_own_model(checkout: Path) -> None:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.readme_sync import synced, tables
+import pytest
+
+from benchmarks.readme_sync import PAGES, synced, tables
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_readme_blocks_match_their_result_files() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert "<!-- begin: benchmarks/results/ablation.md -->" in readme
+@pytest.mark.parametrize(("page", "quotes"), [("README.md", "benchmarks/results/model_card.md"),
+                                              ("benchmarks/README.md", "benchmarks/results/ablation.md")])
+def test_readme_blocks_match_their_result_files(page: str, quotes: str) -> None:
+    assert Path(page) in PAGES
+    readme = (REPO / page).read_text(encoding="utf-8")
+    assert f"<!-- begin: {quotes} -->" in readme
     assert synced(readme) == readme, "run python -m benchmarks.readme_sync"
 
 
