@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a trained model directory the shipped default, and regenerate everything derived from it.
 #
-#   scripts/ship_model.sh runs/ensemble/model            # model/, test fixture, model card, README
+#   scripts/ship_model.sh runs/ensemble/model            # model/, test fixture, model card, README pages
 #   scripts/ship_model.sh runs/ensemble/model --latency  # also benchmarks/latency.py against the model it replaces
 #   scripts/ship_model.sh runs/ensemble/model --latency runs/model-093ed04  # ... against that model directory
 #
@@ -13,7 +13,7 @@
 # model.onnx; with --latency, measure the cold 16-page job against the old model, paired and
 # interleaved (9 rounds, SHIP_COLD_RUNS); for an ensemble's model/ (beside its fold-k/ runs), bring the fold records and the
 # out-of-fold report in benchmarks/results/ensemble/ up to it (benchmarks/ensemble_record.py);
-# regenerate benchmarks/results/model_card.md and the README's copies.
+# regenerate benchmarks/results/model_card.md and the copies in README.md and benchmarks/README.md.
 # Then review `git diff`, run the tests and commit model/, test/ and benchmarks/results/ together.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,4 +57,4 @@ if [[ -f $RUN/ensemble_report.json ]]; then
 fi
 "$PY" -m benchmarks.model_card >/dev/null
 "$PY" -m benchmarks.readme_sync
-echo "shipped. Next: git diff --stat; .venv/bin/python -m pytest -q; commit model/ test/ benchmarks/results/ README.md"
+echo "shipped. Next: git diff --stat; .venv/bin/python -m pytest -q; commit model/ test/ benchmarks/results/ README.md benchmarks/README.md"
