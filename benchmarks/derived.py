@@ -182,7 +182,8 @@ def _held_out(root: Path, committing: list[Path]) -> list[Path]:
                           lambda nested=nested: nested_lodo.write_outputs(nested),
                           f"python -m benchmarks.nested_lodo --table-only --results {held_out.RESULTS / nested.name}"))
     if (root / lodo_ensemble.TABLE).is_file() or any((root / lodo_ensemble.RESULTS).glob(f"*/{REPORT}")):
-        pages.append(([lodo_ensemble.TABLE], lambda: lodo_ensemble.write(root), "python -m benchmarks.lodo_ensemble"))
+        pages.append(([lodo_ensemble.TABLE, lodo_ensemble.FIGURE], lambda: lodo_ensemble.write(root),
+                      "python -m benchmarks.lodo_ensemble"))
     taken = {p.resolve() for p in committing}  # what the caller's own driver wrote is no one's half-done edit
     changed: list[Path] = []
     for paths, write, command in pages:

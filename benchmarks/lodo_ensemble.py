@@ -3,7 +3,7 @@ domain left out and scored on that domain, beside one network of the same recipe
 Full arm) and issue #10's goal.
 
     bash benchmarks/cpu_plan.sh lodo-ensemble       # trains what is missing, domain by domain, and commits
-    python -m benchmarks.lodo_ensemble              # rewrite benchmarks/results/lodo_ensemble.md from the records
+    python -m benchmarks.lodo_ensemble              # rewrite lodo_ensemble.md and .png from the records
     python -m benchmarks.lodo_ensemble --domains    # the queue's plan: slug, column, value, minutes a fold
 
 The ablation judges one network per held-out domain, at the threshold of its own validation split.
@@ -35,6 +35,7 @@ from training.ensemble import REPORT
 
 RESULTS = Path("benchmarks/results/lodo_ensemble")
 TABLE = Path("benchmarks/results/lodo_ensemble.md")
+FIGURE = TABLE.with_suffix(".png")
 # Minutes a fold takes on 2 cores (training and its final scoring), for the queue's start deadline:
 # 10 measured with TUPAC16 left out (2026-12-07: 10.4-11.5 between fold records, 842 training patches a
 # fold); the others scale that by their folds' size (2,065 and 1,960) with a tenth to spare. The full
@@ -110,7 +111,8 @@ def render(root: Path = REPO) -> str:
             f"| {dom} | {held['patches']} ({held['atypical']}) | {held['threshold']:.3f} | **{_m(e)}** | "
             f"{e['sensitivity']:.3f} / {e['specificity']:.3f} | {_m(alone)} | "
             f"{e['balanced_accuracy_at_best']:.3f} | {one_score} | {goal_cell(e)} | {one_goal} | {recipe} |")
-    lines += ["", verdict(measured, single), ""]
+    lines += ["", verdict(measured, single), "", f"![each domain held out: the ensemble, its members and one network]"
+              f"({FIGURE.name})", ""]
     if measured:
         codes = sorted({f["code"]["commit"] for m in measured.values() for f in m["folds"] if f.get("code")})
         lines += [f"Folds trained by code {', '.join(codes)}; runs in `runs/lodo_ensemble/`.", ""]
@@ -132,9 +134,57 @@ def _ba(measured: dict[str, Any]) -> float:
     return measured["report"]["held_out"]["ensemble"]["balanced_accuracy"]
 
 
+def plot(root: Path, out: Path) -> None:
+    """Held-out BA and AUC per domain: one network's seeds (the ablation's Full arm), the ensemble's
+    members alone, the ensemble as it ships and, for BA, at the held-out domain's best cut (a ceiling);
+    the goal as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = gather(root / RESULTS)
+    full = [r for r in load_results(root / ablation_results(SHIPPED)) if r["arm"] == "Full"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, key in zip(axes, LODO_TARGET, strict=True):
+        for c, dom in enumerate(DOMAINS):
+            seeds = [r["student"]["test"][key] for r in full if r["held_out"] == dom]
+            ax.scatter([c - 0.25] * len(seeds), seeds, s=22, color="C0", zorder=3,
+                       label="one network (a seed)" if c == 0 else None)
+            if dom not in measured:
+                ax.text(c + 0.1, LODO_TARGET[key], "ensemble\nnot measured yet", ha="center", va="bottom",
+                        fontsize=8, color="grey")
+                continue
+            held = measured[dom]["report"]["held_out"]
+            members = [m[key] for m in held["members"]]
+            ax.scatter([c] * len(members), members, s=14, color="C7", zorder=3,
+                       label="a member alone" if c == 0 else None)
+            ax.scatter([c + 0.25], [held["ensemble"][key]], s=70, marker="D", color="C3", zorder=4,
+                       label="the ensemble as it ships" if c == 0 else None)
+            if key == "balanced_accuracy":
+                ax.scatter([c + 0.25], [held["ensemble"]["balanced_accuracy_at_best"]], s=70, marker="D",
+                           facecolors="none", edgecolors="C3", zorder=4,
+                           label="the ensemble at the domain's best cut" if c == 0 else None)
+        ax.axhline(LODO_TARGET[key], ls="--", color="grey", lw=1)
+        ax.text(-0.45, LODO_TARGET[key], "#10's goal", va="bottom", ha="left", fontsize=8, color="grey")
+        ax.set_xticks(range(len(DOMAINS)), [f"held out\n{d}" for d in DOMAINS], fontsize=8)
+        ax.set_xlim(-0.5, len(DOMAINS) - 0.5)
+        ax.set_ylabel("held-out " + ("balanced accuracy" if key == "balanced_accuracy" else "ROC AUC"))
+        ax.grid(axis="y", alpha=0.3)
+    handles = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("The shipped recipe with each domain held out: 5-fold ensemble against one network", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def write(root: Path = REPO) -> list[Path]:
+    """Regenerate the page and its figure under ``root``; the files written."""
     write_text_atomic(root / TABLE, render(root))
-    return [root / TABLE]
+    plot(root, root / FIGURE)
+    return [root / TABLE, root / FIGURE]
 
 
 def main(argv: list[str] | None = None) -> int:

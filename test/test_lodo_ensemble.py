@@ -61,6 +61,10 @@ def test_the_page_sets_each_built_ensemble_against_one_network_and_the_goal(tmp_
     assert "met on TUPAC16; missed on Hamamatsu XR (AUC 0.8797); not measured yet on Hamamatsu S360." in text
     assert "Ensemble minus one network, BA: TUPAC16 +0.030, Hamamatsu XR +0.020." in text
     assert "code abc1234" in text
+    assert "](lodo_ensemble.png)" in text  # the page shows its figure, which write() makes beside it
+    written = lodo_ensemble.write(root)
+    assert [p.name for p in written] == ["lodo_ensemble.md", "lodo_ensemble.png"]
+    assert written[0].read_text() == text and written[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_report_without_a_held_out_domain_is_not_a_row(tmp_path: Path) -> None:
