@@ -150,6 +150,17 @@ def test_model_card_is_generated_from_the_shipped_model(tmp_path: Path) -> None:
     assert f"class atypical when P ≥ **{card()['threshold']:.3f}**" in card_section()
 
 
+def test_the_calibration_paragraph_quotes_the_shipped_card() -> None:
+    """The Ensemble section's words on calibration name the shipped model's numbers, not an earlier
+    ship's (it said 0.233 for a while after the threshold had become 0.280)."""
+    text = " ".join(section(readme(), "**Calibration: Platt scaling, chosen out of fold.**").split())
+    oof = card()["metrics"]["oof"]
+    crossed = oof["calibration_choice"]["cross_fitted"][card()["calibration"]["kind"]]
+    assert f"out-of-fold ECE {oof['ece_before']:.3f} before calibration" in text
+    assert f"(ECE {crossed['ece']:.3f} cross-fitted)" in text
+    assert f"the threshold sits at the card's {card()['threshold']:.3f}" in text
+
+
 def test_model_card_prose_states_the_paper_count_consistently() -> None:
     text = card_section()
     assert "All of AMi-Br" not in text  # the paper lists more figures than this repository trains on
