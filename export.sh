@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Write the two uploads Grand Challenge takes: the image and, separately, the model.
 #
-#   ./export.sh [--build] [--image NAME] [--name BASENAME] [--out DIR]
+#   ./export.sh [--build] [--image NAME] [--name BASENAME] [--out DIR] [--model DIR]
 #
 #   <out>/<name>.tar.gz  the saved image (docker/podman save | gzip), for "Container images"
 #   <out>/model.tar.gz   the contents of model/ at the archive root, for "Models": Grand Challenge

@@ -62,6 +62,17 @@ WITHDRAWN = [ALIGNMENT_ANSWER]
 SHIPS_NEXT = [*SHIPPED]  # the answers not shipped yet follow SHIPPED
 
 
+def with_change(change: list[str]) -> list[str]:
+    """The shipped recipe with ``change`` (a candidate's overrides): a key the recipe sets already takes the
+    candidate's value in its place, so the folder is named for the recipe it trains. A change the
+    shipped recipe has already is no candidate: refused, since it would retrain what ships."""
+    same = [c for c in change if c in SHIPPED]
+    if same:
+        raise ValueError(f"{same[0]} is in the shipped recipe already; a candidate changes it")
+    keys = {c.split("=", 1)[0] for c in change}
+    return [o for o in SHIPPED if o.split("=", 1)[0] not in keys] + list(change)
+
+
 def recipe_slug(overrides: list[str]) -> str:
     """A folder name for results made with ``overrides``: ``sampler-shuffle-loss-weighted-ce-center-crop-64``."""
     words = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in (o.split("=", 1) for o in overrides)]
@@ -121,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     bad = [c for c in args.change if "=" not in c or c.startswith("=")]
     if bad:
         parser.error(f"a change is KEY=VALUE, not {bad[0]!r}")
-    recipe = [*SHIPPED, *args.change] if args.change else SHIPS_NEXT
+    try:
+        recipe = with_change(args.change) if args.change else SHIPS_NEXT
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
     print(BASE_CONFIG if args.base else recipe_slug(recipe) if args.slug
           else ablation_results(recipe) if args.ablation
           else transfer_results(recipe) if args.transfer

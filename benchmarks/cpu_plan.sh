@@ -8,8 +8,8 @@
 #   AMF_START_RUNS_UNTIL=14:40 setsid nohup bash benchmarks/cpu_plan.sh ... &        # start no run after 14:40 UTC
 #   CPU_PLAN_DRY=1 bash benchmarks/cpu_plan.sh                                          # the plan, nothing run
 #   bash benchmarks/cpu_plan.sh lodo backbone alignment                                 # these stages, in this order
-#   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh candidate       # a change, held out
-#   CPU_PLAN_CANDIDATE=augment.hed_sigma=0.2 bash benchmarks/cpu_plan.sh ensemble        # its 5 folds, on validation
+#   CPU_PLAN_CANDIDATE=augment.hed_bias=0.05 bash benchmarks/cpu_plan.sh candidate      # a change, held out
+#   CPU_PLAN_CANDIDATE=augment.hed_bias=0.05 bash benchmarks/cpu_plan.sh ensemble       # its 5 folds, on validation
 #   bash benchmarks/cpu_plan.sh nested                                                  # choosing across domains
 #   bash benchmarks/cpu_plan.sh lodo-ensemble                                           # the shipped model, held out
 #   pkill -f benchmarks/cpu_plan.sh; pkill -f "benchmarks.(choices|studies|ensemble_record)"; \

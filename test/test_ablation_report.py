@@ -660,12 +660,12 @@ def test_the_cpu_queue_checks_a_candidate_change_held_out_full_arm_only_against_
         return subprocess.run(["bash", "benchmarks/cpu_plan.sh", "candidate"], cwd=repo, capture_output=True,
                               text=True, timeout=120, env=env)
 
-    proc = queue("augment.hed_sigma=0.2")
+    proc = queue("augment.hed_bias=0.05")
     assert proc.returncode == 0, proc.stderr
     commands = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
-    folder = f"ablation-{recipe_slug([*SHIPPED, 'augment.hed_sigma=0.2'])}"
+    folder = f"ablation-{recipe_slug([*SHIPPED, 'augment.hed_bias=0.05'])}"
     assert len(commands) == 6 and all("align.enabled=true" in c for c in commands)  # Full only, 3 domains x 2 seeds
-    assert all(c.endswith(" ".join([*SHIPPED, "augment.hed_sigma=0.2"])) and f"--config {BASE_CONFIG} " in c
+    assert all(c.endswith(" ".join([*SHIPPED, "augment.hed_bias=0.05"])) and f"--config {BASE_CONFIG} " in c
                and f"/runs/{folder}/" in c for c in commands)
     last = proc.stdout.splitlines()[-2]  # then the seed pairs' threshold check, beside the candidate's ablation
     assert last.startswith("threshold transfer of ")
@@ -676,16 +676,28 @@ def test_the_cpu_queue_checks_a_candidate_change_held_out_full_arm_only_against_
 
 
 def test_answers_name_a_candidate_changes_folders_on_the_shipped_recipe(capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.answers import SHIPPED, SHIPS_NEXT, ablation_results, main
+    from benchmarks.answers import SHIPPED, SHIPS_NEXT, ablation_results, main, recipe_slug, with_change
 
-    main(["--ablation", "augment.hed_sigma=0.2"])
-    main(["--against", "augment.hed_sigma=0.2"])
+    main(["--ablation", "augment.hed_bias=0.05"])
+    main(["--against", "augment.hed_bias=0.05"])
     main(["--ablation"])
     assert capsys.readouterr().out.splitlines() == [
-        ablation_results([*SHIPPED, "augment.hed_sigma=0.2"]), ablation_results(SHIPPED), ablation_results(SHIPS_NEXT)]
+        ablation_results([*SHIPPED, "augment.hed_bias=0.05"]), ablation_results(SHIPPED), ablation_results(SHIPS_NEXT)]
     with pytest.raises(SystemExit):
         main(["--ablation", "augment.hed_sigma"])
     assert "a change is KEY=VALUE" in capsys.readouterr().err
+    # a setting the shipped recipe has takes the candidate's value in its place, so the folder names the
+    # recipe that trains (σ 0.4 instead of the shipped σ 0.2: the folder its runs were committed to)
+    assert "augment.hed_sigma=0.2" in SHIPPED
+    recipe = with_change(["augment.hed_sigma=0.4"])
+    assert "augment.hed_sigma=0.2" not in recipe and recipe[-1] == "augment.hed_sigma=0.4"
+    assert recipe_slug(recipe) == "sampler-shuffle-loss-weighted-ce-center-crop-64-hed-sigma-0.4"
+    # and a change the shipped recipe has already would retrain what ships: refused in one line
+    with pytest.raises(SystemExit) as stop:
+        main(["--slug", "augment.hed_sigma=0.2"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == ("error: augment.hed_sigma=0.2 is in the shipped recipe already; "
+                                       "a candidate changes it\n")
 
 
 def test_the_cpu_queue_trains_a_candidates_ensemble_beside_the_shipped_one(tmp_path: Path) -> None:
@@ -696,14 +708,14 @@ def test_the_cpu_queue_trains_a_candidates_ensemble_beside_the_shipped_one(tmp_p
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "CPU_PLAN_DRY": "1", "CPU_PLAN_RUNS": str(tmp_path / "runs"),
-           "CPU_PLAN_CANDIDATE": "augment.hed_sigma=0.2"}
+           "CPU_PLAN_CANDIDATE": "augment.hed_bias=0.05"}
     proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh", "ensemble"], cwd=repo, capture_output=True, text=True,
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
-    name = recipe_slug([*SHIPPED, "augment.hed_sigma=0.2"])
+    name = recipe_slug([*SHIPPED, "augment.hed_bias=0.05"])
     command, records = proc.stdout.splitlines()[1:3]
     assert f"--out {tmp_path / 'runs' / f'ensemble-{name}'} " in command
-    assert " ".join([*SHIPPED, "augment.hed_sigma=0.2"]) in command and "align.kind" not in command
+    assert " ".join([*SHIPPED, "augment.hed_bias=0.05"]) in command and "align.kind" not in command
     assert records == f"  records: {repo / 'benchmarks/results' / f'ensemble-{name}'}"  # never the shipped records
     proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh", "ensemble"], cwd=repo, capture_output=True, text=True,
                           timeout=120, env={**env, "CPU_PLAN_CANDIDATE": "augment.hed_sigma", "CPU_PLAN_DRY": "0"})

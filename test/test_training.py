@@ -233,6 +233,11 @@ def test_config_overrides_and_errors() -> None:
         load_config(None, ["optim.epoch=2"])
     with pytest.raises(ValueError, match="true or false"):
         load_config(None, ["mix.enabled=3"])
+    # YAML 1.1 reads 2e-4 as a string: a float setting takes it, in an override and in a file alike
+    assert load_config(None, ["optim.lr=2e-4"]).optim.lr == 2e-4
+    assert load_config(None, ["optim.weight_decay=1E-2"]).optim.weight_decay == 0.01
+    with pytest.raises(ValueError, match=r"optim\.lr must be float"):
+        load_config(None, ["optim.lr=fast"])
 
 
 # -- one preprocessing -----------------------------------------------------------------------------

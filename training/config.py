@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,9 @@ class Config:
             raise ValueError(f"model.resize must be -1 (auto), 0 (never) or a side in pixels, got {self.model.resize}")
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _apply(section: Any, key: str, value: Any, where: str) -> None:
     names = {f.name for f in dataclasses.fields(section)}
     if key not in names:
@@ -226,6 +230,8 @@ def _apply(section: Any, key: str, value: Any, where: str) -> None:
         raise ValueError(f"{where} must be true or false, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(current, float) and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 2e-4 (no dot) as a string; it is the number people mean
     if isinstance(current, list) and isinstance(value, str):
         value = [v for v in value.split(",") if v]
     if current is not None and not isinstance(value, type(current)):
