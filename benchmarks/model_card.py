@@ -42,7 +42,7 @@ from amf.card import (
 )
 from benchmarks import lodo_ensemble
 from benchmarks.ablation import DOMAINS
-from benchmarks.answers import SHIPPED, ablation_results, transfer_results
+from benchmarks.answers import SHIPPED, ablation_results, chosen_held_out, transfer_results
 from benchmarks.driver import checkout_relative, load_results
 from benchmarks.goals import LODO_TARGET, domain_means, goal_cell, goal_number, target_verdict
 from benchmarks.publish import publish
@@ -122,6 +122,23 @@ def _recipe_text(provenance: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _augment_text(config: dict[str, Any]) -> str:
+    a = config.get("augment") or {}
+    if not a:
+        return "not recorded in this card"
+    parts = ["dihedral flips and rotations" if a.get("dihedral") else "no dihedral views"]
+    if a.get("affine_p"):
+        parts.append(f"affine p {a['affine_p']} (±{a.get('rotate_deg')}°, scale ±{a.get('scale')}, "
+                     f"shift ±{a.get('translate_px')} px)")
+    if a.get("hed_p"):
+        parts.append(f"HED stain jitter p {a['hed_p']} (σ {a.get('hed_sigma')}, bias ±{a.get('hed_bias')})")
+    if a.get("blur_p"):
+        parts.append(f"blur p {a['blur_p']}")
+    if a.get("noise_p"):
+        parts.append(f"noise p {a['noise_p']}")
+    return ", ".join(parts)
+
+
 def _budget_text(config: dict[str, Any]) -> str:
     o = config.get("optim") or {}
     if not o:
@@ -144,13 +161,17 @@ def summary_table(card: dict[str, Any], model_dir: Path) -> str:
     arch, prov = card["architecture"], card.get("provenance", {})
     members = card.get("members") or []
     per_member = card.get("parameters")
+    trainable = prov.get("trainable_parameters")
     net = (f"{arch['backbone']} → {arch.get('attention', 'none')} attention → average pooling → linear head"
-           + (f"; {per_member / max(len(members), 1) / 1e6:.2f} M parameters per network" if per_member else ""))
+           + (f"; {trainable / 1e6:.2f} M trainable parameters per network" if trainable else
+              f"; {per_member / max(len(members), 1) / 1e6:.2f} M stored values per network (BatchNorm statistics "
+              "included)" if per_member else ""))
     data = prov.get("data", {})
     train = data.get("train", {})
     rows = [("network", net),
             ("members", f"{len(members)}: {data.get('split', '')}" if members else "1"),
             ("recipe", _recipe_text(prov)),
+            ("augmentation", _augment_text(prov.get("config") or {})),
             ("budget", _budget_text(prov.get("config") or {})),
             ("pretrained", pretrained_words(str(prov.get("pretrained", "not recorded")), arch["backbone"],
                                             prov.get("backbone"))),
@@ -171,8 +192,8 @@ def summary_table(card: dict[str, Any], model_dir: Path) -> str:
                       f"{weights_sha256(model_dir, card)[:16]}…")]
     commits = sorted({m.get("git_commit") for m in members if m.get("git_commit")}) or [prov.get("git_commit")]
     dates = sorted(m.get("trained_at") for m in members if m.get("trained_at")) or [prov.get("trained_at")]
-    rows.append(("trained", f"code {', '.join(str(c) for c in commits)}; {dates[0]}"
-                            + (f" to {dates[-1]}" if dates[-1] != dates[0] else "") + f"; torch {prov.get('torch')}"))
+    finished = (f"members finished {dates[0]} to {dates[-1]}" if dates[-1] != dates[0] else f"finished {dates[0]}")
+    rows.append(("trained", f"code {', '.join(str(c) for c in commits)}; {finished}; torch {prov.get('torch')}"))
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
@@ -219,7 +240,8 @@ def calibration_table(card: dict[str, Any]) -> str | None:
         return None
     lines = ["| out of fold | ECE (15 bins) | negative log-likelihood |", "|---|---|---|",
              f"| before calibration | {_num(oof['ece_before'], 4)} | {_num(oof.get('nll_before'), 4)} |",
-             f"| after ({describe_calibration(card.get('calibration'))}) | {_num(oof['ece_after'], 4)} | "
+             f"| after ({describe_calibration(card.get('calibration'))}, fitted on these predictions) | "
+             f"{_num(oof['ece_after'], 4)} | "
              f"{_num(oof.get('nll_after'), 4)} |"]
     choice = oof.get("calibration_choice") or {}
     if choice.get("cross_fitted"):
@@ -268,9 +290,11 @@ def transfer_section(card: dict[str, Any], transfer: dict[str, Any] | None,
                 "once the ablation's two seeds have trained (`python -m benchmarks.threshold_transfer --runs RUNS "
                 f"--json {shown}`). The first recipe's check is in `benchmarks/results/threshold_transfer.md`.", ""]
     lines = [f"The ablation's two seeds of the {SHIPPED_ARM} arm, each domain held out, are members that all "
-             "left that domain out. Calibration and threshold fitted on their pooled validation predictions, as "
-             f"for this card, then applied on the held-out domain (`{Path(shown).with_suffix('.md')}`):", "",
-             "| held out | calibration | threshold | members' BA (mean) | average's BA | Δ | "
+             "left that domain out. Calibration and threshold fitted on their pooled validation predictions (the "
+             "seeds' validation splits mostly coincide, so most of those patches are scored twice), the analogue "
+             "of this card's fit on its out-of-fold predictions, then applied on the held-out domain "
+             f"(`{Path(shown).with_suffix('.md')}`):", "",
+             "| held out | calibration | threshold | members alone at that threshold: BA (mean) | average's BA | Δ | "
              "average's BA at the domain's best cut |", "|---|---|---|---|---|---|---|"]
     kinds = set()
     for r in rows:
@@ -306,10 +330,12 @@ def ensemble_held_out_section(card: dict[str, Any], measured: dict[str, dict[str
     if not measured:
         return [f"Not measured yet (`{shown}/`): `bash benchmarks/cpu_plan.sh lodo-ensemble` trains this recipe's "
                 "5 folds with each domain left out and scores their ensemble there as it ships.", ""]
-    lines = ["Five members trained on the folds of the other domains, threshold and calibration from their "
-             "out-of-fold predictions, scored on the held-out domain as `process.py` scores it "
-             f"(`{shown}.md`):", "",
-             "| held out | balanced accuracy | sensitivity | specificity | ROC AUC | members alone: BA (mean) | "
+    folds = {m["report"].get("folds") for m in measured.values()}
+    lines = [f"{' or '.join(str(k) for k in sorted(folds, key=str))} members trained on the folds of the other "
+             "domains, threshold and calibration from their out-of-fold predictions, scored on the held-out domain "
+             f"as `process.py` scores it (`{shown}.md`):", "",
+             "| held out | balanced accuracy | sensitivity | specificity | ROC AUC | members alone, at the ensemble's "
+             "threshold: BA (mean) | "
              f"goal (BA ≥ {LODO_TARGET['balanced_accuracy']:.2f}, AUC ≥ {LODO_TARGET['roc_auc']:.2f}) |",
              "|---|---|---|---|---|---|---|"]
     for dom, m in measured.items():
@@ -330,7 +356,8 @@ def ensemble_held_out_section(card: dict[str, Any], measured: dict[str, dict[str
 
 def cost_table(card: dict[str, Any], model_dir: Path, latency: dict[str, Any] | None) -> str:
     sha = weights_sha256(model_dir, card)
-    rows = [("size on disk", f"{_size_mb(model_dir):.1f} MB")]
+    rows = [("size on disk", f"{_size_mb(model_dir):.1f} MB ({CARD_NAME} + {WEIGHTS_NAME}); the container adds the "
+                             "float32 `model.onnx` it exports from them for the CPU engine")]
     measured = latency is not None and latency.get("config", {}).get("weights_sha256") == sha
     if measured:
         assert latency is not None
@@ -372,7 +399,9 @@ def render(raw: dict[str, Any]) -> str:
         lines += [f"The ablation's {SHIPPED_ARM} arm (`{raw['ablation_shown']}/`): "
                   "one network trained with "
                   "this recipe on the other AMi-Br domains, scored on the held-out one at its in-domain validation "
-                  "threshold (mean ± sd over seeds; ¹ one seed).", "", lodo, "",
+                  "threshold (mean ± sd over seeds; ¹ one seed).", "",
+                  *([chosen, ""] if (chosen := chosen_held_out(card.get("provenance", {}).get("config") or {}))
+                    else []), lodo, "",
                   "Recipe settings where those runs differ from this card: "
                   + ("; ".join(differences) if differences else "none") + ".", ""]
     else:

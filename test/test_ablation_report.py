@@ -720,3 +720,17 @@ def test_the_cpu_queue_trains_a_candidates_ensemble_beside_the_shipped_one(tmp_p
     proc = subprocess.run(["bash", "benchmarks/cpu_plan.sh", "ensemble"], cwd=repo, capture_output=True, text=True,
                           timeout=120, env={**env, "CPU_PLAN_CANDIDATE": "augment.hed_sigma", "CPU_PLAN_DRY": "0"})
     assert proc.returncode == 2 and "CPU_PLAN_CANDIDATE='KEY=VALUE ...'" in proc.stderr
+
+
+def test_pages_quoting_the_runs_that_chose_a_setting_say_their_numbers_are_the_selections_own() -> None:
+    """σ 0.2 was chosen on the leave-one-domain-out runs of one network; every page that reports those runs
+    for a recipe with it says they are not an untouched estimate, and a recipe without it is not flagged."""
+    from benchmarks.answers import CHOSEN_HELD_OUT, SHIPPED, chosen_held_out
+
+    assert set(CHOSEN_HELD_OUT) <= set(SHIPPED)
+    assert chosen_held_out({"augment": {"hed_sigma": 0.2}}).startswith("**Not an untouched estimate:**")
+    assert chosen_held_out({"augment": {"hed_sigma": 0.05}}) == "" and chosen_held_out({}) == ""
+    results = Path(__file__).resolve().parents[1] / "benchmarks/results"
+    for page in ("model_card.md", "lodo_ensemble.md"):
+        assert "**Not an untouched estimate:** this recipe's `augment.hed_sigma=0.2`" in (results / page).read_text()
+    assert "never used to choose" not in (results / "held_out.md").read_text()

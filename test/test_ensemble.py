@@ -931,7 +931,9 @@ def test_model_card_is_generated_from_the_card_and_the_raw_results(ensemble_run:
     assert f"| all, out of fold | 48 | {oof['overall']['n_atypical']} |" in text
     assert "| Scanner: Aperio CS2 | 18 |" in text and "| Scanner: unknown | 12 |" in text
     assert "Species:" not in text  # one value: no breakdown
-    assert f"| after ({describe_calibration(card['calibration'])}) | {oof['ece_after']:.4f} |" in text
+    assert (f"| after ({describe_calibration(card['calibration'])}, fitted on these predictions) | "
+            f"{oof['ece_after']:.4f} |") in text
+    assert "| augmentation | dihedral flips and rotations, affine p " in text  # the recipe's augmentation, shown
     chosen = oof["calibration_choice"]["chosen"]
     assert f"| **{chosen}** (shipped) | {oof['calibration_choice']['cross_fitted'][chosen]['ece']:.4f} |" in text
     assert "| TUPAC16 (10 patches) | 0.750 ± 0.071 |" in text and "| 2 | missed (BA 0.750) |" in text

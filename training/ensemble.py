@@ -14,8 +14,9 @@ from its checkpoint. Once all folds are done:
 * a calibration is fitted on those pooled out-of-fold logits (negative log-likelihood), so that a
   member's ``confidence`` is a calibrated P(atypical). ``--calibration auto`` (the default) takes,
   of none, a temperature and Platt scaling (scale and bias), the one whose cross-fitted NLL is
-  lowest: each fold scored under the fit to the other folds. A temperature cannot undo the balanced
-  sampler's prior (the members see half atypical; the data has about a fifth), a Platt bias can;
+  lowest: each fold scored under the fit to the other folds. A temperature cannot move the members'
+  prior (class-weighted CE or a balanced sampler trains them as if half were atypical; the data has about
+  a fifth), a Platt bias can;
 * the decision threshold maximises balanced accuracy on the pooled, calibrated out-of-fold
   probabilities;
 * ``<out>/model/`` holds the K members (format 2, fp16 weights); the ensemble averages the members'
@@ -262,7 +263,7 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], pool: dict
     provenance["ensemble_built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     after = ", after calibration" if fit["calibration"] else ""
     source = ("maximises balanced accuracy on the pooled out-of-fold predictions (each patch scored by the one "
-              f"member that did not train on it{after}, {fit['tta']} views); "
+              f"member that did not train on it{after}, TTA {fit['tta']}); "
               "fitted on single members and applied to the members' average")
     card = make_card(loaded[0].model, backbone=arch["backbone"], drop_rate=arch["drop_rate"],
                      input_size=first["input_size"], center_crop=first.get("center_crop") or 0,
@@ -276,7 +277,7 @@ def build_model_dir(out: Path, runs: list[Path], fit: dict[str, Any], pool: dict
     card["ensemble"] = ("P(atypical) is the mean of the members' calibrated probabilities (over the TTA views too); "
                         "threshold and calibration were fitted on single members' out-of-fold predictions and are "
                         "applied to that average (how far that carries over, measured where all members left a "
-                        "domain out: benchmarks/results/threshold_transfer.md)")
+                        "domain out: threshold_transfer.md beside the recipe's ablation in benchmarks/results/)")
     calibration = None
     if fit["calibration"]:
         calibration = {**fit["calibration"],
