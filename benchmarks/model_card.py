@@ -354,6 +354,18 @@ def ensemble_held_out_section(card: dict[str, Any], measured: dict[str, dict[str
             + ("; ".join(differences) if differences else "none") + ".", ""]
 
 
+def _align_acting(records: list[dict[str, Any]]) -> str:
+    """Which weak labels the alignment acted on with each domain held out (one that keeps a single known
+    value in the training data sits out), as the runs recorded it; '' when they did not."""
+    acting = {r["held_out"]: r["align_labels"] for r in records
+              if r.get("arm") == SHIPPED_ARM and r.get("align_labels") is not None}
+    if not acting:
+        return ""
+    return (" With a domain held out, the alignment acts only on the labels that still vary in the training "
+            "data: " + "; ".join(f"{d} held out, {', '.join(acting[d]) or 'none'}" for d in DOMAINS if d in acting)
+            + ".")
+
+
 def cost_table(card: dict[str, Any], model_dir: Path, latency: dict[str, Any] | None) -> str:
     sha = weights_sha256(model_dir, card)
     rows = [("size on disk", f"{_size_mb(model_dir):.1f} MB ({CARD_NAME} + {WEIGHTS_NAME}); the container adds the "
@@ -403,7 +415,7 @@ def render(raw: dict[str, Any]) -> str:
                   *([chosen, ""] if (chosen := chosen_held_out(card.get("provenance", {}).get("config") or {}))
                     else []), lodo, "",
                   "Recipe settings where those runs differ from this card: "
-                  + ("; ".join(differences) if differences else "none") + ".", ""]
+                  + ("; ".join(differences) if differences else "none") + "." + _align_acting(raw["ablation"]), ""]
     else:
         lines += [f"No leave-one-domain-out run of this recipe's {SHIPPED_ARM} arm is recorded in "
                   f"`{raw['ablation_shown']}/` yet "
