@@ -21,6 +21,8 @@ FORMAT_VERSION = 3  # the newest format this code reads; see format_needed for w
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
 TTA_VIEWS = ("none", "flip2", "dihedral4", "dihedral8")
+# the attention refinements amf.network builds; here so that a card naming another is refused on reading
+ATTENTION_KINDS = ("cbam", "attnpool", "none")
 POSITIVE_CLASS = CLASS_NAMES[1]
 PREPROCESSING = "RGB uint8; centre crop or reflect pad to input_size, no resampling; ImageNet normalisation"
 CALIBRATION_KINDS = ("temperature", "platt")
@@ -211,5 +213,11 @@ def read_card(path: str | Path) -> dict[str, Any]:
     if card.get("positive_class", POSITIVE_CLASS) != POSITIVE_CLASS:
         raise ModelDirError(f"{card_path}: the positive class must be {POSITIVE_CLASS!r}, "
                             f"got {card['positive_class']!r}")
+    if card["tta"] not in TTA_VIEWS:
+        raise ModelDirError(f"{card_path}: tta must be one of {TTA_VIEWS}, got {card['tta']!r}")
+    arch = card["architecture"] if isinstance(card["architecture"], dict) else {}
+    if arch.get("attention") not in ATTENTION_KINDS:
+        raise ModelDirError(f"{card_path}: architecture.attention must be one of {ATTENTION_KINDS}, "
+                            f"got {arch.get('attention')!r}")
     check_extensions(card, str(card_path))
     return card

@@ -29,9 +29,8 @@ from torch.func import functional_call, vmap
 
 from amf import CLASS_NAMES
 from amf.backbones import HUB_PREFIX, timm_kwargs
+from amf.card import ATTENTION_KINDS
 from amf.errors import ModelDirError
-
-ATTENTION_KINDS = ("cbam", "attnpool", "none")
 
 
 class ChannelSpatialAttention(nn.Module):

@@ -266,3 +266,27 @@ def test_process_exits_3_on_a_weights_mismatch(tmp_path: Path, model_dir: Path) 
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "does not match model.json" in lines[0], lines
     assert not (tmp_path / "out" / OUTPUT_FILENAME).exists()
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [("tta", "dihedral3", "tta must be one of"),
+                                                    ("attention", "transformer", "architecture.attention must be")])
+def test_a_card_naming_views_or_a_network_part_this_code_lacks_exits_3(
+        tmp_path: Path, model_dir: Path, key: str, value: str, says: str) -> None:
+    """A model fault, read off the card before any weight loads: exit 3 in one line on either engine,
+    not a ValueError from deep in the torch engine (exit 1)."""
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad)
+    card = json.loads((bad / "model.json").read_text())
+    if key == "attention":
+        card["architecture"]["attention"] = value
+    else:
+        card[key] = value
+    (bad / "model.json").write_text(json.dumps(card))
+    write_job(tmp_path / "in", synthetic_pages(2))
+    for engine in ("torch", "onnx"):
+        result = run_process("--input", tmp_path / "in", "--output", tmp_path / "out", "--model", bad, "--quiet",
+                             "--engine", engine)
+        assert result.returncode == 3, (engine, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
+        assert not (tmp_path / "out" / OUTPUT_FILENAME).exists()

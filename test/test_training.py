@@ -238,6 +238,11 @@ def test_config_overrides_and_errors() -> None:
     assert load_config(None, ["optim.weight_decay=1E-2"]).optim.weight_decay == 0.01
     with pytest.raises(ValueError, match=r"optim\.lr must be float"):
         load_config(None, ["optim.lr=fast"])
+    # what would end in a traceback otherwise: an unknown section with a dotted key, a value that is not YAML
+    with pytest.raises(ValueError, match="unknown config section 'foo'"):
+        load_config(None, ["foo.bar.baz=1"])
+    with pytest.raises(ValueError, match=r"not valid YAML: .*\(line 1, column 5\)"):
+        load_config(None, ["data.manifests=[a,b"])
 
 
 # -- one preprocessing -----------------------------------------------------------------------------

@@ -248,26 +248,44 @@ def _merge(cfg: Config, tree: dict[str, Any]) -> None:
             _apply(section, key, value, f"{section_name}.{key}")
 
 
+def _yaml(text: str, where: str) -> Any:
+    """``text`` parsed as YAML; malformed YAML is a one-line error naming ``where``, not a parser's traceback."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ValueError(f"{where}: not valid YAML: {problem}{at}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file, then ``section.key=value`` overrides (values parsed as YAML)."""
     cfg = Config()
     if path is not None:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        tree = _yaml(Path(path).read_text(encoding="utf-8"), str(path)) or {}
+        if not isinstance(tree, dict):
+            raise ValueError(f"{path}: a config file maps sections to settings, not {type(tree).__name__}")
         _merge(cfg, tree)
+    sections = {f.name for f in dataclasses.fields(cfg)}
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
         dotted, raw = item.split("=", 1)
         section_name, key = dotted.split(".", 1)
+        if section_name not in sections:
+            raise ValueError(f"unknown config section {section_name!r} in {item!r}; "
+                             f"sections: {', '.join(sorted(sections))}")
+        value = _yaml(raw, f"override {item!r}")
         if "." in key:  # e.g. align.label_weights.Scanner=2, model.lora.rank=8
             key, sub = key.split(".", 1)
             current = getattr(getattr(cfg, section_name), key, None)
             if dataclasses.is_dataclass(current):
-                _merge(cfg, {section_name: {key: {sub: yaml.safe_load(raw)}}})
+                _merge(cfg, {section_name: {key: {sub: value}}})
             else:
-                _merge(cfg, {section_name: {key: {**(current or {}), sub: yaml.safe_load(raw)}}})
+                _merge(cfg, {section_name: {key: {**(current or {}), sub: value}}})
         else:
-            _merge(cfg, {section_name: {key: yaml.safe_load(raw)}})
+            _merge(cfg, {section_name: {key: value}})
     cfg.check()
     return cfg
 
