@@ -83,9 +83,12 @@ def with_change(change: list[str]) -> list[str]:
 def chosen_held_out(config: dict) -> str:
     """Where a run's ``config`` (nested, as a run or a card records it) has settings of ``CHOSEN_HELD_OUT``:
     the sentence that says its leave-one-domain-out scores are the selection's own; '' otherwise."""
-    had = [f"`{setting}` ({how})" for setting, how in CHOSEN_HELD_OUT.items()
-           if (config.get(setting.split(".", 1)[0]) or {}).get(setting.split("=", 1)[0].split(".", 1)[1])
-           == yaml.safe_load(setting.split("=", 1)[1])]
+    def has(setting: str) -> bool:
+        key, value = setting.split("=", 1)
+        section, name = key.split(".", 1)
+        return (config.get(section) or {}).get(name) == yaml.safe_load(value)
+
+    had = [f"`{setting}` ({how})" for setting, how in CHOSEN_HELD_OUT.items() if has(setting)]
     if not had:
         return ""
     return ("**Not an untouched estimate:** this recipe's " + "; ".join(had) + " was chosen on these "
